@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install megatron-snow and its test tools into the current Python.
+# torch is installed first, pinned, only when missing: an unpinned torch would
+# let pip choose a multi-GB CUDA build where the CPU build is what is wanted.
+# On a GPU cluster install your CUDA torch first, then run this script
+# (add the Transformer Engine extra with: pip install -e ".[gpu]").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -c "import megatron.core, torch; print(f'megatron-snow ready: torch {torch.__version__}, megatron-core {megatron.core.__version__}')"

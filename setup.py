@@ -1,0 +1,38 @@
+"""megatron-snow: the Arctic-SnowCoder recipe on megatron-core."""
+from setuptools import find_packages, setup
+
+# torch is a range that the local CPU wheel (2.13.0) satisfies, so pip never
+# pulls a multi-GB CUDA build where a CPU build is already installed.
+INSTALL_REQUIRES = [
+    "torch>=2.6",
+    "megatron-core==0.16.1",
+    "numpy",
+    "pyyaml",
+    "psutil",
+    "tqdm",
+    "sentencepiece",
+    "tokenizers",
+    "transformers",
+    "datasets",
+    "safetensors",
+    "mpi4py",
+    "mpich",
+    "tensorboard",
+]
+
+EXTRAS = {
+    # Transformer Engine fused kernels; needs CUDA, install on GPU nodes only.
+    "gpu": ["transformer_engine[pytorch]"],
+    "dev": ["pytest", "pytest-timeout", "datasketch"],
+    "wandb": ["wandb"],
+}
+
+setup(
+    name="megatron-snow",
+    version="0.1.0",
+    description="Open, runnable Arctic-SnowCoder recipe: code data pipeline and megatron-core training",
+    packages=find_packages(include=["megatron_snow", "megatron_snow.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
