@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "mpi4py",
     "mpich",
     "tensorboard",
+    "xxhash",  # phase-1 data: fast 64-bit hashes for shingles, content and buckets
+    "pyarrow",  # phase-1 data: The Stack parquet/arrow ingest
 ]
 
 EXTRAS = {

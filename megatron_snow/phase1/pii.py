@@ -1,0 +1,122 @@
+"""PII redaction: emails, IP addresses and secrets/keys replaced by placeholders, counted per kind.
+
+IP addresses follow bigcode's false-positive rules: the match must parse as
+an address, must be public (private, loopback, link-local, reserved and
+multicast addresses are not personal), must not be a well-known public DNS
+resolver, and must not be a version number ("version 1.2.3.4", "v1.2.3.4").
+Generic ``secret = "..."`` assignments are redacted only when the value looks
+random (mixed character classes, high entropy), so constants and words stay.
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+KINDS = ("email", "ip_address", "key")
+
+
+@dataclass
+class PIIConfig:
+    enabled: bool = True
+    email_placeholder: str = "<EMAIL>"
+    ip_placeholder: str = "<IP_ADDRESS>"
+    key_placeholder: str = "<KEY>"
+    redact_emails: bool = True
+    redact_ips: bool = True
+    redact_keys: bool = True
+    min_secret_entropy: float = 3.0  # bits per char for generic secret assignments
+
+
+EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][\w.+%-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])")
+IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])")
+IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|(?::?[0-9A-Fa-f]{1,4}))(?![\w:.])"
+                  r"|(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}(?![\w:.])")
+VERSION_CONTEXT = re.compile(r"\b(?:version|ver|v)[\s=:'\"]*$", re.IGNORECASE)
+PUBLIC_DNS = frozenset({
+    "8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112", "208.67.222.222",
+    "208.67.220.220", "76.76.19.19", "76.223.122.150", "94.140.14.14", "94.140.15.15", "8.26.56.26",
+    "8.20.247.20", "2001:4860:4860::8888", "2001:4860:4860::8844", "2606:4700:4700::1111",
+})
+
+KEY_PATTERNS: list[tuple[str, re.Pattern]] = [
+    ("private_key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
+    ("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![A-Z0-9])")),
+    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{60,})\b")),
+    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])")),
+    ("stripe_key", re.compile(r"\b[sr]k_live_[0-9A-Za-z]{20,}\b")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+]
+# name = "value" where the name says secret; the value (group 1) is redacted if it looks random.
+SECRET_ASSIGN = re.compile(
+    r"(?i)(?:secret|token|api[_-]?key|apikey|passw(?:or)?d|access[_-]?key|auth[_-]?key|client[_-]?secret)"
+    r"[\w-]*[\"']?\s*[:=]>?\s*[\"']([A-Za-z0-9+/=_\-.]{16,128})[\"']")
+
+
+def _entropy(s: str) -> float:
+    c = Counter(s)
+    return -sum(n / len(s) * math.log2(n / len(s)) for n in c.values())
+
+
+def looks_random(s: str, min_entropy: float) -> bool:
+    classes = sum(bool(re.search(p, s)) for p in (r"[a-z]", r"[A-Z]", r"\d"))
+    return classes >= 2 and any(ch.isdigit() for ch in s) and _entropy(s) >= min_entropy
+
+
+def _ip_is_pii(text: str, start: int, value: str) -> bool:
+    if ":" in value and (len([g for g in value.split(":") if g]) < 3 or not any(c.isdigit() for c in value)):
+        return False  # 'a::b', 'dead::beef' are C++/Rust paths far more often than addresses
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if not ip.is_global or value in PUBLIC_DNS:
+        return False
+    if VERSION_CONTEXT.search(text[max(0, start - 12):start]):
+        return False
+    return True
+
+
+def find_pii(text: str, cfg: PIIConfig) -> list[tuple[int, int, str]]:
+    """Non-overlapping (start, end, kind) spans, earliest first; keys win over other kinds."""
+    spans: list[tuple[int, int, str]] = []
+    if cfg.redact_keys:
+        for _, pat in KEY_PATTERNS:
+            spans += [(m.start(), m.end(), "key") for m in pat.finditer(text)]
+        for m in SECRET_ASSIGN.finditer(text):
+            if looks_random(m.group(1), cfg.min_secret_entropy):
+                spans.append((m.start(1), m.end(1), "key"))
+    if cfg.redact_emails and "@" in text:
+        spans += [(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
+    if cfg.redact_ips:
+        for pat in (IPV4, IPV6) if ":" in text else (IPV4,):
+            spans += [(m.start(), m.end(), "ip_address") for m in pat.finditer(text)
+                      if _ip_is_pii(text, m.start(), m.group())]
+    rank = {"key": 0, "email": 1, "ip_address": 2}
+    spans.sort(key=lambda s: (s[0], rank[s[2]], -s[1]))
+    out: list[tuple[int, int, str]] = []
+    for s in spans:
+        if out and s[0] < out[-1][1]:
+            continue
+        out.append(s)
+    return out
+
+
+def redact(text: str, cfg: PIIConfig) -> tuple[str, dict[str, int]]:
+    """Text with PII replaced by placeholders, and counts per kind (only kinds found)."""
+    spans = find_pii(text, cfg)
+    if not spans:
+        return text, {}
+    place = {"email": cfg.email_placeholder, "ip_address": cfg.ip_placeholder, "key": cfg.key_placeholder}
+    parts, pos = [], 0
+    counts: Counter = Counter()
+    for start, end, kind in spans:
+        parts.append(text[pos:start])
+        parts.append(place[kind])
+        counts[kind] += 1
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), dict(sorted(counts.items()))

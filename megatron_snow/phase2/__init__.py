@@ -1,0 +1,1 @@
+"""Phase 2 of the recipe: quality annotator, corpus scoring, top-document selection, alignment."""

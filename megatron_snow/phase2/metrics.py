@@ -1,0 +1,76 @@
+"""Binary-classification metrics for the annotator: ROC-AUC, precision, recall, F1.
+
+Kept dependency-free (no scikit-learn): ROC-AUC is the Mann-Whitney U
+statistic, i.e. the probability that a random positive outscores a random
+negative, with ties counted as one half.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve; needs at least one positive and one negative."""
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
+    n_pos = int((y == 1).sum())
+    n_neg = int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"ROC-AUC needs both classes, got {n_pos} positives and {n_neg} negatives")
+    # Average ranks (1-based) so that tied scores share their rank.
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass
+class BinaryMetrics:
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    accuracy: float
+    n: int
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"P={self.precision:.4f} R={self.recall:.4f} F1={self.f1:.4f} "
+                f"ROC-AUC={self.roc_auc:.4f} acc={self.accuracy:.4f} (n={self.n})")
+
+
+def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> BinaryMetrics:
+    """Precision/recall/F1 of ``score >= threshold`` as positive, plus ROC-AUC."""
+    y = np.asarray(labels, dtype=np.int64)
+    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    tp = int((pred & (y == 1)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return BinaryMetrics(
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        roc_auc=roc_auc(y, scores),
+        accuracy=float((pred == (y == 1)).mean()),
+        n=len(y),
+        threshold=threshold,
+    )

@@ -1,0 +1,163 @@
+"""The training config tree: model, parallelism, data, optimizer and schedule,
+checkpointing, logging. Loaded from YAML plus ``a.b=value`` overrides through
+megatron_snow.config.load_config, so unknown keys and wrong types fail with
+one line naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from megatron_snow.config import ConfigError, load_config
+
+
+@dataclass
+class ModelConfig:
+    """A Llama-2 style decoder (RMSNorm, SwiGLU, RoPE, tied embeddings)."""
+
+    num_layers: int = 2
+    hidden_size: int = 64
+    ffn_hidden_size: int = 176
+    num_attention_heads: int = 4
+    # Key/value heads for grouped-query attention; None = one per attention head.
+    num_query_groups: int | None = None
+    # Needed unless data.tokenizer_path gives it.
+    vocab_size: int | None = None
+    # The embedding table is padded to a multiple of this x TP (Megatron's rule).
+    make_vocab_size_divisible_by: int = 128
+    rotary_base: int = 10000
+    norm_epsilon: float = 1e-5
+    init_method_std: float = 0.02
+    tie_embeddings: bool = True
+    # "auto": Transformer Engine when installed and CUDA is present, else local.
+    transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) is not divisible by "
+                f"model.num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.num_query_groups is not None and self.num_attention_heads % self.num_query_groups:
+            raise ConfigError(
+                f"model.num_attention_heads ({self.num_attention_heads}) is not divisible by "
+                f"model.num_query_groups ({self.num_query_groups})"
+            )
+
+
+@dataclass
+class ParallelConfig:
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = False
+    # Overlap gradient all-reduce with backward (GPU runs; harmless on CPU).
+    overlap_grad_reduce: bool = False
+
+
+@dataclass
+class DataConfig:
+    # [[weight, prefix], ...]: Megatron indexed datasets (PREFIX.bin / PREFIX.idx).
+    blend: list[list[float | str]] = field(default_factory=list)
+    # train,valid,test ratios over the blend's documents.
+    split: str = "98,2,0"
+    seq_length: int = 128
+    # Where GPTDataset caches its document/sample/shuffle indices; None = beside the data.
+    index_cache_dir: str | None = None
+    # A SentencePiece .model or tokenizer.json; gives vocab_size, eod_id and pad_id.
+    tokenizer_path: str | None = None
+    eod_id: int | None = None
+    pad_id: int | None = None
+    reset_position_ids: bool = False
+    reset_attention_mask: bool = False
+    eod_mask_loss: bool = False
+
+    def prefixes(self) -> tuple[list[str], list[float]]:
+        """The blend as (prefixes, weights), checked."""
+        prefixes, weights = [], []
+        for i, item in enumerate(self.blend):
+            if len(item) != 2 or isinstance(item[0], str) or not isinstance(item[1], str):
+                raise ConfigError(f"data.blend[{i}]: expected [weight, prefix], got {item!r}")
+            weights.append(float(item[0]))
+            prefixes.append(item[1])
+        return prefixes, weights
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam and the learning-rate schedule (iteration based)."""
+
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    # LR at the start of warm-up (0 for a phase-2 style re-warm-up).
+    lr_warmup_init: float = 0.0
+    lr_warmup_iters: int = 0
+    lr_decay_style: Literal["cosine", "linear", "constant", "WSD"] = "cosine"
+    # None = decay over the whole run (training.train_iters).
+    lr_decay_iters: int | None = None
+    # WSD: how many final iterations anneal, and their shape.
+    lr_wsd_decay_iters: int | None = None
+    lr_wsd_decay_style: Literal["linear", "cosine", "exponential", "minus_sqrt"] = "linear"
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+
+
+@dataclass
+class TrainingConfig:
+    micro_batch_size: int = 1
+    global_batch_size: int = 8
+    train_iters: int = 10
+    seed: int = 1234
+    # "auto": bf16 on GPU, fp32 on CPU.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    eval_interval: int = 0  # 0 = validate only at the end
+    eval_iters: int = 1  # global batches per validation
+    # Stop (after saving) once this iteration is reached; 0 = run to train_iters.
+    exit_at_iter: int = 0
+
+
+@dataclass
+class CheckpointConfig:
+    # This run's checkpoints; a restart resumes from its latest complete one.
+    save: str | None = None
+    save_interval: int = 0  # 0 = only at the end
+    keep_last: int = 2
+    # The previous phase's checkpoint dir: weights only (fresh optimizer, schedule and
+    # iteration count), used when `save` holds no checkpoint yet.
+    load_from: str | None = None
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 1
+    tensorboard_dir: str | None = None
+    # One JSON line per logged step/validation (also what tests read).
+    metrics_file: str | None = None
+    wandb_project: str | None = None
+    wandb_run_name: str | None = None
+    # Dense bf16 peak per GPU for MFU (H100 SXM: 989 TFLOP/s).
+    peak_tflops: float = 989.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_train_config(path: str | None, overrides=()) -> TrainConfig:
+    return load_config(TrainConfig, path, overrides)
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
+    """Megatron's rule: pad the table to a multiple of divisible_by x TP."""
+    multiple = divisible_by * tp
+    return ((vocab_size + multiple - 1) // multiple) * multiple

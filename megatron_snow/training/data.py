@@ -1,0 +1,175 @@
+"""Training and validation samples from Megatron indexed datasets.
+
+A weighted blend of ``PREFIX.bin/.idx`` datasets goes through megatron-core's
+BlendedMegatronDatasetBuilder and GPTDataset (indices cached in
+``data.index_cache_dir``). Samples are then read in a fixed order: iteration
+``i`` takes global samples ``[i*G, (i+1)*G)``, so the data position of a
+resumed run is fully given by its iteration, whatever the DP size.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from megatron_snow.config import ConfigError
+from megatron_snow.training.config import TrainConfig
+
+_IDX_MAGIC = b"MMIDIDX\x00\x00"
+
+
+@dataclass
+class TokenFacts:
+    """What GPTDataset needs from a tokenizer (duck-typed: vocab_size, eod, pad)."""
+
+    vocab_size: int
+    eod: int
+    pad: int
+
+    @property
+    def unique_identifiers(self) -> dict:
+        # Part of the dataset description that keys megatron's index cache.
+        return {"class": "TokenFacts", "vocab_size": self.vocab_size, "eod": self.eod, "pad": self.pad}
+
+
+def token_facts(cfg: TrainConfig) -> TokenFacts:
+    """vocab size / eod / pad from data.tokenizer_path, else from explicit keys."""
+    d = cfg.data
+    vocab, eod, pad = cfg.model.vocab_size, d.eod_id, d.pad_id
+    if d.tokenizer_path:
+        if not Path(d.tokenizer_path).is_file():
+            raise ConfigError(f"data.tokenizer_path: file not found: {d.tokenizer_path}")
+        from megatron_snow.tokenization.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(d.tokenizer_path)
+        if vocab is not None and vocab != tok.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size ({vocab}) differs from the tokenizer's ({tok.vocab_size}) in {d.tokenizer_path}"
+            )
+        vocab = tok.vocab_size
+        eod = tok.eod_id if eod is None else eod
+        pad = tok.pad_id if pad is None else pad
+    if vocab is None:
+        raise ConfigError("model.vocab_size: not set (give it, or data.tokenizer_path)")
+    if eod is None:
+        raise ConfigError("data.eod_id: not set (give it, or data.tokenizer_path)")
+    return TokenFacts(vocab_size=vocab, eod=eod, pad=eod if pad is None else pad)
+
+
+def _idx_dtype(prefix: str) -> np.dtype:
+    from megatron.core.datasets.indexed_dataset import DType
+
+    with open(prefix + ".idx", "rb") as f:
+        header = f.read(len(_IDX_MAGIC) + 9)
+    if not header.startswith(_IDX_MAGIC):
+        raise ConfigError(f"data.blend: {prefix}.idx is not a Megatron indexed dataset index")
+    code = header[len(_IDX_MAGIC) + 8]
+    return np.dtype(DType.dtype_from_code(code))
+
+
+def max_token_id(prefix: str, cache_dir: str | None = None, chunk: int = 1 << 26) -> int:
+    """The largest id in ``prefix.bin`` (one memmap pass; remembered in cache_dir)."""
+    bin_path = Path(prefix + ".bin")
+    st = bin_path.stat()
+    cache = None
+    if cache_dir:
+        key = f"{bin_path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        cache = Path(cache_dir) / f"maxid-{hashlib.md5(key.encode()).hexdigest()}.json"
+        if cache.is_file():
+            return int(json.loads(cache.read_text())["max_id"])
+    dtype = _idx_dtype(prefix)
+    if st.st_size == 0:
+        return -1
+    arr = np.memmap(bin_path, dtype=dtype, mode="r")
+    top = -1
+    for i in range(0, arr.size, chunk):
+        top = max(top, int(arr[i : i + chunk].max()))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"max_id": top}))
+        os.replace(tmp, cache)
+    return top
+
+
+def check_data(cfg: TrainConfig, vocab_size: int) -> None:
+    """Cheap checks before any model is built: prefixes exist, ids fit the vocabulary."""
+    prefixes, weights = cfg.data.prefixes()
+    if not prefixes:
+        raise ConfigError("data.blend: empty (give [[weight, prefix], ...])")
+    for w in weights:
+        if w <= 0:
+            raise ConfigError(f"data.blend: weight {w} must be positive")
+    for p in prefixes:
+        missing = [s for s in (".bin", ".idx") if not Path(p + s).is_file()]
+        if missing:
+            raise ConfigError(f"data.blend: dataset prefix {p} not found (missing {p}{missing[0]})")
+    for p in prefixes:
+        top = max_token_id(p, cfg.data.index_cache_dir)
+        if top >= vocab_size:
+            raise ConfigError(
+                f"data.blend: {p} holds token id {top}, outside the model's vocabulary of {vocab_size} "
+                f"(wrong tokenizer or model.vocab_size?)"
+            )
+    try:
+        ratios = [float(x) for x in cfg.data.split.split(",")]
+        assert len(ratios) == 3 and all(r >= 0 for r in ratios) and sum(ratios) > 0
+    except (ValueError, AssertionError):
+        raise ConfigError(f"data.split: expected 'train,valid,test' ratios, got {cfg.data.split!r}") from None
+
+
+def split_ratios(split: str) -> list[float]:
+    return [float(x) for x in split.split(",")]
+
+
+def build_datasets(cfg: TrainConfig, facts: TokenFacts):
+    """(train, valid) GPTDatasets (blended when the blend has several prefixes)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    t = cfg.training
+    prefixes, weights = cfg.data.prefixes()
+    ratios = split_ratios(cfg.data.split)
+    n_eval = t.eval_iters * t.global_batch_size
+    sizes = [
+        t.train_iters * t.global_batch_size,
+        n_eval if ratios[1] > 0 else None,
+        n_eval if ratios[2] > 0 else None,
+    ]
+    ds_config = GPTDatasetConfig(
+        random_seed=t.seed,
+        sequence_length=cfg.data.seq_length,
+        blend=(prefixes, weights if len(prefixes) > 1 else None),
+        split=cfg.data.split,
+        path_to_cache=cfg.data.index_cache_dir,
+        tokenizer=facts,
+        reset_position_ids=cfg.data.reset_position_ids,
+        reset_attention_mask=cfg.data.reset_attention_mask,
+        eod_mask_loss=cfg.data.eod_mask_loss,
+        # On CPU an explicit causal mask avoids megatron-core building one on "cuda".
+        create_attention_mask=cfg.data.reset_attention_mask or not torch.cuda.is_available(),
+    )
+    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, ds_config).build()
+    return train, valid
+
+
+def microbatches(dataset, start: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int) -> Iterator[dict]:
+    """This DP rank's micro-batches of the global batch starting at sample ``start``.
+
+    Micro-batch m of the global batch holds samples
+    ``start + m*micro*dp + [rank*micro, (rank+1)*micro)`` (Megatron's order).
+    """
+    n_micro = global_batch // (micro_batch * dp_size)
+    for m in range(n_micro):
+        first = start + m * micro_batch * dp_size + dp_rank * micro_batch
+        samples = [dataset[i] for i in range(first, first + micro_batch)]
+        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        if "attention_mask" in batch:
+            batch["attention_mask"] = batch["attention_mask"].bool()
+        yield batch

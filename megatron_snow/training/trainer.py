@@ -1,0 +1,368 @@
+"""The training loop: megatron-core model, DDP, optimizer, schedule and
+pipeline schedules, driven by a TrainConfig.
+
+Launched by torchrun (pretrain_gpt.py): nccl on GPU, gloo on CPU. Every check
+that can fail on user input runs in ``preflight`` before the process group,
+model or datasets exist, and fails with one line.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from megatron_snow.config import ConfigError, dump_config, to_dict
+from megatron_snow.training import checkpointing as ckpt
+from megatron_snow.training import cpu_compat
+from megatron_snow.training.config import TrainConfig, padded_vocab_size
+from megatron_snow.training.data import TokenFacts, build_datasets, check_data, microbatches, token_facts
+from megatron_snow.training.flops import model_size
+from megatron_snow.training.logger import MetricsLogger
+
+
+@dataclass
+class Plan:
+    """What preflight worked out; everything the run needs before heavy work."""
+
+    facts: TokenFacts
+    padded_vocab: int
+    shape: dict
+    dp_size: int
+    num_microbatches: int
+    resume_dir: Path | None  # this run's own latest checkpoint
+    init_dir: Path | None  # previous phase's checkpoint (weights only)
+    dtype: torch.dtype
+
+
+def _resolve_ckpt_dir(path: str) -> Path:
+    """A save root (use its latest) or one iter_ directory."""
+    p = Path(path)
+    if (p / ckpt.META).is_file():
+        return p
+    it = ckpt.latest_iteration(p) if p.is_dir() else None
+    if it is None:
+        raise ConfigError(f"checkpoint.load_from: no complete checkpoint in {path}")
+    return ckpt.iter_dir(p, it)
+
+
+def preflight(cfg: TrainConfig, world_size: int) -> Plan:
+    """All cheap checks, before any process group, model or dataset is built."""
+    m, par, t = cfg.model, cfg.parallel, cfg.training
+    tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
+    if tp < 1 or pp < 1 or world_size % (tp * pp):
+        raise ConfigError(f"parallel: world size {world_size} is not divisible by TP x PP = {tp} x {pp}")
+    dp = world_size // (tp * pp)
+    if t.micro_batch_size < 1 or t.global_batch_size % (t.micro_batch_size * dp):
+        raise ConfigError(
+            f"training.global_batch_size ({t.global_batch_size}) is not divisible by "
+            f"micro_batch_size x data-parallel size ({t.micro_batch_size} x {dp})"
+        )
+    if m.num_layers % pp:
+        raise ConfigError(f"model.num_layers ({m.num_layers}) is not divisible by pipeline size {pp}")
+    groups = m.num_query_groups or m.num_attention_heads
+    if m.num_attention_heads % tp or groups % tp or m.ffn_hidden_size % tp:
+        raise ConfigError(f"model: heads, query groups and ffn_hidden_size must be divisible by TP={tp}")
+    if t.train_iters < 0 or t.eval_iters < 1:
+        raise ConfigError("training.train_iters must be >= 0 and training.eval_iters >= 1")
+    o = cfg.optimizer
+    if o.lr_decay_style == "WSD" and not o.lr_wsd_decay_iters:
+        raise ConfigError("optimizer.lr_wsd_decay_iters: required with lr_decay_style WSD")
+
+    facts = token_facts(cfg)
+    check_data(cfg, facts.vocab_size)
+
+    padded = padded_vocab_size(facts.vocab_size, m.make_vocab_size_divisible_by, tp)
+    shape = ckpt.model_shape(m, padded)
+    c = cfg.checkpoint
+    resume_it = ckpt.latest_iteration(c.save)
+    resume_dir = ckpt.iter_dir(c.save, resume_it) if resume_it is not None else None
+    init_dir = None
+    if resume_dir is not None:
+        ckpt.check_shape(resume_dir, shape)
+    elif c.load_from:
+        init_dir = _resolve_ckpt_dir(c.load_from)
+        ckpt.check_shape(init_dir, shape)
+
+    if t.precision == "auto":
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[t.precision]
+    return Plan(facts, padded, shape, dp, t.global_batch_size // (t.micro_batch_size * dp), resume_dir, init_dir, dtype)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(cfg: TrainConfig) -> None:
+    """Process group (nccl on GPU, gloo on CPU) and megatron's parallel groups."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    if "RANK" not in os.environ:  # plain `python pretrain_gpt.py`: a world of one
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    cpu_compat.install()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    par = cfg.parallel
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=par.tensor_model_parallel_size,
+        pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+    )
+    # Megatron's seeding: one stream per pipeline stage, TP ranks share the
+    # default stream (so sliced weights match a TP=1 init) and get their own
+    # tracker stream for tensor-parallel regions.
+    import random
+
+    import numpy as np
+
+    seed = cfg.training.seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def _loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
+    losses = output_tensor.float().view(-1)
+    mask = loss_mask.view(-1).float()
+    total = torch.sum(losses * mask)
+    num_tokens = mask.sum().to(torch.int)
+    return total, num_tokens, {"lm loss": torch.stack([total.detach().clone(), mask.sum().detach()])}
+
+
+def _forward_step(data_iterator, model):
+    batch = next(data_iterator)
+    dev = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+    output = model(
+        batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"]
+    )
+    return output, partial(_loss_func, batch["loss_mask"])
+
+
+def _reduce_losses(losses: list) -> float:
+    """Mean token loss over the global batch, the same value on every rank."""
+    from megatron.core import parallel_state as ps
+
+    dev = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    acc = torch.zeros(2, dtype=torch.float64, device=dev)
+    if ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0:
+        for item in losses:
+            acc += item["lm loss"].to(acc)
+    torch.distributed.all_reduce(acc)
+    return float(acc[0] / acc[1].clamp(min=1))
+
+
+def build_scheduler(optimizer, o, train_iters: int):
+    """megatron's OptimizerParamScheduler, stepped once per iteration: linear
+    warm-up from lr_warmup_init to lr, then cosine / linear / constant / WSD."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    decay_iters = o.lr_decay_iters if o.lr_decay_iters is not None else train_iters
+    return OptimizerParamScheduler(
+        optimizer,
+        init_lr=o.lr_warmup_init,
+        max_lr=o.lr,
+        min_lr=o.min_lr,
+        lr_warmup_steps=o.lr_warmup_iters,
+        lr_decay_steps=max(decay_iters, o.lr_warmup_iters + 1),
+        lr_decay_style=o.lr_decay_style,
+        start_wd=o.weight_decay,
+        end_wd=o.weight_decay,
+        wd_incr_steps=max(decay_iters, 1),
+        wd_incr_style="constant",
+        wsd_decay_steps=o.lr_wsd_decay_iters,
+        lr_wsd_decay_style=o.lr_wsd_decay_style,
+    )
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, plan: Plan):
+        from megatron.core import parallel_state as ps
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+        from megatron_snow.training.model import build_model
+
+        self.cfg, self.plan = cfg, plan
+        self.rank = torch.distributed.get_rank()
+        self.world = torch.distributed.get_world_size()
+        t, par, o = cfg.training, cfg.parallel, cfg.optimizer
+        self.log = MetricsLogger(cfg.logging, self.rank, to_dict(cfg))
+
+        t0 = time.time()
+        self.train_ds, self.valid_ds = build_datasets(cfg, plan.facts)
+        self.log.info(f"datasets ready in {time.time() - t0:.1f}s: train {len(self.train_ds)} samples, "
+                      f"valid {len(self.valid_ds) if self.valid_ds is not None else 0}")
+
+        self.model = build_model(cfg.model, par, plan.facts.vocab_size, cfg.data.seq_length, plan.dtype)
+        config = self.model.config
+        self.ddp = DistributedDataParallel(
+            config=config,
+            ddp_config=DistributedDataParallelConfig(
+                grad_reduce_in_fp32=True,
+                overlap_grad_reduce=par.overlap_grad_reduce,
+                use_distributed_optimizer=par.use_distributed_optimizer,
+            ),
+            module=self.model,
+        )
+        self.iteration = 0
+        if plan.resume_dir is None and plan.init_dir is not None:
+            # Phase continuation: previous phase's weights, everything else fresh.
+            it = ckpt.load_checkpoint(plan.init_dir, self.model)
+            self.log.info(f"initialised weights from {plan.init_dir} (its iteration {it}); iteration counter 0")
+
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=o.lr,
+                min_lr=o.min_lr,
+                weight_decay=o.weight_decay,
+                adam_beta1=o.adam_beta1,
+                adam_beta2=o.adam_beta2,
+                adam_eps=o.adam_eps,
+                clip_grad=o.clip_grad,
+                bf16=plan.dtype == torch.bfloat16,
+                fp16=plan.dtype == torch.float16,
+                params_dtype=plan.dtype,
+                use_distributed_optimizer=par.use_distributed_optimizer,
+            ),
+            [self.ddp],
+        )
+        self.scheduler = build_scheduler(self.optimizer, o, t.train_iters)
+        config.finalize_model_grads_func = finalize_model_grads
+        config.no_sync_func = self.ddp.no_sync
+        config.grad_scale_func = self.optimizer.scale_loss
+
+        if plan.resume_dir is not None:
+            self.iteration = ckpt.load_checkpoint(plan.resume_dir, self.model, self.optimizer, self.scheduler)
+            self.log.info(f"resumed from {plan.resume_dir} at iteration {self.iteration}")
+
+        self.dp_rank = ps.get_data_parallel_rank()
+        size = model_size(cfg.model, plan.facts.vocab_size, cfg.data.seq_length, par.tensor_model_parallel_size)
+        self.flops_per_token = size.flops_per_token
+        self.log.info(
+            f"model: {size.params / 1e6:.2f}M parameters, {size.flops_per_token / 1e9:.3f} GFLOPs/token; "
+            f"TP={par.tensor_model_parallel_size} PP={par.pipeline_model_parallel_size} DP={plan.dp_size}, "
+            f"{plan.num_microbatches} micro-batches of {t.micro_batch_size}, {str(plan.dtype).replace('torch.', '')}, "
+            f"{'cuda' if torch.cuda.is_available() else 'cpu (megatron_snow.training.cpu_compat active)'}"
+        )
+        if cfg.checkpoint.save and self.rank == 0:
+            Path(cfg.checkpoint.save).mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, Path(cfg.checkpoint.save) / "config.yaml")
+
+    def _run_batches(self, dataset, start: int, forward_only: bool) -> list:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        t = self.cfg.training
+        data = microbatches(dataset, start, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.plan.dp_size)
+        return get_forward_backward_func()(
+            forward_step_func=_forward_step,
+            data_iterator=data,
+            model=[self.ddp],
+            num_microbatches=self.plan.num_microbatches,
+            seq_length=self.cfg.data.seq_length,
+            micro_batch_size=t.micro_batch_size,
+            forward_only=forward_only,
+        )
+
+    def train_step(self) -> dict:
+        t = self.cfg.training
+        self.ddp.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        lr = self.optimizer.param_groups[0]["lr"]
+        losses = self._run_batches(self.train_ds, self.iteration * t.global_batch_size, forward_only=False)
+        ok, grad_norm, _ = self.optimizer.step()
+        if ok:
+            self.scheduler.step(increment=1)
+        self.iteration += 1
+        return {"loss": _reduce_losses(losses), "lr": float(lr),
+                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "skipped": int(not ok)}
+
+    def evaluate(self) -> float | None:
+        if self.valid_ds is None:
+            return None
+        t = self.cfg.training
+        self.ddp.eval()
+        losses = []
+        with torch.no_grad():
+            for k in range(t.eval_iters):
+                losses += self._run_batches(self.valid_ds, k * t.global_batch_size, forward_only=True)
+        self.ddp.train()
+        return _reduce_losses(losses)
+
+    def save(self) -> None:
+        c = self.cfg.checkpoint
+        if not c.save:
+            return
+        t0 = time.time()
+        meta = {"model_shape": self.plan.shape, "consumed_samples": self.iteration * self.cfg.training.global_batch_size}
+        path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta, c.keep_last)
+        self.log.info(f"saved checkpoint {path} in {time.time() - t0:.1f}s")
+
+    def train(self) -> dict:
+        t, lcfg = self.cfg.training, self.cfg.logging
+        tokens_per_step = t.global_batch_size * self.cfg.data.seq_length
+        saved_at = self.iteration if self.plan.resume_dir is not None else None
+        last: dict = {}
+        stop = t.train_iters if not t.exit_at_iter else min(t.train_iters, t.exit_at_iter)
+        while self.iteration < stop:
+            t0 = time.time()
+            metrics = self.train_step()
+            dt = time.time() - t0
+            metrics["tokens_per_s"] = tokens_per_step / dt
+            metrics["step_s"] = dt
+            if torch.cuda.is_available():
+                achieved = self.flops_per_token * metrics["tokens_per_s"]
+                metrics["mfu"] = achieved / (self.world * lcfg.peak_tflops * 1e12)
+            last = metrics
+            if lcfg.log_interval and (self.iteration % lcfg.log_interval == 0 or self.iteration == stop):
+                self.log.log(self.iteration, metrics)
+            if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < stop:
+                self.log.log(self.iteration, {"loss": self.evaluate()}, prefix="valid")
+            c = self.cfg.checkpoint
+            if c.save and c.save_interval and self.iteration % c.save_interval == 0:
+                self.save()
+                saved_at = self.iteration
+        # (Nothing to save before the first step: the optimizer has no state yet, and a
+        # restart then starts the same way again.)
+        if saved_at != self.iteration and self.iteration > 0:
+            self.save()
+        val = self.evaluate()
+        if val is not None:
+            self.log.log(self.iteration, {"loss": val}, prefix="valid")
+        self.log.close()
+        return {"iteration": self.iteration, "valid_loss": val, **last}
+
+
+def run(cfg: TrainConfig) -> dict:
+    """preflight -> process groups -> Trainer -> train (the whole entry point)."""
+    plan = preflight(cfg, world_size_from_env())
+    init_distributed(cfg)
+    try:
+        return Trainer(cfg, plan).train()
+    finally:
+        from megatron.core import parallel_state
+
+        parallel_state.destroy_model_parallel()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,37 @@
+"""Pretrain a GPT model with megatron-core: the torchrun entry point.
+
+    torchrun --nproc-per-node 8 pretrain_gpt.py --config examples/snowcoder_1.3b/phase1.yaml \
+        checkpoint.save=/ckpt/phase1 training.train_iters=1000
+
+On a machine without CUDA the same command trains on CPU over gloo.
+Restarting the same command resumes from the newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="training YAML (see examples/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.train_iters=100")
+    args = parser.parse_args(argv)
+
+    from megatron_snow.config import ConfigError
+    from megatron_snow.training.config import load_train_config
+    from megatron_snow.training.trainer import run
+
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        run(cfg)
+    except ConfigError as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # dist_checkpointing's async writer starts workers with spawn
+    sys.exit(main())

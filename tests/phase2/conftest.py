@@ -1,0 +1,177 @@
+"""Fixtures of the phase-2 tests: a corpus of real local code, a tiny BERT encoder, a trained annotator.
+
+The corpus is built from files on this machine (the Python standard library's
+tests, C headers under /usr/include, the C++ standard library headers), so
+the tests run offline. The positive set is the Python standard library's own
+modules, as files and as instruction records made from their documented
+functions; the annotator must tell them from random corpus documents.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import sysconfig
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from megatron_snow import records
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MAX_POSITIONS = 128  # the tiny encoder's window (126 content tokens + [CLS] + [SEP])
+
+
+def _read(p: Path, max_chars: int) -> str:
+    try:
+        return p.read_text(encoding="utf-8")[:max_chars]
+    except (UnicodeDecodeError, OSError):
+        return ""
+
+
+def local_code_files(per_language: int, max_chars: int = 6000) -> list[tuple[str, str, str]]:
+    """(path, language, text) of real local files, a fixed deterministic choice."""
+    sources = {
+        "Python": sorted((STDLIB / "test").glob("test_*.py")),
+        "C": sorted(Path("/usr/include").rglob("*.h")),
+        "C++": sorted(p for p in Path("/usr/include/c++").rglob("*") if p.is_file() and p.suffix in ("", ".h", ".tcc")),
+    }
+    out = []
+    for lang, paths in sources.items():
+        step = max(1, len(paths) // (per_language * 2))  # spread the choice over the tree
+        chosen: list[tuple[str, str, str]] = []
+        seen: set[Path] = set()
+        for p in paths[::step] + paths:
+            if len(chosen) >= per_language:
+                break
+            if p in seen:
+                continue
+            seen.add(p)
+            text = _read(p, max_chars)
+            if len(text) >= 200:
+                chosen.append((str(p), lang, text))
+        out += chosen
+    return out
+
+
+def chunk_text(text: str, max_chars: int) -> list[str]:
+    """Cut a file at line ends into pieces of at most ``max_chars`` (lines longer than that are cut)."""
+    pieces, cur = [], ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > max_chars:
+            pieces.append(line[:max_chars])
+            line = line[max_chars:]
+        if len(cur) + len(line) > max_chars:
+            pieces.append(cur)
+            cur = ""
+        cur += line
+    if cur.strip():
+        pieces.append(cur)
+    return [p for p in pieces if p.strip()]
+
+
+def write_corpus(directory: Path, docs: list[tuple[str, str, str]], per_shard: int) -> Path:
+    w = records.ShardedWriter(directory, records_per_shard=per_shard)
+    for i, (path, lang, text) in enumerate(docs):
+        w.add(records.CodeRecord(id=f"doc-{i:05d}", content=text, language=lang, repo="local", path=path,
+                                 source="test"))
+    w.close()
+    return directory
+
+
+def stdlib_positives(directory: Path) -> tuple[Path, Path]:
+    """(a directory of Python module files, a JSONL of instruction records) from the stdlib."""
+    files_dir = directory / "modules"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    instructions = []
+    for p in sorted(STDLIB.glob("*.py"))[:160]:
+        text = _read(p, 6000)
+        if len(text) < 200:
+            continue
+        (files_dir / p.name).write_text(text)
+        try:
+            tree = ast.parse(p.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        src = p.read_text(encoding="utf-8")
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and len(instructions) < 200:
+                doc = ast.get_docstring(node)
+                code = ast.get_source_segment(src, node) or ""
+                instructions.append({"instruction": f"Write a Python function `{node.name}`. {doc}",
+                                     "response": code[:3000], "lang": "python"})
+    jsonl = directory / "instructions.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in instructions))
+    return files_dir, jsonl
+
+
+def train_wordpiece_encoder(corpus_texts: list[str], out: Path, vocab_size: int = 2000) -> Path:
+    """A random-init 2-layer BERT with a WordPiece vocabulary trained on ``corpus_texts``, in HF format."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(corpus_texts, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_POSITIONS,
+                             do_lower_case=False)
+    fast.save_pretrained(out)
+    import torch
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=MAX_POSITIONS)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_tools():
+    """The corpus-building helpers above, for tests that build their own corpus."""
+    return SimpleNamespace(local_code_files=local_code_files, chunk_text=chunk_text, write_corpus=write_corpus)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A phase-1-like corpus: ~240 real files of 3 languages in 4 shards."""
+    docs = local_code_files(per_language=80)
+    return write_corpus(tmp_path_factory.mktemp("corpus"), docs, per_shard=60)
+
+
+@pytest.fixture(scope="session")
+def positives(tmp_path_factory) -> tuple[Path, Path]:
+    return stdlib_positives(tmp_path_factory.mktemp("positives"))
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, corpus_dir, positives) -> Path:
+    texts = [r.content for r in records.iter_records(corpus_dir)]
+    texts += [p.read_text() for p in sorted(positives[0].glob("*.py"))]
+    return train_wordpiece_encoder(texts, tmp_path_factory.mktemp("encoder"))
+
+
+@pytest.fixture(scope="session")
+def trained_annotator(tmp_path_factory, corpus_dir, positives, encoder_dir):
+    """An annotator fine-tuned (full mode) in the test session; returns (directory, TrainResult)."""
+    from megatron_snow.config import load_config
+    from megatron_snow.phase2.annotator import TrainAnnotatorConfig, train_annotator
+
+    out = tmp_path_factory.mktemp("annotator")
+    files_dir, jsonl = positives
+    cfg = load_config(TrainAnnotatorConfig, None, [
+        f"encoder={encoder_dir}", f"out={out}", "mode=full", "lr=0.001", "epochs=6", "batch_size=16",
+        "micro_batch_size=16", f"max_length={MAX_POSITIONS}", "val_fraction=0.15", "test_fraction=0.2",
+        f"data.corpus={corpus_dir}",
+        f"data.positives=[{{path: {files_dir}, limit: 100, kind: code}}, {{path: {jsonl}, limit: 100}}]",
+    ])
+    logs = []
+    result = train_annotator(cfg, log=logs.append)
+    return out, result, logs

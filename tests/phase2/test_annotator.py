@@ -1,0 +1,138 @@
+"""The annotator: metrics, training data, and a tiny BERT that really learns (full and frozen modes)."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from megatron_snow import records
+from megatron_snow.config import load_config
+from megatron_snow.funnel import Funnel
+from megatron_snow.phase2.metrics import binary_metrics, roc_auc
+from megatron_snow.phase2.training_data import (PositiveSource, load_positives, render_record, sample_corpus)
+
+MAX_POSITIONS = 128  # the tiny encoder of conftest.py
+
+
+def test_roc_auc_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = rng.integers(0, 10, 200) / 10  # many ties
+    pairs = [(p, n) for p, n in itertools.product(s[y == 1], s[y == 0])]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert roc_auc(y, s) == pytest.approx(expected)
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc([1, 1], [0.2, 0.3])
+
+
+def test_binary_metrics_counts():
+    m = binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.2, 0.7, 0.1])
+    assert (m.precision, m.recall) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert m.f1 == pytest.approx(2 / 3) and m.accuracy == pytest.approx(0.6)
+
+
+def test_render_record_rules():
+    assert render_record({"problem": " Add two numbers. ", "solution": "def add(a, b):\n    return a + b\n"}) == \
+        "Add two numbers.\n\ndef add(a, b):\n    return a + b"
+    assert render_record({"instruction": "Say hi", "response": "print('hi')"}) == "Say hi\n\nprint('hi')"
+    assert render_record({"content": "int main;", "instruction": "x", "response": "y"}, kind="code") == "int main;"
+    assert render_record({"text": "code"}) == "code"
+    assert render_record({"instruction": "no answer"}, kind="instruction") == ""
+    with pytest.raises(ValueError, match="kind"):
+        render_record({}, kind="nope")
+
+
+def test_load_positives_counts_empty_records(tmp_path):
+    f = tmp_path / "pos.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"problem": "p", "solution": "s", "lang": "python"}, {"content": "   "}, {"code": "x = 1", "language": "Python"}]))
+    funnel = Funnel("t")
+    ex = load_positives([PositiveSource(str(f))], max_chars=100, funnel=funnel)
+    assert [e.text for e in ex] == ["p\n\ns", "x = 1"] and all(e.label == 1 for e in ex)
+    funnel.check()
+    assert funnel.reasons() == {"empty": 1}
+    with pytest.raises(FileNotFoundError, match="hf:NAME"):
+        load_positives([PositiveSource(str(tmp_path / "missing.jsonl"))], 100, Funnel("t"))
+
+
+def test_sample_corpus_uniform_without_replacement(corpus_dir):
+    all_ids = [r.id for r in records.iter_records(corpus_dir)]
+    a = sample_corpus(corpus_dir, 50, seed=3)
+    assert len({r.id for r in a}) == 50 and {r.id for r in a} <= set(all_ids)
+    assert [r.id for r in a] == [r.id for r in sample_corpus(corpus_dir, 50, seed=3)]
+    # Every shard contributes (drawn by global index over the manifest's counts).
+    shards = {r.id: i for i, s in enumerate(records.list_shards(corpus_dir)) for r in records.read_shard(s)}
+    assert len({shards[r.id] for r in a}) == len(records.list_shards(corpus_dir))
+    excluded = set(all_ids[: len(all_ids) - 30])
+    b = sample_corpus(corpus_dir, 30, seed=1, exclude=excluded)
+    assert {r.id for r in b} == set(all_ids[len(all_ids) - 30 :])
+    with pytest.raises(ValueError, match="not excluded"):
+        sample_corpus(corpus_dir, 31, seed=1, exclude=excluded)
+    with pytest.raises(ValueError, match="corpus"):
+        sample_corpus(corpus_dir, len(all_ids) + 1, seed=1)
+
+
+def test_tiny_bert_learns_quality_full_finetuning(trained_annotator, corpus_dir):
+    """Criterion 5: random-init BERT + WordPiece trained here separates positives from random documents."""
+    out, result, logs = trained_annotator
+    assert result.test.roc_auc > 0.9, logs
+    assert result.test.f1 > 0.8, logs
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_epoch"] == result.best_epoch
+    # The kept checkpoint is the epoch with the best validation F1.
+    assert max(h["f1"] for h in metrics["history"]) == metrics["history"][result.best_epoch - 1]["f1"]
+    assert metrics["positives"] == metrics["negatives"] == 200  # balanced
+    neg_ids = set((out / "negative_ids.txt").read_text().split())
+    assert len(neg_ids) == 200 and neg_ids <= {r.id for r in records.iter_records(corpus_dir)}
+    Funnel.read(out / "training_data_funnel.json").check()
+
+
+def test_saved_annotator_loads_in_transformers_pipeline(trained_annotator):
+    from transformers import pipeline
+
+    from megatron_snow.phase2.scoring import Scorer
+
+    out, _, _ = trained_annotator
+    texts = ["def add(a, b):\n    \"\"\"Return the sum.\"\"\"\n    return a + b\n", "#define FOO 1\nextern int x;\n"]
+    pipe = pipeline("text-classification", model=str(out), tokenizer=str(out), device="cpu")
+    got = pipe(texts)
+    scorer = Scorer(out, device="cpu")
+    ours = scorer.score_texts(texts)
+    for g, o in zip(got, ours):
+        assert g["label"] == "high_quality"
+        assert g["score"] == pytest.approx(o.score, abs=1e-5)  # short texts: one window, same score
+
+
+def test_frozen_mode_trains_head_only(trained_annotator, corpus_dir, positives, tmp_path):
+    """FineWeb-Edu recipe: embeddings and encoder layers stay fixed, pooler + linear head learn."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from megatron_snow.phase2.annotator import TrainAnnotatorConfig, train_annotator
+
+    # A pretrained encoder to freeze: the session's fine-tuned annotator without its head.
+    encoder = tmp_path / "encoder"
+    AutoModel.from_pretrained(trained_annotator[0]).save_pretrained(encoder)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(trained_annotator[0]).save_pretrained(encoder)
+    files_dir, jsonl = positives
+    cfg = load_config(TrainAnnotatorConfig, None, [
+        f"encoder={encoder}", f"out={tmp_path / 'frozen'}", "mode=frozen", "epochs=20", "batch_size=32",
+        f"max_length={MAX_POSITIONS}", "val_fraction=0.15", "test_fraction=0.2", "data.seed=7",
+        f"data.corpus={corpus_dir}",
+        f"data.positives=[{{path: {files_dir}, limit: 100, kind: code}}, {{path: {jsonl}, limit: 100}}]",
+    ])
+    logs = []
+    result = train_annotator(cfg, log=logs.append)
+    assert any("mode=frozen" in line and "trainable params=4,225" in line for line in logs), logs  # pooler + head
+    before = AutoModel.from_pretrained(encoder).state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(tmp_path / "frozen")
+    changed = {k for k, v in after.bert.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"pooler.dense.weight", "pooler.dense.bias"}, changed
+    assert result.test.roc_auc > 0.9, logs
+    assert len(result.history) == 20

@@ -1,0 +1,136 @@
+"""The code tokenizer: exact round trips of real code, code-specific settings, both backends, training determinism."""
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from megatron_snow.tokenization import TokenizerError, load_tokenizer
+from megatron_snow.tokenization.tokenizer import CONTROL_TOKENS, EOD, FILE_SEP, FIM_MIDDLE, PAD
+from megatron_snow.tokenization.train import (
+    TrainTokenizerConfig,
+    sample_documents,
+    split_for_training,
+    train_tokenizer,
+)
+
+from tok_corpus import EDGE_CASES
+
+
+def test_sentencepiece_round_trips_real_code_exactly(sp_model, code_corpus):
+    tok = load_tokenizer(sp_model)
+    texts = [t for _, _, t in code_corpus] + EDGE_CASES
+    failures = [name for (name, _, t) in code_corpus if tok.decode(tok.encode(t)) != t]
+    failures += [repr(t[:40]) for t in EDGE_CASES if tok.decode(tok.encode(t)) != t]
+    assert not failures, f"not round-tripped: {failures}"
+    # batch encoding gives the same ids as one-by-one
+    assert tok.encode_batch(texts, num_threads=2) == [tok.encode(t) for t in texts]
+    assert all(0 <= i < tok.vocab_size for ids in tok.encode_batch(texts) for i in ids)
+
+
+def test_sentencepiece_code_settings(sp_model):
+    tok = load_tokenizer(sp_model)
+    assert tok.backend == "sentencepiece" and tok.vocab_size == 2000
+    # reserved ids, distinct
+    ids = [tok.eod_id, tok.pad_id, tok.file_sep_id, tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id, tok.fim_pad_id]
+    assert None not in ids and len(set(ids)) == len(ids)
+    assert tok.token_to_id(EOD) == tok.eod_id and tok.token_to_id(PAD) == tok.pad_id
+    # control tokens are never produced from text; the file separator is
+    literal = "".join(CONTROL_TOKENS)
+    assert not set(tok.encode(literal)) & {tok.eod_id, tok.pad_id, tok.fim_prefix_id, tok.fim_middle_id}
+    assert tok.encode(FILE_SEP) == [tok.file_sep_id]
+    # special ids stay visible when decoded
+    assert tok.decode(tok.encode("a") + [tok.eod_id]) == "a" + EOD
+    assert tok.decode([tok.fim_middle_id]) == FIM_MIDDLE
+    # digits are split one per token
+    pieces = [tok.id_to_token(i) for i in tok.encode("x = 1234567890")]
+    assert all(len(p.strip("\u2581")) <= 1 for p in pieces if any(c.isdigit() for c in p)), pieces
+    # byte fallback: unseen characters become byte pieces, never <unk>
+    unk = tok._sp.unk_id()
+    assert unk not in tok.encode("\u16a0\u16a1 \U0001d518 \u0e01")
+    # whitespace-only pieces (indentation) and pieces holding a newline were learned
+    vocab = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    assert any(p and set(p) == {"\u2581"} and len(p) >= 4 for p in vocab)
+    assert any("\n" in p for p in vocab)
+    # no whitespace normalisation: indentation costs tokens in proportion, not collapsed
+    assert tok.decode(tok.encode("a" + " " * 7 + "b")) == "a" + " " * 7 + "b"
+
+
+def test_huggingface_tokenizer_json_is_accepted(hf_tokenizer_json, code_corpus):
+    tok = load_tokenizer(hf_tokenizer_json)
+    assert tok.backend == "huggingface"
+    assert tok.eod_id == tok.token_to_id("<|endoftext|>") and tok.pad_id == tok.token_to_id("<|pad|>")
+    for name, _, text in code_corpus:
+        assert tok.decode(tok.encode(text)) == text, name
+    texts = [t for _, _, t in code_corpus[:5]]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts] == tok.encode_batch(texts, num_threads=1)
+    # a directory holding tokenizer.json works too
+    assert load_tokenizer(hf_tokenizer_json.parent).vocab_size == tok.vocab_size
+
+
+def test_tokenizer_pickles_for_worker_processes(sp_model, hf_tokenizer_json):
+    for path in (sp_model, hf_tokenizer_json):
+        tok = load_tokenizer(path)
+        copy = pickle.loads(pickle.dumps(tok))
+        assert copy.encode("def f():\n\treturn 1\n") == tok.encode("def f():\n\treturn 1\n")
+        assert (copy.eod_id, copy.vocab_size, copy.sha256) == (tok.eod_id, tok.vocab_size, tok.sha256)
+
+
+def test_bad_tokenizer_files_give_one_line_errors(tmp_path):
+    with pytest.raises(TokenizerError, match="not found"):
+        load_tokenizer(tmp_path / "missing.model")
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"\x00\x01not a model")
+    with pytest.raises(TokenizerError, match="junk.model"):
+        load_tokenizer(junk)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(TokenizerError, match="tokenizer.json"):
+        load_tokenizer(broken)
+    # a valid tokenizer.json without any end-of-document token
+    from tokenizers import Tokenizer, models
+
+    t = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    t.save(str(tmp_path / "noeod.json"))
+    with pytest.raises(TokenizerError, match="end-of-document"):
+        load_tokenizer(tmp_path / "noeod.json")
+
+
+def test_training_is_deterministic_and_sample_is_bounded(corpus_records, tmp_path):
+    records, docs = corpus_records
+    # default num_threads (8): SentencePiece's result depends on it, the same value gives the same bytes
+    cfg = dict(inputs=[str(records)], vocab_size=1000, sample_bytes=400_000, max_sentence_length=2048)
+    a = train_tokenizer(TrainTokenizerConfig(output=str(tmp_path / "a.model"), seed=1, **cfg))
+    b = train_tokenizer(TrainTokenizerConfig(output=str(tmp_path / "b.model"), seed=1, **cfg))
+    c = train_tokenizer(TrainTokenizerConfig(output=str(tmp_path / "c.model"), seed=2, **cfg))
+    assert (tmp_path / "a.model").read_bytes() == (tmp_path / "b.model").read_bytes()
+    assert a["sha256"] == b["sha256"] != c["sha256"]
+    assert a["sample_bytes"] <= 400_000 and a["sample_documents"] < a["eligible_documents"]
+    assert a["funnel"]["languages"]["text"]["dropped:empty"][0] == 1  # the empty edge case is counted
+
+
+def test_sample_is_order_independent_and_within_budget():
+    rng = random.Random(0)
+    docs = [(f"id{i}", "x" * rng.randint(1, 500)) for i in range(400)]
+    s1 = sample_documents(docs, 20_000, seed=3)
+    shuffled = docs[:]
+    rng.shuffle(shuffled)
+    assert sample_documents(shuffled, 20_000, seed=3) == s1
+    assert sum(len(t) for t in s1) <= 20_000 and len(s1) > 10
+    assert sample_documents(docs, 20_000, seed=4) != s1
+    assert len(sample_documents(docs, 10**9, seed=3)) == len(docs)
+
+
+def test_split_for_training_keeps_text_and_bound():
+    text = "short line\n" + "é" * 3000 + "\n" + "tail\tline  \n" * 50
+    chunks = list(split_for_training(text, 256))
+    assert "".join(chunks) == text
+    assert all(len(c.encode("utf-8")) <= 256 for c in chunks)
+    assert chunks[0].endswith("\n")
+
+
+def test_training_rejects_empty_input(tmp_path, make_jsonl):
+    src = make_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"other": "x"}])
+    with pytest.raises(ValueError, match="nothing to train on"):
+        train_tokenizer(TrainTokenizerConfig(inputs=[str(src)], output=str(tmp_path / "t.model"), vocab_size=500))
