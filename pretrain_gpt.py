@@ -1,6 +1,6 @@
 """Pretrain a GPT model with megatron-core: the torchrun entry point.
 
-    torchrun --nproc-per-node 8 pretrain_gpt.py --config examples/snowcoder_1.3b/phase1.yaml \
+    torchrun --nproc-per-node 8 pretrain_gpt.py --config examples/snowcoder_1.3b/phase1.yaml \\
         checkpoint.save=/ckpt/phase1 training.train_iters=1000
 
 On a machine without CUDA the same command trains on CPU over gloo.
@@ -18,6 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="training YAML (see examples/)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.train_iters=100")
     args = parser.parse_args(argv)
+
+    import warnings
+
+    # megatron-core says this once per module on every CPU run; the model line says it once.
+    warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex) (and Apex )?(are|is) not installed")
+    # Deprecations inside torch / megatron-core internals: nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="full scope is deprecated")
 
     from megatron_snow.config import ConfigError
     from megatron_snow.training.config import load_train_config

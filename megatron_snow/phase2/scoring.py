@@ -25,7 +25,6 @@ Score shard records: ``{"id", "language", "bytes", "score", "window_scores",
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import dataclass, field

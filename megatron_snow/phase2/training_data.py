@@ -49,8 +49,11 @@ INSTRUCTION_FIELDS = ("instruction", "problem", "prompt", "question")
 RESPONSE_FIELDS = ("response", "solution", "output", "answer")
 CODE_FIELDS = ("content", "code", "text", "solution")
 LANGUAGE_FIELDS = ("language", "lang")
-SOURCE_SUFFIXES = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php",
-                   ".cs", ".scala", ".kt", ".swift", ".dart", ".sh", ".sql", ".ipynb"}
+# Files of a positive-source directory: suffix -> language (the recipe's languages).
+SOURCE_SUFFIXES = {".py": "python", ".c": "c", ".h": "c", ".cc": "c++", ".cpp": "c++", ".hpp": "c++",
+                   ".java": "java", ".js": "javascript", ".ts": "typescript", ".go": "go", ".rs": "rust",
+                   ".rb": "ruby", ".php": "php", ".cs": "c#", ".scala": "scala", ".kt": "kotlin", ".swift": "swift",
+                   ".dart": "dart", ".sh": "shell", ".sql": "sql", ".ipynb": "jupyter notebook"}
 
 
 @dataclass
@@ -131,7 +134,7 @@ def iter_source_rows(src: PositiveSource) -> Iterator[dict]:
         for f in sorted(path.rglob("*")):
             if f.is_file() and f.suffix in SOURCE_SUFFIXES:
                 yield {"content": f.read_text(encoding="utf-8", errors="replace"), "id": str(f),
-                       "language": f.suffix.lstrip(".")}
+                       "language": SOURCE_SUFFIXES[f.suffix]}
         return
     name = path.name
     if name.endswith(".parquet"):

@@ -230,12 +230,12 @@ def _prepare(paths: dict[str, Path], plan: dict) -> str:
     """Rank 0: 'done' if the index exists for this plan, 'ok' to build; raises on a conflicting state."""
     if paths["stats"].is_file():
         stats = json.loads(paths["stats"].read_text())
-        if stats.get("plan") == plan:
-            if all(paths[k].is_file() for k in ("bin", "idx", "docs", "funnel")):
-                return "done"
-            paths["stats"].unlink()  # some output was deleted since: build again
-        raise IndexBuildError(f"{paths['stats']} exists but was built from other inputs/tokenizer/settings; "
-                              "remove the old index or choose another output prefix")
+        if stats.get("plan") != plan:
+            raise IndexBuildError(f"{paths['stats']} exists but was built from other inputs/tokenizer/settings; "
+                                  "remove the old index or choose another output prefix")
+        if all(paths[k].is_file() for k in ("bin", "idx", "docs", "funnel")):
+            return "done"
+        paths["stats"].unlink()  # some output was deleted since: build again
     parts = paths["parts"]
     parts.mkdir(parents=True, exist_ok=True)
     plan_file = parts / "plan.json"

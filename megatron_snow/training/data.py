@@ -59,7 +59,11 @@ def token_facts(cfg: TrainConfig) -> TokenFacts:
         raise ConfigError("model.vocab_size: not set (give it, or data.tokenizer_path)")
     if eod is None:
         raise ConfigError("data.eod_id: not set (give it, or data.tokenizer_path)")
-    return TokenFacts(vocab_size=vocab, eod=eod, pad=eod if pad is None else pad)
+    # Documents are packed, so the data holds no padding; a pad id shared with EOD would
+    # mask EOD out of the loss, so it becomes -1 (never a token), as megatron-core does.
+    if pad is None or pad == eod:
+        pad = -1
+    return TokenFacts(vocab_size=vocab, eod=eod, pad=pad)
 
 
 def _idx_dtype(prefix: str) -> np.dtype:

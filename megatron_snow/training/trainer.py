@@ -215,6 +215,12 @@ class Trainer:
 
         self.model = build_model(cfg.model, par, plan.facts.vocab_size, cfg.data.seq_length, plan.dtype)
         config = self.model.config
+        module = self.model
+        if plan.dtype != torch.float32:
+            # As Megatron-LM: bf16/fp16 weights, fp32 loss out of the last stage.
+            from megatron.core.transformer.module import Float16Module
+
+            module = Float16Module(config, self.model)
         self.ddp = DistributedDataParallel(
             config=config,
             ddp_config=DistributedDataParallelConfig(
@@ -222,7 +228,7 @@ class Trainer:
                 overlap_grad_reduce=par.overlap_grad_reduce,
                 use_distributed_optimizer=par.use_distributed_optimizer,
             ),
-            module=self.model,
+            module=module,
         )
         self.iteration = 0
         if plan.resume_dir is None and plan.init_dir is not None:

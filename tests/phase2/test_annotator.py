@@ -77,6 +77,7 @@ def test_sample_corpus_uniform_without_replacement(corpus_dir):
         sample_corpus(corpus_dir, len(all_ids) + 1, seed=1)
 
 
+@pytest.mark.slow  # carries the session's annotator training (the fixture)
 def test_tiny_bert_learns_quality_full_finetuning(trained_annotator, corpus_dir):
     """Criterion 5: random-init BERT + WordPiece trained here separates positives from random documents."""
     out, result, logs = trained_annotator
@@ -136,3 +137,33 @@ def test_frozen_mode_trains_head_only(trained_annotator, corpus_dir, positives, 
     assert changed == {"pooler.dense.weight", "pooler.dense.bias"}, changed
     assert result.test.roc_auc > 0.9, logs
     assert len(result.history) == 20
+    # The head trained on cached [CLS] states computes what the saved model computes end to end.
+    from megatron_snow.phase2.annotator import _Head
+
+    after.eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "frozen")
+    batch = tok(["def f(x):\n    return x\n", "#include <stdio.h>\nint main(void);\n"], padding=True,
+                return_tensors="pt")
+    with torch.no_grad():
+        cls_state = after.bert(**batch)[0][:, 0]
+        assert torch.allclose(_Head(after)(cls_state), after(**batch).logits, atol=1e-5)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[2] / "tools/preprocess"
+    cases = [
+        (["train_annotator.py", "mode=frozen", "epochs=many"], "epochs: expected int"),
+        (["train_annotator.py", f"out={tmp_path}", "data.positives=[{path: x}]"], "data.corpus"),
+        (["annotate.py", "corpus=/nonexistent", "model=/nonexistent"], "no shards in corpus /nonexistent"),
+        (["alignment.py", "corpus=/x"], "alignment needs model="),
+    ]
+    for argv, message in cases:
+        run = subprocess.run([sys.executable, str(tools / argv[0]), *argv[1:]], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode != 0
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("error:") and message in last, run.stderr[-2000:]

@@ -105,6 +105,22 @@ def test_document_score_is_the_mean_of_its_window_scores(scorer, trained_annotat
     assert results[0].score > results[1].score
 
 
+def test_score_shard_sets_aside_documents_without_tokens(scorer, tmp_path):
+    from megatron_snow.phase2.score_store import scores_funnel
+    from megatron_snow.phase2.scoring import score_shard
+
+    shard = tmp_path / "corpus" / "part-00000.jsonl.gz"
+    records.write_shard(shard, [records.CodeRecord("a", "int x = 1;\n", "C"), records.CodeRecord("b", " \n\t ", "C"),
+                                records.CodeRecord("c", "x = 2\n", "Python")])
+    score_shard(scorer, shard, tmp_path / "scores" / shard.name)
+    rows = read_score_shard(tmp_path / "scores" / shard.name)
+    assert [(r["id"], r["dropped"], r["score"] is None) for r in rows] == [
+        ("a", None, False), ("b", "no_tokens", True), ("c", None, False)]
+    funnel = scores_funnel(tmp_path / "scores")
+    funnel.check()
+    assert funnel.reasons() == {"no_tokens": 1} and funnel.total("kept")[0] == 2
+
+
 def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in d.glob("part-*.jsonl.gz")}
 

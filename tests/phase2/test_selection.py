@@ -113,6 +113,31 @@ def test_select_meets_budget_and_language_mix(selection_inputs):
     assert other.stderr.strip().splitlines()[-1].startswith("error:") and "other settings" in other.stderr
 
 
+@pytest.mark.mpi
+def test_select_over_mpi_ranks_equals_one_process(selection_inputs, monkeypatch):
+    """Two real MPI ranks share the passes; the dataset is byte-identical to a one-process run."""
+    import shutil
+
+    from megatron_snow.phase2.selection import SelectConfig, select
+
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec not on PATH")
+    corpus, tokenizer, base = selection_inputs
+    budget = records.read_manifest(corpus)["content_bytes"] // 20
+    cmd = ["mpiexec", "-n", "2", sys.executable, str(SELECT), "--quiet", f"corpus={corpus}",
+           f"tokenizer={tokenizer}", f"out={base / 'mpi'}", f"budget_tokens={budget}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    monkeypatch.setenv("MEGATRON_SNOW_NO_MPI", "1")
+    report = select(SelectConfig(corpus=str(corpus), tokenizer=str(tokenizer), out=str(base / "single"),
+                                 budget_tokens=budget), log=lambda *_: None, show_progress=False)
+    assert json.loads((base / "mpi" / "selection_report.json").read_text()) == json.loads(json.dumps(report))
+    names = sorted(p.name for p in (base / "single").glob("part-*.jsonl.gz"))
+    assert names == sorted(p.name for p in (base / "mpi").glob("part-*.jsonl.gz")) and len(names) > 1
+    for n in names:
+        assert (base / "mpi" / n).read_bytes() == (base / "single" / n).read_bytes()
+
+
 def test_select_script_does_not_shadow_stdlib_select():
     """tools/preprocess/select.py shares the stdlib's module name; neither it nor its siblings may break."""
     probe = ("import sys; sys.path.insert(0, %r); import select, subprocess; "

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, VOCAB, launch, read_metrics, tiny_overrides
+from training_helpers import REPO, VOCAB, launch, read_metrics, tiny_overrides
 from megatron_snow.config import ConfigError
 from megatron_snow.training.config import load_train_config
 from megatron_snow.training.trainer import preflight
@@ -104,6 +104,7 @@ def test_cli_refuses_a_checkpoint_of_another_shape_before_building_anything(tiny
     assert bad.returncode == 2 and "num_layers 2 vs 4" in bad.stderr
 
 
+@pytest.mark.slow
 def test_next_phase_starts_from_previous_weights_with_fresh_schedule(tiny_data, tmp_path):
     """checkpoint.load_from: weights only; iteration, optimizer and LR warm-up start afresh,
     and once the new phase has its own checkpoint a restart resumes from that instead."""

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, _free_port
+from training_helpers import REPO, _free_port
 
 PROBE = Path(__file__).with_name("cpu_compat_probe.py")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import launch, read_metrics, start, tiny_overrides
+from training_helpers import launch, read_metrics, start, tiny_overrides
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

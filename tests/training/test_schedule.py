@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import REPO
+from training_helpers import REPO
 from megatron_snow.training.config import OptimizerConfig, load_train_config
 from megatron_snow.training.trainer import build_scheduler
 

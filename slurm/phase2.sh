@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Phase 2 pretraining of Arctic-SnowCoder-1.3B (50B tokens), examples/snowcoder_1.3b/phase2.yaml.
+#   sbatch slurm/phase2.sh [key=value ...]        (submit from the repository root)
+# Resubmitting (or a requeue after preemption) resumes from the newest complete checkpoint.
+#SBATCH --job-name=snow-phase2
+#SBATCH --nodes=32
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=64
+#SBATCH --exclusive
+#SBATCH --time=2-00:00:00
+#SBATCH --requeue
+#SBATCH --output=logs/%x-%j.out
+set -euo pipefail
+ROOT=${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+exec bash "$ROOT/slurm/launch_train.sh" "${CONFIG:-examples/snowcoder_1.3b/phase2.yaml}" "$@"
