@@ -13,6 +13,7 @@ Without --model, a random-init BERT of the given size with a WordPiece
 vocabulary trained on the documents is built in a temporary directory.
 
   python bench/bench_annotate.py --docs 200 --layers 4 --hidden 256
+  python bench/bench_annotate.py --docs 200 --max-chars 4000     # mixed lengths: padding matters
   python bench/bench_annotate.py --model models/annotator --docs 2000 --batch-size 128   # on a GPU
 """
 from __future__ import annotations
@@ -27,7 +28,9 @@ import numpy as np
 import torch
 
 
-def local_documents(n: int) -> list[str]:
+def local_documents(n: int, max_chars: int = 0, seed: int = 0) -> list[str]:
+    """Real files; with ``max_chars``, a random-length head (100..max_chars characters) of each."""
+    rng = np.random.default_rng(seed)
     paths = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")) + sorted(Path("/usr/include").glob("*.h"))
     docs = []
     for p in paths[:: max(1, len(paths) // n)]:
@@ -35,6 +38,8 @@ def local_documents(n: int) -> list[str]:
             t = p.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
+        if max_chars:
+            t = t[: int(rng.integers(100, max_chars + 1))]
         if t.strip():
             docs.append(t)
     return docs[:n]
@@ -67,22 +72,26 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="annotator directory (default: a random-init BERT built here)")
     p.add_argument("--docs", type=int, default=200)
+    p.add_argument("--max-chars", type=int, default=0,
+                   help="cut each file to a random length up to this (mixed short and long documents)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--positions", type=int, default=512)
     p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=1, help="timed passes of each (best is reported)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timed passes of each (best is reported)")
     args = p.parse_args()
 
     from transformers import pipeline
 
     from megatron_snow.phase2.scoring import Scorer
 
-    docs = local_documents(args.docs)
+    docs = local_documents(args.docs, args.max_chars)
     tmp = tempfile.TemporaryDirectory()
     model = args.model or str(build_random_annotator(docs, Path(tmp.name), args.layers, args.hidden, args.positions))
-    scorer = Scorer(model, device=args.device, batch_size=args.batch_size, max_length=args.positions)
+    scorer = Scorer(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                    max_length=args.positions)
     device = scorer.device
     n_windows = sum(len(w) for w in scorer.windows(docs))
     print(f"device={device} dtype={scorer.dtype} docs={len(docs)} windows={n_windows} "
@@ -108,22 +117,26 @@ def main():
         return [o["score"] for o in pipe(docs, batch_size=args.batch_size, truncation=True, max_length=args.positions)]
 
     def timed(fn):
-        best, result = float("inf"), None
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            result = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
-        return best, result
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, result
 
-    scorer.score_texts(docs[:4])
+    scorer.score_texts(docs[:4])  # warm-up outside the timing
     pipe(docs[:4], truncation=True, max_length=args.positions)
-    t_ours, s_ours = timed(ours)
-    t_same, s_same = timed(pipe_same_windows)
-    t_trunc, _ = timed(pipe_truncated)
+    # Interleaved repeats, best of each: a shared machine's load hits all three alike.
+    times: dict[str, list[float]] = {"ours": [], "same": [], "trunc": []}
+    for _ in range(args.repeats):
+        t, s_ours = timed(ours)
+        times["ours"].append(t)
+        t, s_same = timed(pipe_same_windows)
+        times["same"].append(t)
+        t, _ = timed(pipe_truncated)
+        times["trunc"].append(t)
+    t_ours, t_same, t_trunc = (min(times[k]) for k in ("ours", "same", "trunc"))
     n = len(docs)
     print(f"{'method':32s} {'seconds':>9s} {'docs/s':>9s} {'ratio (ours / it)':>18s}")
     print(f"{'annotate scorer (3 windows)':32s} {t_ours:9.2f} {n / t_ours:9.1f} {'1.00':>18s}")

@@ -8,7 +8,7 @@ the paper takes 12.5B tokens and repeats them 4 times (50B tokens).
   with the project's tokenizer (``CodeTokenizer``) as the index builder will
   store them (ids plus one end-of-document token per document).
 - Per language: budget = total budget x share; documents sorted by score
-  (ties broken by id) are taken until their tokens reach the budget, so each
+  (ties broken by corpus position) are taken until their tokens reach the budget, so each
   language overshoots by less than one document. The score cut-off is the
   last taken document's score.
 - A document without a score (set aside by annotate) is never selected
@@ -28,6 +28,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -96,61 +97,73 @@ def build_table(shard: Path, scores_path: Path, tokenizer, out_path: Path, batch
 
 
 # -- pass 2: per-language cut-offs ---------------------------------------------------
-def plan_selection(tables: list[list[dict]], budget_tokens: int) -> dict:
-    """Per-language budget, cut-off (score, id) and totals, from the pass-1 tables."""
-    by_lang: dict[str, list[dict]] = {}
-    for t in tables:
-        for row in t:
-            by_lang.setdefault(row["language"], []).append(row)
-    corpus_tokens = {lang: sum(r["tokens"] for r in rows) for lang, rows in by_lang.items()}
+def plan_selection(read_table: Callable[[int], list[dict]], n_tables: int, budget_tokens: int) -> dict:
+    """Per-language budget, cut-off and totals, from the pass-1 tables (table i = corpus shard i).
+
+    Only numbers are held per document (score, tokens, shard, position), so
+    rank 0 can plan a corpus of tens of millions of documents. Ties in score
+    are broken by corpus position (shard, then row).
+    """
+    if budget_tokens <= 0:
+        raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(n_tables):
+        by_lang: dict[str, list[tuple[float, int, int, int]]] = {}
+        for j, r in enumerate(read_table(i)):
+            score = np.nan if r["score"] is None else r["score"]
+            by_lang.setdefault(r["language"], []).append((score, r["tokens"], i, j))
+        for lang, items in by_lang.items():
+            parts.setdefault(lang, []).append(np.array(items, dtype=np.float64))
+    cols = {lang: np.concatenate(p) for lang, p in parts.items()}  # columns: score, tokens, shard, row
+    corpus_tokens = {lang: int(c[:, 1].sum()) for lang, c in cols.items()}
     total = sum(corpus_tokens.values())
     if total == 0:
         raise ValueError("the corpus has no tokens")
-    if budget_tokens <= 0:
-        raise ValueError(f"budget_tokens must be positive, got {budget_tokens}")
     if budget_tokens > total:
         raise ValueError(f"budget_tokens {budget_tokens:,} exceeds the corpus's {total:,} tokens")
     langs = {}
-    for lang in sorted(by_lang):
-        rows = by_lang[lang]
+    for lang in sorted(cols):
+        c = cols[lang]
         share = corpus_tokens[lang] / total
         budget = budget_tokens * share
-        scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: (-r["score"], r["id"]))
-        tokens = np.cumsum([r["tokens"] for r in scored]) if scored else np.zeros(0)
+        scored = c[~np.isnan(c[:, 0])]
+        scored = scored[np.lexsort((scored[:, 3], scored[:, 2], -scored[:, 0]))]  # best first
+        running = np.cumsum(scored[:, 1])
         # First position where the running total reaches the budget: take up to and including it.
-        k = int(np.searchsorted(tokens, budget, side="left")) + 1 if len(scored) else 0
-        k = min(k, len(scored))
-        selected_tokens = int(tokens[k - 1]) if k else 0
+        k = min(int(np.searchsorted(running, budget, side="left")) + 1, len(scored))
         last = scored[k - 1] if k else None
         langs[lang] = {
             "share": share,
             "corpus_tokens": corpus_tokens[lang],
-            "corpus_docs": len(rows),
+            "corpus_docs": len(c),
             "scored_docs": len(scored),
             "budget_tokens": budget,
-            "selected_tokens": selected_tokens,
+            "selected_tokens": int(running[k - 1]) if k else 0,
             "selected_docs": k,
-            "top_percent_docs": 100.0 * k / len(rows) if rows else 0.0,
-            "score_cutoff": last["score"] if last else None,
-            "cutoff_id": last["id"] if last else None,
-            "short_of_budget": selected_tokens < budget,
+            "top_percent_docs": 100.0 * k / len(c),
+            "score_cutoff": float(last[0]) if k else None,
+            "cutoff_shard": int(last[2]) if k else None,
+            "cutoff_row": int(last[3]) if k else None,
+            "cutoff_id": read_table(int(last[2]))[int(last[3])]["id"] if k else None,
         }
+        langs[lang]["short_of_budget"] = langs[lang]["selected_tokens"] < budget
     selected = sum(v["selected_tokens"] for v in langs.values())
     for v in langs.values():
         v["selected_share"] = v["selected_tokens"] / selected if selected else 0.0
     return {"budget_tokens": budget_tokens, "corpus_tokens": total, "selected_tokens": selected, "languages": langs}
 
 
-def is_selected(row: dict, plan: dict) -> bool:
+def is_selected(row: dict, shard: int, position: int, plan: dict) -> bool:
+    """Whether the document at ``position`` of corpus shard ``shard`` ranks within its language's cut-off."""
     lang = plan["languages"].get(row["language"])
     if row["score"] is None or lang is None or lang["score_cutoff"] is None:
         return False
-    return (-row["score"], row["id"]) <= (-lang["score_cutoff"], lang["cutoff_id"])
+    return (-row["score"], shard, position) <= (-lang["score_cutoff"], lang["cutoff_shard"], lang["cutoff_row"])
 
 
 # -- pass 3: the phase-2 dataset -----------------------------------------------------
-def write_selected(shard: Path, scores_path: Path, table: list[dict], plan: dict, out_path: Path) -> None:
-    chosen = {row["id"] for row in table if is_selected(row, plan)}
+def write_selected(shard: Path, index: int, scores_path: Path, table: list[dict], plan: dict, out_path: Path) -> None:
+    chosen = {row["id"] for j, row in enumerate(table) if is_selected(row, index, j, plan)}
     scores = _load_scores(scores_path, shard) if chosen else {}
     kept = []
     for r in records.read_shard(shard):
@@ -224,7 +237,7 @@ def select(cfg: SelectConfig, log=print, show_progress: bool = True) -> dict | N
 
     plan_path = work / PLAN
     if comm.is_root and not plan_path.is_file():
-        plan = plan_selection([read_table(i) for i in range(len(shards))], cfg.budget_tokens)
+        plan = plan_selection(read_table, len(shards), cfg.budget_tokens)
         records._atomic_write_bytes(plan_path, (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
     comm.barrier()
     plan = json.loads(plan_path.read_text())
@@ -232,18 +245,18 @@ def select(cfg: SelectConfig, log=print, show_progress: bool = True) -> dict | N
     # Pass 3.
     todo = [i for i in mine if not (out / shards[i].name).is_file()]
     for i in tqdm(todo, desc=f"select: write r{comm.rank}", unit="shard", disable=not show_progress):
-        write_selected(shards[i], scores_dir / shards[i].name, read_table(i), plan, out / shards[i].name)
+        write_selected(shards[i], i, scores_dir / shards[i].name, read_table(i), plan, out / shards[i].name)
     comm.barrier()
     if not comm.is_root:
         return None
 
     funnel = Funnel("select")
     for i in range(len(shards)):
-        for row in read_table(i):
+        for j, row in enumerate(read_table(i)):
             funnel.seen(row["language"], row["bytes"])
             if row["score"] is None:
                 funnel.dropped(row["language"], row["bytes"], "unscored")
-            elif is_selected(row, plan):
+            elif is_selected(row, i, j, plan):
                 funnel.kept(row["language"], row["bytes"])
             else:
                 funnel.dropped(row["language"], row["bytes"], "below_cutoff")

@@ -106,6 +106,10 @@ class CodeTokenizer:
         # Added tokens marked non-special (a file separator, say) are still matched in text.
         if hasattr(tok, "encode_special_tokens"):
             tok.encode_special_tokens = True
+        # A tokenizer.json may carry truncation or padding settings (a BERT encoder's does):
+        # counting and indexing need every token of a document, unpadded.
+        tok.no_truncation()
+        tok.no_padding()
         self._hf = tok
         vocab = tok.get_vocab(with_added_tokens=True)
         self.vocab_size = max(vocab.values()) + 1 if vocab else 0

@@ -124,7 +124,7 @@ def _topology() -> dict:
     }
 
 
-def _rng_sharded(state) :
+def _rng_sharded(state):
     from megatron.core import parallel_state as ps
     from megatron.core.dist_checkpointing.mapping import ShardedObject
 

@@ -86,14 +86,15 @@ def _cpu_set_rng_state(new_state, device=-1, graph_safe=False):
     torch.set_rng_state(new_state)
 
 
-def install(force: bool = False) -> bool:
+def install() -> bool:
     """Activate the CPU layer in this process; returns whether it is active.
 
-    A no-op when CUDA is available (unless ``force``, which tests use to check
-    the rewrites on a GPU-less machine anyway; it is never needed in training).
+    A no-op (False) when CUDA is available. Call it from the thread that runs
+    training: torch function modes are per thread (megatron's checkpoint writer
+    threads only move bytes and need none of this).
     """
     global _installed
-    if torch.cuda.is_available() and not force:
+    if torch.cuda.is_available():
         return False
     with _lock:
         if _installed:

@@ -102,7 +102,7 @@ def max_token_id(prefix: str, cache_dir: str | None = None, chunk: int = 1 << 26
     return top
 
 
-def check_data(cfg: TrainConfig, vocab_size: int) -> None:
+def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> None:
     """Cheap checks before any model is built: prefixes exist, ids fit the vocabulary."""
     prefixes, weights = cfg.data.prefixes()
     if not prefixes:
@@ -114,7 +114,7 @@ def check_data(cfg: TrainConfig, vocab_size: int) -> None:
         missing = [s for s in (".bin", ".idx") if not Path(p + s).is_file()]
         if missing:
             raise ConfigError(f"data.blend: dataset prefix {p} not found (missing {p}{missing[0]})")
-    for p in prefixes:
+    for p in prefixes if scan_tokens else []:
         top = max_token_id(p, cfg.data.index_cache_dir)
         if top >= vocab_size:
             raise ConfigError(

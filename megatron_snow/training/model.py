@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from megatron_snow.config import ConfigError
 from megatron_snow.training.config import ModelConfig, ParallelConfig, padded_vocab_size
 
 
@@ -28,7 +29,8 @@ def use_transformer_engine(cfg: ModelConfig) -> bool:
         return False
     if cfg.transformer_impl == "transformer_engine":
         if not te_available():
-            raise RuntimeError("model.transformer_impl=transformer_engine needs Transformer Engine and CUDA")
+            raise ConfigError("model.transformer_impl: transformer_engine needs Transformer Engine and CUDA "
+                              "(pip install -e '.[gpu]' on a GPU node), or use auto/local")
         return True
     return te_available()
 

@@ -51,8 +51,13 @@ def _resolve_ckpt_dir(path: str) -> Path:
     return ckpt.iter_dir(p, it)
 
 
-def preflight(cfg: TrainConfig, world_size: int) -> Plan:
-    """All cheap checks, before any process group, model or dataset is built."""
+def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Plan:
+    """All cheap checks, before any process group, model or dataset is built.
+
+    ``scan_tokens``: read every token id once to check it fits the vocabulary
+    (one memmap pass, remembered in data.index_cache_dir). The launcher does it
+    on global rank 0 only; if it fails there, torchrun stops the other ranks.
+    """
     m, par, t = cfg.model, cfg.parallel, cfg.training
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     if tp < 1 or pp < 1 or world_size % (tp * pp):
@@ -68,6 +73,13 @@ def preflight(cfg: TrainConfig, world_size: int) -> Plan:
     groups = m.num_query_groups or m.num_attention_heads
     if m.num_attention_heads % tp or groups % tp or m.ffn_hidden_size % tp:
         raise ConfigError(f"model: heads, query groups and ffn_hidden_size must be divisible by TP={tp}")
+    from megatron_snow.training.model import use_transformer_engine
+
+    te = use_transformer_engine(m)  # fails here when TE is asked for but missing
+    if par.sequence_parallel and tp > 1:
+        if not te:
+            raise ConfigError("parallel.sequence_parallel needs the Transformer Engine layer spec (CUDA + TE); "
+                              "megatron-core's local spec (torch norms) does not support it")
     if t.train_iters < 0 or t.eval_iters < 1:
         raise ConfigError("training.train_iters must be >= 0 and training.eval_iters >= 1")
     o = cfg.optimizer
@@ -75,7 +87,7 @@ def preflight(cfg: TrainConfig, world_size: int) -> Plan:
         raise ConfigError("optimizer.lr_wsd_decay_iters: required with lr_decay_style WSD")
 
     facts = token_facts(cfg)
-    check_data(cfg, facts.vocab_size)
+    check_data(cfg, facts.vocab_size, scan_tokens=scan_tokens)
 
     padded = padded_vocab_size(facts.vocab_size, m.make_vocab_size_divisible_by, tp)
     shape = ckpt.model_shape(m, padded)
@@ -362,7 +374,7 @@ class Trainer:
 
 def run(cfg: TrainConfig) -> dict:
     """preflight -> process groups -> Trainer -> train (the whole entry point)."""
-    plan = preflight(cfg, world_size_from_env())
+    plan = preflight(cfg, world_size_from_env(), scan_tokens=os.environ.get("RANK", "0") == "0")
     init_distributed(cfg)
     try:
         return Trainer(cfg, plan).train()

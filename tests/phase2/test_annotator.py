@@ -77,7 +77,6 @@ def test_sample_corpus_uniform_without_replacement(corpus_dir):
         sample_corpus(corpus_dir, len(all_ids) + 1, seed=1)
 
 
-@pytest.mark.slow  # carries the session's annotator training (the fixture)
 def test_tiny_bert_learns_quality_full_finetuning(trained_annotator, corpus_dir):
     """Criterion 5: random-init BERT + WordPiece trained here separates positives from random documents."""
     out, result, logs = trained_annotator

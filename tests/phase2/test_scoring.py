@@ -192,7 +192,6 @@ def test_killed_annotate_resumes_without_rescoring(trained_annotator, corpus_dir
 
 
 @pytest.mark.mpi
-@pytest.mark.slow
 def test_annotate_shards_over_mpi_ranks(trained_annotator, corpus_dir, tmp_path, monkeypatch):
     """Two real MPI ranks share the shards round-robin; the result equals the one-process run."""
     if shutil.which("mpiexec") is None:

@@ -154,17 +154,17 @@ def test_plan_rules():
     rows = [{"id": f"a{i}", "language": "A", "score": s, "tokens": 10} for i, s in enumerate([0.9, 0.8, 0.8, 0.1])]
     rows += [{"id": "b0", "language": "B", "score": None, "tokens": 20},
              {"id": "b1", "language": "B", "score": 0.5, "tokens": 20}]
-    plan = plan_selection([rows], budget_tokens=25)
+    plan = plan_selection(lambda i: rows, 1, budget_tokens=25)
     a, b = plan["languages"]["A"], plan["languages"]["B"]
     assert a["share"] == pytest.approx(0.5) and a["budget_tokens"] == pytest.approx(12.5)
-    # Ties broken by id: a1 before a2; the budget of 12.5 needs two documents.
+    # Ties broken by corpus position: a1 before a2; the budget of 12.5 needs two documents.
     assert (a["selected_docs"], a["score_cutoff"], a["cutoff_id"]) == (2, 0.8, "a1")
-    assert [r["id"] for r in rows if is_selected(r, plan)] == ["a0", "a1", "b1"]
+    assert [r["id"] for j, r in enumerate(rows) if is_selected(r, 0, j, plan)] == ["a0", "a1", "b1"]
     assert b["selected_tokens"] == 20 and not b["short_of_budget"]
     with pytest.raises(ValueError, match="exceeds"):
-        plan_selection([rows], budget_tokens=1000)
+        plan_selection(lambda i: rows, 1, budget_tokens=1000)
     # A language whose scored documents cannot fill its budget says so.
-    short = plan_selection([rows], budget_tokens=80)
+    short = plan_selection(lambda i: rows, 1, budget_tokens=80)
     assert short["languages"]["B"]["short_of_budget"]
 
 

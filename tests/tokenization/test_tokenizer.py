@@ -69,6 +69,22 @@ def test_huggingface_tokenizer_json_is_accepted(hf_tokenizer_json, code_corpus):
     assert load_tokenizer(hf_tokenizer_json.parent).vocab_size == tok.vocab_size
 
 
+def test_huggingface_truncation_and_padding_settings_are_ignored(hf_tokenizer_json, tmp_path):
+    """A tokenizer.json saved with truncation/padding (as a BERT encoder's is) must still count every token."""
+    from tokenizers import Tokenizer
+
+    hf = Tokenizer.from_file(str(hf_tokenizer_json))
+    reference = load_tokenizer(hf_tokenizer_json).encode("x = 1\n" * 500)
+    hf.enable_truncation(max_length=16)
+    hf.enable_padding(length=64, pad_id=hf.token_to_id("<|pad|>"), pad_token="<|pad|>")
+    truncated = tmp_path / "tokenizer.json"
+    hf.save(str(truncated))
+    tok = load_tokenizer(truncated)
+    assert len(reference) > 64
+    assert tok.encode("x = 1\n" * 500) == reference
+    assert tok.encode_batch(["a", "x = 1\n" * 500]) == [tok.encode("a"), reference]
+
+
 def test_tokenizer_pickles_for_worker_processes(sp_model, hf_tokenizer_json):
     for path in (sp_model, hf_tokenizer_json):
         tok = load_tokenizer(path)

@@ -79,6 +79,9 @@ def test_preflight_one_line_errors(tiny_data, tmp_path):
          r"global_batch_size \(6\) is not divisible by micro_batch_size x data-parallel size \(2 x 2\)"),
         ({"parallel.tensor_model_parallel_size": 2}, 3, r"world size 3 is not divisible by TP x PP"),
         ({"data.eod_id": None}, 1, r"data\.eod_id: not set"),
+        ({"parallel.tensor_model_parallel_size": 2, "parallel.sequence_parallel": "true"}, 2,
+         r"sequence_parallel needs the Transformer Engine layer spec"),
+        ({"model.transformer_impl": "transformer_engine"}, 1, r"transformer_engine needs Transformer Engine and CUDA"),
         ({"data.tokenizer_path": f"{tmp_path}/missing.model"}, 1, r"tokenizer_path: file not found"),
     ]
     for extra, world, pattern in cases:
@@ -97,6 +100,14 @@ def test_cli_refuses_a_checkpoint_of_another_shape_before_building_anything(tiny
     assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), bad.stderr
     assert "different model shape" in lines[0] and "ffn_hidden_size 128 vs 256" in lines[0]
     assert "datasets ready" not in bad.stdout and "model:" not in bad.stdout
+
+    # Under torchrun: rank 0 reports the bad data in one line and the launcher stops the other rank.
+    bad = launch(2, tiny_overrides(tiny_data, tmp_path / "other", **{"model.vocab_size": 200}), check=False)
+    assert bad.returncode != 0
+    errors = [l for l in bad.stderr.splitlines() if l.startswith("error:")]
+    assert errors == [f"error: data.blend: {tiny_data} holds token id 255, outside the model's vocabulary of 200 "
+                      "(wrong tokenizer or model.vocab_size?)"]
+    assert "datasets ready" not in bad.stdout
 
     # Same for a previous phase's checkpoint given as checkpoint.load_from.
     bad = launch(1, tiny_overrides(tiny_data, tmp_path / "next", **{
@@ -132,3 +143,26 @@ def test_next_phase_starts_from_previous_weights_with_fresh_schedule(tiny_data, 
     over = tiny_overrides(tiny_data, nxt, **{"checkpoint.load_from": str(prev / "ckpt"), "training.train_iters": 3})
     out = launch(1, over)
     assert f"resumed from {nxt / 'ckpt' / 'iter_0000003'}" in out.stdout
+
+
+def test_token_facts_come_from_the_tokenizer_file(tiny_data, tmp_path):
+    """data.tokenizer_path (shared CodeTokenizer interface) gives vocab size, EOD and pad."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    words = {f"w{i}": i for i in range(298)}
+    words.update({"<|endoftext|>": 298, "<|pad|>": 299})
+    tok = Tokenizer(WordLevel(words, unk_token="w0"))
+    tok.add_special_tokens(["<|endoftext|>", "<|pad|>"])
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+
+    from megatron_snow.training.data import token_facts
+
+    over = {"model.vocab_size": "null", "data.eod_id": "null", "data.tokenizer_path": str(path)}
+    facts = token_facts(_cfg(tiny_data, tmp_path, **over))
+    assert (facts.vocab_size, facts.eod, facts.pad) == (300, 298, 299)
+    plan = preflight(_cfg(tiny_data, tmp_path, **over, **{"model.make_vocab_size_divisible_by": 128}), 1)
+    assert plan.padded_vocab == 384
+    with pytest.raises(ConfigError, match=r"model\.vocab_size \(256\) differs from the tokenizer's \(300\)"):
+        token_facts(_cfg(tiny_data, tmp_path, **{**over, "model.vocab_size": 256}))

@@ -5,7 +5,6 @@ same command, reproduces the uninterrupted run's losses exactly."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
