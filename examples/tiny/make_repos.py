@@ -37,8 +37,23 @@ def make_repos(out: Path) -> int:
     return n
 
 
+def make_positives(out: Path, limit: int = 120) -> int:
+    """Stand-in for the recipe's high-quality positives (hqcode + instructions, a download):
+    the standard library's top-level modules, which are not in the stand-in repositories."""
+    out.mkdir(parents=True, exist_ok=True)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    modules = [p for p in sorted(stdlib.glob("*.py")) if 2000 <= p.stat().st_size <= 60000][:limit]
+    for p in modules:
+        if not (out / p.name).exists():
+            shutil.copyfile(p, out / p.name)
+    return len(modules)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="directory of repositories to create")
+    ap.add_argument("--positives", type=Path, help="also write annotator positives here")
     args = ap.parse_args()
     print(f"{make_repos(args.out)} repositories under {args.out}")
+    if args.positives:
+        print(f"{make_positives(args.positives)} positive files under {args.positives}")

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from megatron_snow import records
+from megatron_snow.phase2.tiny_encoder import make_tiny_encoder
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MAX_POSITIONS = 128  # the tiny encoder's window (126 content tokens + [CLS] + [SEP])
@@ -105,34 +106,6 @@ def stdlib_positives(directory: Path) -> tuple[Path, Path]:
     return files_dir, jsonl
 
 
-def train_wordpiece_encoder(corpus_texts: list[str], out: Path, vocab_size: int = 2000) -> Path:
-    """A random-init 2-layer BERT with a WordPiece vocabulary trained on ``corpus_texts``, in HF format."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok.train_from_iterator(corpus_texts, trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_POSITIONS,
-                             do_lower_case=False)
-    fast.save_pretrained(out)
-    import torch
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=MAX_POSITIONS)
-    BertModel(config).save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def corpus_tools():
     """The corpus-building helpers above, for tests that build their own corpus."""
@@ -155,7 +128,7 @@ def positives(tmp_path_factory) -> tuple[Path, Path]:
 def encoder_dir(tmp_path_factory, corpus_dir, positives) -> Path:
     texts = [r.content for r in records.iter_records(corpus_dir)]
     texts += [p.read_text() for p in sorted(positives[0].glob("*.py"))]
-    return train_wordpiece_encoder(texts, tmp_path_factory.mktemp("encoder"))
+    return make_tiny_encoder(texts, tmp_path_factory.mktemp("encoder"), max_positions=MAX_POSITIONS)
 
 
 @pytest.fixture(scope="session")
