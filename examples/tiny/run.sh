@@ -7,16 +7,23 @@
 #   phase 2       : a tiny BERT annotator (trained here) scores every file; the top files per
 #                   language become the phase-2 data; training continues from phase 1 with a re-warm-up
 #
-# Everything lands in examples/tiny/work/. Re-running skips what is done (each step resumes).
-# Set NPROC (training processes) and NRANKS (MPI ranks) to change the parallelism.
+# Everything lands in examples/tiny/work/ (or $TINY_WORK). Re-running skips what is done (each
+# step resumes). Set NPROC (training processes) and NRANKS (MPI ranks) to change the parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-W=examples/tiny/work
+W=${TINY_WORK:-examples/tiny/work}
 NPROC=${NPROC:-2}
 NRANKS=${NRANKS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 step() { echo; echo "=== $* ==="; }
+# Training paths under $W (the YAML files name examples/tiny/work).
+train_paths() {
+  local phase=$1
+  echo "data.blend=[[1.0,$W/index/$phase]] data.index_cache_dir=$W/index_cache" \
+    "data.tokenizer_path=$W/tokenizer/code.model checkpoint.save=$W/checkpoints/$phase" \
+    "logging.tensorboard_dir=$W/checkpoints/$phase/tensorboard logging.metrics_file=$W/checkpoints/$phase/metrics.jsonl"
+}
 
 step "0. inputs: local code standing in for GitHub repositories"
 python examples/tiny/make_repos.py --out $W/repos --positives $W/positives
@@ -33,8 +40,8 @@ python tools/preprocess/build_index.py --input $W/phase1/07_grouped --tokenizer 
 python tools/preprocess/build_index.py --verify $W/index/phase1 --sample 4 | tail -n 1
 
 step "3. phase-1 pretraining ($NPROC processes)"
-python tools/model_info.py --config examples/tiny/phase1.yaml
-torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase1.yaml
+python tools/model_info.py --config examples/tiny/phase1.yaml $(train_paths phase1)
+torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase1.yaml $(train_paths phase1)
 
 step "4. phase 2: quality annotator (tiny BERT from scratch; the recipe uses arctic-embed-m)"
 [ -f $W/encoder/config.json ] || python tools/preprocess/make_tiny_encoder.py \
@@ -56,7 +63,8 @@ python tools/preprocess/build_index.py --input $W/phase2_data --tokenizer $W/tok
   --output-prefix $W/index/phase2 --workers 2
 
 step "5. phase-2 continued pretraining from the phase-1 checkpoint"
-torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase2.yaml
+torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase2.yaml \
+  $(train_paths phase2) checkpoint.load_from=$W/checkpoints/phase1
 
 echo
 echo "done: checkpoints in $W/checkpoints/{phase1,phase2}, funnels in $W/phase1/funnel.txt,"

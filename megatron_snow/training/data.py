@@ -141,10 +141,13 @@ def build_datasets(cfg: TrainConfig, facts: TokenFacts):
     prefixes, weights = cfg.data.prefixes()
     ratios = split_ratios(cfg.data.split)
     n_eval = t.eval_iters * t.global_batch_size
+    # megatron-core asserts that a weighted blend has a sample count for every split,
+    # even an empty one (ratio 0): those get 0.
+    empty = 0 if len(prefixes) > 1 else None
     sizes = [
         t.train_iters * t.global_batch_size,
-        n_eval if ratios[1] > 0 else None,
-        n_eval if ratios[2] > 0 else None,
+        n_eval if ratios[1] > 0 else empty,
+        n_eval if ratios[2] > 0 else empty,
     ]
     ds_config = GPTDatasetConfig(
         random_seed=t.seed,
@@ -173,7 +176,8 @@ def microbatches(dataset, start: int, global_batch: int, micro_batch: int, dp_ra
     for m in range(n_micro):
         first = start + m * micro_batch * dp_size + dp_rank * micro_batch
         samples = [dataset[i] for i in range(first, first + micro_batch)]
-        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        # A BlendedDataset sample also carries its "dataset_id" (a numpy int): keep tensors only.
+        batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if torch.is_tensor(samples[0][k])}
         if "attention_mask" in batch:
             batch["attention_mask"] = batch["attention_mask"].bool()
         yield batch
