@@ -126,6 +126,28 @@ def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> N
         assert len(ratios) == 3 and all(r >= 0 for r in ratios) and sum(ratios) > 0
     except (ValueError, AssertionError):
         raise ConfigError(f"data.split: expected 'train,valid,test' ratios, got {cfg.data.split!r}") from None
+    check_split_sizes(cfg.data.split, prefixes)
+
+
+def check_split_sizes(split: str, prefixes: list[str]) -> None:
+    """Every split with a non-zero ratio must get at least one document of every prefix:
+    megatron-core's GPTDataset loops forever on a split without tokens."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+        parse_and_normalize_split,
+    )
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
+    for p in prefixes:
+        n_docs = IndexedDataset(p).sequence_lengths.shape[0]  # GPTDataset splits by sequence
+        for name, bounds in zip(("train", "valid", "test"), matrix):
+            # the same rounding as BlendedMegatronDatasetBuilder
+            if bounds is not None and int(round(bounds[1] * n_docs)) <= int(round(bounds[0] * n_docs)):
+                raise ConfigError(
+                    f"data.split {split!r} leaves the {name} split of {p} without documents "
+                    f"({n_docs} documents in all): use more data or change data.split"
+                )
 
 
 def split_ratios(split: str) -> list[float]:

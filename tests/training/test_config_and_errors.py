@@ -83,6 +83,9 @@ def test_preflight_one_line_errors(tiny_data, tmp_path):
          r"sequence_parallel needs the Transformer Engine layer spec"),
         ({"model.transformer_impl": "transformer_engine"}, 1, r"transformer_engine needs Transformer Engine and CUDA"),
         ({"data.tokenizer_path": f"{tmp_path}/missing.model"}, 1, r"tokenizer_path: file not found"),
+        # 300 documents: a 0.1% validation share rounds to none (megatron-core would loop forever on it)
+        ({"data.split": "999,1,0"}, 1, r"data\.split '999,1,0' leaves the valid split of .* without documents "
+                                      r"\(300 documents in all\)"),
     ]
     for extra, world, pattern in cases:
         with pytest.raises(ConfigError, match=pattern) as info:
