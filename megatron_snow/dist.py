@@ -7,6 +7,7 @@ training processes (torchrun) never initialise MPI.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -52,6 +53,17 @@ class Comm:
         from mpi4py import MPI
 
         return self._c.allreduce(value, op=MPI.SUM)
+
+    def fail(self, message: str, code: int = 2) -> None:
+        """Print a one-line error and end the job.
+
+        Under MPI a plain exit of one rank leaves the others waiting in their next
+        collective for ever, so the whole job is aborted instead.
+        """
+        print(message, file=sys.stderr, flush=True)
+        if self._c is not None and self.size > 1:
+            self._c.Abort(code)
+        sys.exit(code)
 
     def run_root_first(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0, then share its result with every rank."""

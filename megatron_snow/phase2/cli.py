@@ -24,8 +24,11 @@ def parse_config(cls, description: str, example: str, argv=None):
 
 
 def run_or_exit(fn):
-    """Turn the expected errors (bad input, missing files) into one-line messages."""
+    """Turn the expected errors (bad input, missing files) into one-line messages;
+    under MPI the whole job ends (the other ranks would otherwise wait for ever)."""
     try:
         return fn()
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        from megatron_snow.dist import get_comm
+
+        get_comm().fail(f"error: {e}", code=1)

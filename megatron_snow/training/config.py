@@ -11,6 +11,11 @@ from typing import Literal
 from megatron_snow.config import ConfigError, load_config
 
 
+def _positive(key: str, value) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{key}: must be at least 1, got {value}")
+
+
 @dataclass
 class ModelConfig:
     """A Llama-2 style decoder (RMSNorm, SwiGLU, RoPE, tied embeddings)."""
@@ -33,6 +38,9 @@ class ModelConfig:
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
 
     def __post_init__(self):
+        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
+                     "vocab_size", "make_vocab_size_divisible_by"):
+            _positive(f"model.{name}", getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"model.hidden_size ({self.hidden_size}) is not divisible by "
@@ -53,6 +61,10 @@ class ParallelConfig:
     use_distributed_optimizer: bool = False
     # Overlap gradient all-reduce with backward (GPU runs; harmless on CPU).
     overlap_grad_reduce: bool = False
+
+    def __post_init__(self):
+        _positive("parallel.tensor_model_parallel_size", self.tensor_model_parallel_size)
+        _positive("parallel.pipeline_model_parallel_size", self.pipeline_model_parallel_size)
 
 
 @dataclass
@@ -117,6 +129,13 @@ class TrainingConfig:
     eval_iters: int = 1  # global batches per validation
     # Stop (after saving) once this iteration is reached; 0 = run to train_iters.
     exit_at_iter: int = 0
+
+    def __post_init__(self):
+        for name in ("micro_batch_size", "global_batch_size"):
+            _positive(f"training.{name}", getattr(self, name))
+        for name in ("train_iters", "eval_interval", "eval_iters", "exit_at_iter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"training.{name}: must not be negative, got {getattr(self, name)}")
 
 
 @dataclass

@@ -7,6 +7,8 @@ local spec of plain megatron-core modules, which also runs on CPU.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 
@@ -57,7 +59,9 @@ def transformer_config(cfg: ModelConfig, par: ParallelConfig, dtype: torch.dtype
         attention_dropout=0.0,
         bias_dropout_fusion=False,
         apply_rope_fusion=False,
-        masked_softmax_fusion=on_gpu,
+        # The fused kernel is a compiled extension that the megatron-core wheel lacks (it comes
+        # with Megatron-LM builds or TE images); without it the local spec would crash in bf16.
+        masked_softmax_fusion=on_gpu and importlib.util.find_spec("scaled_masked_softmax_cuda") is not None,
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         tensor_model_parallel_size=par.tensor_model_parallel_size,

@@ -97,6 +97,7 @@ def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Pl
     init_dir = None
     if resume_dir is not None:
         ckpt.check_shape(resume_dir, shape)
+        check_resumable_schedule(resume_dir, cfg)
     elif c.load_from:
         init_dir = _resolve_ckpt_dir(c.load_from)
         ckpt.check_shape(init_dir, shape)
@@ -181,6 +182,34 @@ def _reduce_losses(losses: list) -> float:
             acc += item["lm loss"].to(acc)
     torch.distributed.all_reduce(acc)
     return float(acc[0] / acc[1].clamp(min=1))
+
+
+def schedule_facts(cfg: TrainConfig) -> dict:
+    """What a resumed run must share with its checkpoint: megatron's scheduler takes these
+    from the checkpoint without a word, and the data position is iteration x global batch."""
+    o, t = cfg.optimizer, cfg.training
+    return {
+        "optimizer.lr": o.lr, "optimizer.min_lr": o.min_lr, "optimizer.lr_warmup_init": o.lr_warmup_init,
+        "optimizer.lr_warmup_iters": o.lr_warmup_iters, "optimizer.lr_decay_style": o.lr_decay_style,
+        "optimizer.lr_decay_iters": o.lr_decay_iters if o.lr_decay_iters is not None else t.train_iters,
+        "optimizer.lr_wsd_decay_iters": o.lr_wsd_decay_iters, "optimizer.weight_decay": o.weight_decay,
+        "training.global_batch_size": t.global_batch_size,
+    }
+
+
+def check_resumable_schedule(resume_dir, cfg: TrainConfig) -> None:
+    saved = ckpt.read_meta(resume_dir).get("schedule")
+    if saved is None:  # a checkpoint written before the schedule was recorded
+        return
+    for key, value in schedule_facts(cfg).items():
+        if key in saved and saved[key] != value:
+            hint = " (decay runs over train_iters: set optimizer.lr_decay_iters to keep it)" if key == \
+                "optimizer.lr_decay_iters" else ""
+            raise ConfigError(
+                f"checkpoint {resume_dir} was trained with {key}={saved[key]}, this run asks for {value}: "
+                f"a resumed run keeps its schedule and batch size{hint}; to change them start a new run "
+                f"with checkpoint.load_from={resume_dir}"
+            )
 
 
 def build_scheduler(optimizer, o, train_iters: int):
@@ -333,7 +362,8 @@ class Trainer:
         if not c.save:
             return
         t0 = time.time()
-        meta = {"model_shape": self.plan.shape, "consumed_samples": self.iteration * self.cfg.training.global_batch_size}
+        meta = {"model_shape": self.plan.shape, "consumed_samples": self.iteration * self.cfg.training.global_batch_size,
+                "schedule": schedule_facts(self.cfg)}
         path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta, c.keep_last)
         self.log.info(f"saved checkpoint {path} in {time.time() - t0:.1f}s")
 

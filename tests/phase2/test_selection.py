@@ -137,6 +137,12 @@ def test_select_over_mpi_ranks_equals_one_process(selection_inputs, monkeypatch)
     for n in names:
         assert (base / "mpi" / n).read_bytes() == (base / "single" / n).read_bytes()
 
+    # An error found on rank 0 alone (other settings into the same out dir) ends every rank
+    # with the one-line message, rather than leaving rank 1 waiting in a barrier.
+    bad = cmd[:-2] + [f"out={base / 'mpi'}", f"budget_tokens={budget // 2}"]
+    run = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "error: " in run.stderr and "other settings" in run.stderr, run.stderr[-2000:]
+
 
 def test_select_script_does_not_shadow_stdlib_select():
     """tools/preprocess/select.py shares the stdlib's module name; neither it nor its siblings may break."""

@@ -50,6 +50,13 @@ def test_overrides_and_rejections_name_the_key():
         load_train_config(None, ["optimizer.lr_decay_style=exp"])
     with pytest.raises(ConfigError, match=r"model\.hidden_size \(65\) is not divisible"):
         load_train_config(None, ["model.hidden_size=65"])
+    # ranges, not only types: these would otherwise fail late (StopIteration, ZeroDivisionError) or train nothing
+    for override, pattern in (("training.global_batch_size=0", r"training\.global_batch_size: must be at least 1"),
+                              ("training.exit_at_iter=-1", r"training\.exit_at_iter: must not be negative"),
+                              ("model.num_query_groups=0", r"model\.num_query_groups: must be at least 1"),
+                              ("parallel.tensor_model_parallel_size=0", r"tensor_model_parallel_size: must be at")):
+        with pytest.raises(ConfigError, match=pattern):
+            load_train_config(None, [override])
 
 
 def test_model_info_reports_the_1_3b_model():
@@ -103,6 +110,19 @@ def test_cli_refuses_a_checkpoint_of_another_shape_before_building_anything(tiny
     assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), bad.stderr
     assert "different model shape" in lines[0] and "ffn_hidden_size 128 vs 256" in lines[0]
     assert "datasets ready" not in bad.stdout and "model:" not in bad.stdout
+
+    # Resuming keeps the schedule and batch size (megatron's scheduler would silently take the
+    # checkpoint's, and the data position is iteration x global batch): a change is one line.
+    over = tiny_overrides(tiny_data, tmp_path, **{"training.train_iters": 3})
+    preflight(load_train_config(None, over), world_size=1)  # the same settings resume
+    for extra, pattern in (({"optimizer.lr": 0.01}, r"optimizer\.lr=0\.003, this run asks for 0\.01"),
+                           ({"training.train_iters": 6}, r"optimizer\.lr_decay_iters=3, this run asks for 6.*set "
+                                                         r"optimizer\.lr_decay_iters to keep it"),
+                           ({"training.global_batch_size": 16}, r"training\.global_batch_size=8")):
+        with pytest.raises(ConfigError, match=pattern) as info:
+            preflight(load_train_config(None, tiny_overrides(tiny_data, tmp_path, **{"training.train_iters": 3,
+                                                                                    **extra})), world_size=1)
+        assert "\n" not in str(info.value) and "checkpoint.load_from=" in str(info.value)
 
     # Under torchrun: rank 0 reports the bad data in one line and the launcher stops the other rank.
     bad = launch(2, tiny_overrides(tiny_data, tmp_path / "other", **{"model.vocab_size": 200}), check=False)

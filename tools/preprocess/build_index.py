@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(BuildIndexConfig, args.config, overrides)
         stats = build_index(cfg)
     except (ConfigError, IndexBuildError, InputError, TokenizerError, FileNotFoundError) as e:
-        print(f"build_index: error: {e}", file=sys.stderr)
-        return 2
+        from megatron_snow.dist import get_comm
+
+        get_comm().fail(f"build_index: error: {e}")  # under MPI: ends every rank
     print(f"{cfg.output_prefix}: {stats['documents']:,} documents, {stats['tokens']:,} tokens ({stats['dtype']})")
     return 0
 

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(Phase1Config, args.config, overrides)
         run_phase1(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"phase1: error: {e}", file=sys.stderr)
-        return 2
+        from megatron_snow.dist import get_comm
+
+        get_comm().fail(f"phase1: error: {e}")  # under MPI: ends every rank
     return 0
 
 
