@@ -93,7 +93,22 @@ def get_comm() -> Comm:
         _COMM = Comm(None)
         return _COMM
     _COMM = Comm(MPI.COMM_WORLD)
+    if _COMM.size > 1:
+        _abort_on_uncaught_exception(MPI.COMM_WORLD)
     return _COMM
+
+
+def _abort_on_uncaught_exception(mpi_comm: Any) -> None:
+    """A rank that dies of an exception takes the job with it; otherwise the other ranks
+    would wait in their next collective until the Slurm time limit."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        mpi_comm.Abort(1)
+
+    sys.excepthook = hook
 
 
 def my_items(n: int, comm: Comm | None = None) -> list[int]:

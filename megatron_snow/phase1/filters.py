@@ -129,7 +129,7 @@ def filter_reason(text: str, path: str, t: FilterThresholds) -> str | None:
     lines = text.splitlines() or [""]
     if max(map(len, lines)) > t.max_line_length:
         return "max_line_length"
-    if len(text) / len(lines) > t.max_avg_line_length:
+    if sum(map(len, lines)) / len(lines) > t.max_avg_line_length:  # StarCoder: mean of len(line)
         return "avg_line_length"
     n = len(text)
     if _count_in(text, _ALNUM_BYTES, _NOT_ALNUM) / n < t.min_alphanum_fraction:

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
@@ -129,7 +130,8 @@ class Ingestor:
                          license=license, meta=dict(meta or {}))
         nbytes = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
         rec.meta["bytes"] = nbytes
-        lang = language_from_path(path, data[:200]) or normalize_language(lang_hint)
+        # The dataset's own label first (a C++ repo's .h files are C++), then the extension.
+        lang = normalize_language(lang_hint) or language_from_path(path, data[:200])
         rec.language = lang or "unknown"
         if lang is None or lang not in self.languages:
             return Dropped(rec, "unsupported_language", {"extension": os.path.splitext(path)[1]})
@@ -198,7 +200,14 @@ class Ingestor:
     def _read_jsonl(self, file: str, tag: str) -> Iterator[CodeRecord | Dropped]:
         opener = gzip.open if file.endswith(".gz") else open
         base = os.path.basename(file)
-        with opener(file, "rb") as f:
+        try:
+            yield from self._jsonl_lines(opener(file, "rb"), base, tag)
+        except (EOFError, OSError, zlib.error) as e:  # a truncated or corrupt .gz: keep what was read
+            rec = CodeRecord(id=f"{tag}/{base}:corrupt", content="", language="unknown", source=tag)
+            yield Dropped(rec, "corrupt_input", {"error": str(e)[:200]})
+
+    def _jsonl_lines(self, f, base: str, tag: str) -> Iterator[CodeRecord | Dropped]:
+        with f:
             for lineno, line in enumerate(f):
                 if not line.strip():
                     continue

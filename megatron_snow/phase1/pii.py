@@ -31,10 +31,11 @@ class PIIConfig:
 
 
 EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][\w.+%-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])")
-IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])")
+IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)")
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|(?::?[0-9A-Fa-f]{1,4}))(?![\w:.])"
                   r"|(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}(?![\w:.])")
-VERSION_CONTEXT = re.compile(r"\b(?:version|ver|v)[\s=:'\"]*$", re.IGNORECASE)
+# "version = 1.2.3.4", "v1.2.3.4", __version__ = "1.2.3.4", AssemblyVersion("1.0.0.0"): not addresses.
+VERSION_CONTEXT = re.compile(r"(?:version\w*|\bver|\bv)[\s=:'\"(\[,]*$", re.IGNORECASE)
 PUBLIC_DNS = frozenset({
     "8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112", "208.67.222.222",
     "208.67.220.220", "76.76.19.19", "76.223.122.150", "94.140.14.14", "94.140.15.15", "8.26.56.26",
@@ -75,7 +76,7 @@ def _ip_is_pii(text: str, start: int, value: str) -> bool:
         return False
     if not ip.is_global or value in PUBLIC_DNS:
         return False
-    if VERSION_CONTEXT.search(text[max(0, start - 12):start]):
+    if VERSION_CONTEXT.search(text[max(0, start - 40):start]):
         return False
     return True
 
