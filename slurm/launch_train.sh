@@ -17,6 +17,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}   # megatron-core's TP/SP overlap expects it
 
 if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null; then
+  # Since Slurm 22.05 srun does not inherit --cpus-per-task from sbatch: pass it on, or each
+  # task (a torchrun driving 8 GPUs, or a tokenizing rank with its workers) is pinned to one core.
+  [ -z "${SLURM_CPUS_PER_TASK:-}" ] || export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
   MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
   MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
   echo "launch_train: $SLURM_NNODES nodes x $NPROC_PER_NODE processes, rendezvous $MASTER_ADDR:$MASTER_PORT, config $CONFIG"
