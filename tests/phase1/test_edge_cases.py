@@ -58,3 +58,20 @@ def test_an_uncaught_error_on_one_rank_ends_the_mpi_job(tmp_path):
     run = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode != 0 and "rank 1 fails" in run.stderr and "unreachable" not in run.stdout
+
+
+def test_ten_gram_rule_ignores_literal_heavy_ngrams(tmp_path):
+    """A benchmark item with a generic literal must not flag every file holding the same literal,
+    while a real 10-gram of its text still matches."""
+    from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+
+    solution = ("    grid = np.array([1, 2, 3, 4, 5, 6, 7, 8])\n"
+                "    return sorted(grid, key=lambda value: abs(value - pivot_threshold), reverse=descending_order)\n")
+    with gzip.open(tmp_path / "humaneval.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"task_id": "HumanEval/900", "entry_point": "closest",
+                            "prompt": "def closest(pivot_threshold):\n    \"\"\"Order the grid by distance.\"\"\"\n",
+                            "canonical_solution": solution}) + "\n")
+    d = Decontaminator(DecontamConfig(benchmarks_dir=str(tmp_path), min_substring_chars=1000))
+    assert d.check("import numpy as np\nweights = np.array([1, 2, 3, 4, 5, 6, 7, 8])\n") is None
+    hit = d.check("out = sorted(grid, key=lambda value: abs(value - pivot_threshold), reverse=descending_order)\n")
+    assert hit and hit["reason"] == "benchmark_ngram" and hit["item"] == "HumanEval/900"
