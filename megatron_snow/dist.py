@@ -12,7 +12,14 @@ from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
-_LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_RANK")
+# World-size variables set by MPI launchers (mpiexec/hydra, Open MPI, srun --mpi=pmi2/pmix).
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def _under_mpi_launcher() -> bool:
+    """True when this process is one of several MPI ranks (MEGATRON_SNOW_NO_MPI must not apply)."""
+    sizes = [os.environ.get(v, "") for v in _SIZE_VARS]
+    return any(v.isdigit() and int(v) > 1 for v in sizes) or "PMIX_RANK" in os.environ
 
 
 class Comm:
@@ -79,9 +86,7 @@ def get_comm() -> Comm:
     global _COMM
     if _COMM is not None:
         return _COMM
-    launched = any(int(os.environ.get(v, "1") or 1) > 1 for v in _LAUNCHER_VARS if v != "PMIX_RANK") or (
-        "PMIX_RANK" in os.environ
-    )
+    launched = _under_mpi_launcher()
     if os.environ.get("MEGATRON_SNOW_NO_MPI") == "1" and not launched:
         _COMM = Comm(None)
         return _COMM

@@ -9,15 +9,15 @@ left out, since they say nothing about a particular test item.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import xxhash
+
+from megatron_snow.benchmarks import benchmark_path, read_benchmark
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -136,14 +136,9 @@ def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]
     for stem in stems:
         bench, id_field, fields = BENCHMARK_FIELDS[stem]
         records = None
-        if cfg.benchmarks_dir:
-            for name in (f"{stem}.jsonl.gz", f"{stem}.jsonl"):
-                p = Path(cfg.benchmarks_dir) / name
-                if p.is_file():
-                    opener = gzip.open if name.endswith(".gz") else open
-                    with opener(p, "rt", encoding="utf-8") as f:
-                        records = [json.loads(line) for line in f if line.strip()]
-                    break
+        path = benchmark_path(cfg.benchmarks_dir, stem) if cfg.benchmarks_dir else None
+        if path is not None:
+            records = read_benchmark(path)
         if records is None and cfg.online and stem in HUB_IDS:
             import datasets
 

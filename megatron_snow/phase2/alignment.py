@@ -15,11 +15,11 @@ completes), ``code`` (MBPP). Benchmarks are read for evaluation only.
 """
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_snow.benchmarks import benchmark_path, read_benchmark
 from megatron_snow.phase2.metrics import roc_auc
 from megatron_snow.phase2.scoring import Scorer
 from megatron_snow.phase2.training_data import sample_corpus
@@ -61,11 +61,10 @@ def solution_text(record: dict) -> str:
 
 
 def load_solutions(benchmarks_dir: str | Path, name: str, limit: int = 0) -> list[str]:
-    path = Path(benchmarks_dir) / f"{name}.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark {name!r} not found: {path}")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        texts = [solution_text(json.loads(line)) for line in f if line.strip()]
+    path = benchmark_path(benchmarks_dir, name)
+    if path is None:
+        raise FileNotFoundError(f"benchmark {name!r} not found: {Path(benchmarks_dir) / name}.jsonl.gz")
+    texts = [solution_text(r) for r in read_benchmark(path)]
     return texts[:limit] if limit else texts
 
 
