@@ -34,6 +34,8 @@ setup(
     version="0.1.0",
     description="Open, runnable Arctic-SnowCoder recipe: code data pipeline and megatron-core training",
     packages=find_packages(include=["megatron_snow", "megatron_snow.*"]),
+    # benchmark copies (decontamination, alignment, evaluation) and editable prompt templates
+    package_data={"megatron_snow": ["benchmark_data/*", "**/*.md", "**/*.txt", "**/*.yaml"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -1,4 +1,4 @@
-"""Shared test fixtures: repository paths, offline mode, shared benchmark data."""
+"""Test fixtures: repository paths, offline mode, the benchmark data shipped in the package."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-BENCHMARKS_DIR = SHARED / "benchmarks"
 
 # Tests never touch the network: Hugging Face libraries must use local files only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,7 +26,6 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def benchmarks_dir() -> Path:
-    """../shared/benchmarks, or a skip that says why."""
-    if not (BENCHMARKS_DIR / "humaneval.jsonl.gz").is_file():
-        pytest.skip(f"benchmark data not found at {BENCHMARKS_DIR} (expected ../shared/benchmarks beside the repo)")
-    return BENCHMARKS_DIR
+    """The benchmark copies shipped inside the package (never a download, never a folder outside the repo)."""
+    from megatron_snow.benchmarks import SHIPPED_DIR
+    return SHIPPED_DIR
