@@ -51,12 +51,9 @@ step "4. phase 2: quality annotator (tiny BERT from scratch; the recipe uses arc
   max_length=128 val_fraction=0.15 test_fraction=0.15 data.corpus=$W/phase1/06_pii \
   "data.positives=[{path: $W/positives, kind: code}]"
 mpiexec -n "$NRANKS" python tools/preprocess/annotate.py --quiet corpus=$W/phase1/06_pii model=$W/annotator batch_size=32
-if [ -d ../shared/benchmarks ]; then   # the paper's Fig. 2: does the annotator prefer benchmark-like code?
-  python tools/preprocess/alignment.py --quiet model=$W/annotator corpus=$W/phase1/06_pii \
-    benchmarks_dir=../shared/benchmarks negatives=100 max_length=128 out=$W/alignment.json
-else
-  echo "(alignment skipped: benchmark files not found at ../shared/benchmarks)"
-fi
+# the paper's Fig. 2: does the annotator prefer benchmark-like code? (benchmark copies shipped in the package)
+python tools/preprocess/alignment.py --quiet model=$W/annotator corpus=$W/phase1/06_pii \
+  negatives=100 max_length=128 out=$W/alignment.json
 python tools/preprocess/select.py --quiet corpus=$W/phase1/06_pii tokenizer=$W/tokenizer/code.model \
   out=$W/phase2_data budget_tokens=400000 repetition=4
 python tools/preprocess/build_index.py --input $W/phase2_data --tokenizer $W/tokenizer/code.model \

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
-from megatron_snow.benchmarks import benchmark_path, read_benchmark
+from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -28,7 +28,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 @dataclass
 class DecontamConfig:
     enabled: bool = True
-    benchmarks_dir: str | None = None  # directory of <name>.jsonl.gz files (../shared/benchmarks layout)
+    benchmarks_dir: str | None = None  # directory of <name>.jsonl.gz files; None: megatron_snow.benchmarks default
     benchmarks: list[str] = field(default_factory=list)  # file stems to use; empty: every known file found
     online: bool = False  # fetch benchmarks missing locally with `datasets`
     ngram: int = 10
@@ -136,7 +136,7 @@ def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]
     for stem in stems:
         bench, id_field, fields = BENCHMARK_FIELDS[stem]
         records = None
-        path = benchmark_path(cfg.benchmarks_dir, stem) if cfg.benchmarks_dir else None
+        path = benchmark_path(cfg.benchmarks_dir, stem)
         if path is not None:
             records = read_benchmark(path)
         if records is None and cfg.online and stem in HUB_IDS:
@@ -146,7 +146,7 @@ def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]
             records = list(datasets.load_dataset(hub_id, conf, split=split))
         if records is None:
             if cfg.benchmarks:  # asked for by name: must exist
-                raise FileNotFoundError(f"decontaminate: benchmark '{stem}' not found in {cfg.benchmarks_dir}"
+                raise FileNotFoundError(f"decontaminate: benchmark '{stem}' not found in {resolve_benchmarks_dir(cfg.benchmarks_dir)}"
                                         + ("" if cfg.online else " (online: false)"))
             continue
         found.append(stem)
@@ -157,7 +157,7 @@ def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]
                     if t.strip():
                         rows.append((bench, item, fname, t))
     if not found and cfg.require_benchmarks:
-        raise FileNotFoundError(f"decontaminate: no benchmark files found in {cfg.benchmarks_dir!r}"
+        raise FileNotFoundError(f"decontaminate: no benchmark files found in {str(resolve_benchmarks_dir(cfg.benchmarks_dir))!r}"
                                 " (set decontaminate.benchmarks_dir, or online: true)")
     return rows
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_snow.benchmarks import benchmark_path, read_benchmark
+from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 from megatron_snow.phase2.metrics import roc_auc
 from megatron_snow.phase2.scoring import Scorer
 from megatron_snow.phase2.training_data import sample_corpus
@@ -34,7 +34,7 @@ class AlignmentConfig:
 
     model: str = ""  # annotator directory
     corpus: str = ""  # the phase-1 records dataset (negatives)
-    benchmarks_dir: str = ""  # directory of <name>.jsonl.gz benchmark files
+    benchmarks_dir: str = ""  # directory of <name>.jsonl.gz benchmark files; "": megatron_snow.benchmarks default
     benchmarks: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
     negatives: int = 1000  # held-out random corpus documents (shared by all benchmarks)
     max_positives: int = 0  # per benchmark (0: all)
@@ -63,7 +63,7 @@ def solution_text(record: dict) -> str:
 def load_solutions(benchmarks_dir: str | Path, name: str, limit: int = 0) -> list[str]:
     path = benchmark_path(benchmarks_dir, name)
     if path is None:
-        raise FileNotFoundError(f"benchmark {name!r} not found: {Path(benchmarks_dir) / name}.jsonl.gz")
+        raise FileNotFoundError(f"benchmark {name!r} not found in {resolve_benchmarks_dir(benchmarks_dir)}")
     texts = [solution_text(r) for r in read_benchmark(path)]
     return texts[:limit] if limit else texts
 
@@ -75,7 +75,7 @@ def read_training_negatives(model_dir: str | Path) -> set[str]:
 
 def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> dict:
     """ROC-AUC per benchmark: benchmark solutions vs held-out random corpus documents."""
-    for key in ("model", "corpus", "benchmarks_dir"):
+    for key in ("model", "corpus"):
         if not getattr(cfg, key):
             raise ValueError(f"alignment needs {key}=...")
     scorer = scorer or Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,

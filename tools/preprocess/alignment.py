@@ -12,7 +12,7 @@ def main(argv=None):
     cfg, _ = parse_config(
         AlignmentConfig, __doc__,
         "python tools/preprocess/alignment.py model=models/annotator corpus=data/phase1 "
-        "benchmarks_dir=../shared/benchmarks out=alignment.json",
+        "out=alignment.json",
         argv)
     run_or_exit(lambda: alignment(cfg))
 
