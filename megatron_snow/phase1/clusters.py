@@ -111,3 +111,19 @@ def duplicates(comm: Comm, hashes: list[np.ndarray], keys: list[np.ndarray],
     """
     roots = union_find_roots(exchange_edges(comm, hashes, keys, verify))
     return {k: r for k, r in roots.items() if k != r}
+
+
+def near_duplicates(texts: list[str], cfg, comm: Comm | None = None) -> dict[int, int]:
+    """In memory, one shard: index of every text to drop -> index of the text kept for its cluster.
+
+    The same steps as the near-dedup stage (``minhash.sketch`` keys and payload, band buckets,
+    ``minhash.make_verifier`` on each candidate pair, union-find); for tests and benchmarks.
+    """
+    from megatron_snow.phase1.minhash import make_verifier, sketch
+
+    keys, payload = sketch(texts, cfg)
+    valid = (keys != 0).all(axis=1)
+    gkeys = global_keys(0, len(texts))[valid]
+    verify = make_verifier(cfg, lambda shard: payload) if cfg.verify else None
+    drop = duplicates(comm or Comm(None), [keys[valid]], [gkeys], verify)
+    return {split_key(k)[1]: split_key(r)[1] for k, r in drop.items()}

@@ -71,6 +71,9 @@ class ParallelConfig:
 class DataConfig:
     # [[weight, prefix], ...]: Megatron indexed datasets (PREFIX.bin / PREFIX.idx).
     blend: list[list[float | str]] = field(default_factory=list)
+    # Instead of `blend`: a blend file (phase-2 selection's blend.json) naming prefixes with their
+    # repetitions; training.train_iters=0 then derives the iterations from them (else it must match).
+    blend_file: str | None = None
     # train,valid,test ratios over the blend's documents.
     split: str = "98,2,0"
     seq_length: int = 128

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from megatron_snow.config import ConfigError
+from megatron_snow.indexed import IndexFormatError, idx_dtype, read_blend_file, read_idx
 from megatron_snow.training.config import TrainConfig
-
-_IDX_MAGIC = b"MMIDIDX\x00\x00"
 
 
 @dataclass
@@ -67,14 +66,10 @@ def token_facts(cfg: TrainConfig) -> TokenFacts:
 
 
 def _idx_dtype(prefix: str) -> np.dtype:
-    from megatron.core.datasets.indexed_dataset import DType
-
-    with open(prefix + ".idx", "rb") as f:
-        header = f.read(len(_IDX_MAGIC) + 9)
-    if not header.startswith(_IDX_MAGIC):
-        raise ConfigError(f"data.blend: {prefix}.idx is not a Megatron indexed dataset index")
-    code = header[len(_IDX_MAGIC) + 8]
-    return np.dtype(DType.dtype_from_code(code))
+    try:
+        return idx_dtype(prefix)
+    except IndexFormatError as e:
+        raise ConfigError(f"data.blend: {e}") from None
 
 
 def max_token_id(prefix: str, cache_dir: str | None = None, chunk: int = 1 << 26) -> int:
@@ -103,7 +98,9 @@ def max_token_id(prefix: str, cache_dir: str | None = None, chunk: int = 1 << 26
 
 
 def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> None:
-    """Cheap checks before any model is built: prefixes exist, ids fit the vocabulary."""
+    """Cheap checks before any model is built: prefixes exist, ids fit the vocabulary.
+    A ``data.blend_file`` is resolved first (it sets data.blend and training.train_iters)."""
+    apply_blend_file(cfg)
     prefixes, weights = cfg.data.prefixes()
     if not prefixes:
         raise ConfigError("data.blend: empty (give [[weight, prefix], ...])")
@@ -148,6 +145,70 @@ def check_split_sizes(split: str, prefixes: list[str]) -> None:
                     f"data.split {split!r} leaves the {name} split of {p} without documents "
                     f"({n_docs} documents in all): use more data or change data.split"
                 )
+
+
+def _split_bounds(split: str, n_docs: int) -> list[tuple[int, int] | None]:
+    """Document ranges of the train/valid/test splits, rounded as BlendedMegatronDatasetBuilder does."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+        parse_and_normalize_split,
+    )
+
+    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
+    return [None if b is None else (int(round(b[0] * n_docs)), int(round(b[1] * n_docs))) for b in matrix]
+
+
+def apply_blend_file(cfg: TrainConfig) -> None:
+    """``data.blend_file`` -> ``data.blend``, and ``training.train_iters`` from the requested repetitions.
+
+    GPTDataset would silently cycle through as many epochs as the iteration count
+    needs; here the count follows from the file instead: dataset i with ``T_i``
+    tokens in its train split, repeated ``r_i`` times, gives
+    ``floor((r_i * T_i - 1) / seq_length)`` samples (GPTDataset's arithmetic, one
+    extra token per sample), and the run is ``sum_i samples_i // global_batch_size``
+    iterations. ``train_iters=0`` takes that number; any other value must equal it.
+    The blend weights are the samples' shares. Each prefix's token count must be
+    the one the blend file was made for (a stale index is refused).
+    """
+    d, t = cfg.data, cfg.training
+    if not d.blend_file:
+        return
+    if d.blend:
+        raise ConfigError("data.blend and data.blend_file are both set: give one of them")
+    try:
+        entries = read_blend_file(d.blend_file)
+    except ValueError as e:
+        raise ConfigError(f"data.blend_file: {e}") from None
+    samples = []
+    for e in entries:
+        try:
+            idx = read_idx(e.prefix)
+        except FileNotFoundError:
+            raise ConfigError(f"data.blend_file: dataset prefix {e.prefix} not found (build it with build_index)") from None
+        except IndexFormatError as err:
+            raise ConfigError(f"data.blend_file: {err}") from None
+        lengths = idx.sequence_lengths
+        if int(lengths.sum(dtype=np.int64)) != e.unique_tokens:
+            raise ConfigError(
+                f"data.blend_file: {e.prefix} holds {int(lengths.sum(dtype=np.int64)):,} tokens, {d.blend_file} was "
+                f"made for {e.unique_tokens:,}: rebuild the index from the selection it describes")
+        begin, end = _split_bounds(d.split, lengths.size)[0] or (0, 0)
+        train_tokens = int(lengths[begin:end].sum(dtype=np.int64))
+        samples.append(max(0, int((e.repetition * train_tokens - 1) // d.seq_length)))
+    total = sum(samples)
+    iters = total // t.global_batch_size
+    if iters < 1:
+        raise ConfigError(f"data.blend_file: {total} samples of {d.seq_length} tokens make no global batch of "
+                          f"{t.global_batch_size}: select more tokens or lower training.global_batch_size")
+    reps = ", ".join(f"{e.repetition:g}x {e.prefix}" for e in entries)
+    if t.train_iters == 0:
+        t.train_iters = iters
+    elif t.train_iters != iters:
+        raise ConfigError(
+            f"training.train_iters={t.train_iters} does not match data.blend_file ({reps}): that is {iters} "
+            f"iterations of {t.global_batch_size} x {d.seq_length} tokens; set training.train_iters=0 to derive it")
+    d.blend = [[s / total, e.prefix] for s, e in zip(samples, entries)]
+    d.blend_file = None  # resolved: data.blend now holds it
 
 
 def split_ratios(split: str) -> list[float]:
