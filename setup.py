@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "tensorboard",
     "xxhash",  # phase-1 data: fast 64-bit hashes for shingles, content and buckets
     "pyarrow",  # phase-1 data: The Stack parquet/arrow ingest
+    "matplotlib",  # run reports: funnel, training curves, annotator alignment plots
 ]
 
 EXTRAS = {

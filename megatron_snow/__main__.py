@@ -12,6 +12,7 @@ import sys
 # name -> ("module:function", one-line help). Add a step with one line here.
 STEPS: dict[str, tuple[str, str]] = {
     "fetch-benchmarks": ("megatron_snow.benchmarks_fetch:main", "download the full benchmark sets (online)"),
+    "report": ("megatron_snow.report:main", "report.md with plots for a run directory"),
 }
 
 
