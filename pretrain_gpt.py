@@ -4,7 +4,10 @@
         checkpoint.save=/ckpt/phase1 training.train_iters=1000
 
 On a machine without CUDA the same command trains on CPU over gloo.
-Restarting the same command resumes from the newest complete checkpoint.
+Restarting the same command resumes from the newest intact checkpoint (checked against
+the checksums saved with it). SIGTERM or SIGUSR1 (to any rank), or
+training.exit_duration_mins, make every rank save at the next iteration boundary and exit 0.
+Exit status: 0 done or stopped after saving, 2 bad configuration or input (one line), 1 failure.
 """
 from __future__ import annotations
 

@@ -21,12 +21,14 @@ INSTALL_REQUIRES = [
     "xxhash",  # phase-1 data: fast 64-bit hashes for shingles, content and buckets
     "pyarrow",  # phase-1 data: The Stack parquet/arrow ingest
     "matplotlib",  # run reports: funnel, training curves, annotator alignment plots
+    "openai", "httpx",  # phase-3 synthesis: the async client of OpenAI-compatible servers (vLLM, SGLang)
 ]
 
 EXTRAS = {
     # Transformer Engine fused kernels; needs CUDA, install on GPU nodes only.
     "gpu": ["transformer_engine[pytorch]"],
-    "dev": ["pytest", "pytest-timeout", "datasketch"],
+    "dev": ["pytest", "pytest-timeout", "datasketch", "datatrove", "regex", "tokenizers",
+            "transformers[serving]", "tree-sitter", "tree-sitter-javascript"],  # synthesis tests: real server, JS parser
     "wandb": ["wandb"],
 }
 

@@ -1,15 +1,26 @@
 #!/usr/bin/env python
-"""Tokens per second of build_index against the tokenizer's own batch encoding, same cores, same input, one run.
+"""build_index beside Megatron-LM's tools/preprocess_data.py and the tokenizer's own batch encoding.
 
-The reference is the practical limit: ``CodeTokenizer.encode_batch`` over all
-documents already in memory, with as many threads as build_index has worker
-processes. build_index is timed end to end (read gzip JSONL, tokenize, write
-partial indexes, merge, sidecar, stats). The two are run alternately
-``--repeats`` times. Reported: the best wall-clock rate of each, the median of
-the per-repeat ratios, and the ratio of tokens per CPU-second (robust to other
-load on a shared machine). Goal: ratio >= 0.8.
+Same input (a JSONL file of real source code found on this machine), same
+SentencePiece model (trained here by train-tokenizer, unless ``--tokenizer``),
+same number of worker processes, one run, alternating ``--repeats`` times:
 
-  python bench/bench_build_index.py --workers 2 --mb 12 --repeats 5
+- ``ceiling``: ``CodeTokenizer.encode_batch`` over all documents already in
+  memory with as many threads as workers: what any indexer is bounded by;
+- ``build_index``: end to end (read JSONL, tokenize, write partial indexes,
+  merge, sidecar, stats), in this process (import time excluded);
+- ``megatron``: Megatron-LM's ``tools/preprocess_data.py --append-eod``
+  (``--megatron-lm PATH``), timed from its "Time to startup" line to its exit
+  (import time excluded). The megatron-core wheel does not ship it; get it with
+  ``git clone --branch core_v0.16.1 https://github.com/NVIDIA/Megatron-LM``.
+  Its imports pull in ``megatron.training``, which needs ``triton`` (``pip install
+  triton``, or ``pip install --target DIR triton`` and ``--megatron-pythonpath DIR``).
+
+Reported per worker count: the best tokens/s of each, build_index / megatron
+(goal >= 3) and build_index / ceiling; and whether the two indexes hold the
+same documents. Tokens counted without the appended EOD ids.
+
+  python bench/bench_build_index.py --megatron-lm ~/Megatron-LM --workers 1,2 --mb 50 --repeats 3
 """
 from __future__ import annotations
 
@@ -17,21 +28,18 @@ import argparse
 import glob
 import json
 import os
-import resource
 import shutil
-import statistics
+import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-from megatron_snow.records import CodeRecord, ShardedWriter, iter_records  # noqa: E402
-from megatron_snow.tokenization import load_tokenizer  # noqa: E402
-from megatron_snow.tokenization.build_index import BuildIndexConfig, build_index  # noqa: E402
-from megatron_snow.tokenization.train import TrainTokenizerConfig, train_tokenizer  # noqa: E402
+from megatron_snow.tokenization import load_tokenizer
+from megatron_snow.tokenization.build_index import BuildIndexConfig, build_index
+from megatron_snow.tokenization.train import TrainTokenizerConfig, train_tokenizer
 
 
 def local_code() -> list[tuple[str, str, str]]:
@@ -56,82 +64,121 @@ def local_code() -> list[tuple[str, str, str]]:
     return found
 
 
-def make_corpus(directory: Path, mb: int) -> None:
-    """A records dataset of about ``mb`` MB of real code (files repeated as needed)."""
-    if (directory / "manifest.json").is_file():
+def make_jsonl(path: Path, mb: int) -> None:
+    """About ``mb`` MB of real code as JSONL ``{"id", "text", "language"}`` (files repeated as needed)."""
+    if path.is_file():
         return
     files = local_code()
-    w = ShardedWriter(directory, records_per_shard=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
     total, k = 0, 0
-    while total < mb * 1e6:
-        path, lang, text = files[k % len(files)]
-        w.add(CodeRecord(id=f"{k}:{path}", content=text, language=lang, path=path))
-        total += len(text.encode("utf-8"))
-        k += 1
-    w.close()
+    with open(path.with_suffix(".tmp"), "w", encoding="utf-8") as f:
+        while total < mb * 1e6:
+            p, lang, text = files[k % len(files)]
+            f.write(json.dumps({"id": f"{k}:{p}", "text": text, "language": lang}) + "\n")
+            total += len(text.encode("utf-8"))
+            k += 1
+    os.replace(path.with_suffix(".tmp"), path)
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (build_index's workers are reaped before it returns)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def run_megatron(checkout: Path, extra_path: str, jsonl: Path, model: str, prefix: Path, workers: int) -> float:
+    """Seconds from Megatron-LM's "Time to startup" line to its exit (its processing and writing)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(checkout), extra_path) if p)}
+    cmd = [sys.executable, str(checkout / "tools" / "preprocess_data.py"), "--input", str(jsonl),
+           "--output-prefix", str(prefix), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model,
+           "--append-eod", "--workers", str(workers), "--log-interval", str(10**9)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    start = None
+    tail = []
+    for line in proc.stdout:
+        tail = (tail + [line])[-20:]
+        if start is None and line.startswith("Time to startup"):
+            start = time.perf_counter()
+    proc.wait()
+    if proc.returncode != 0 or start is None:
+        raise SystemExit("Megatron-LM's preprocess_data.py failed:\n" + "".join(tail))
+    return time.perf_counter() - start
+
+
+def same_documents(ours: Path, theirs: Path) -> tuple[int, int]:
+    """(documents with identical token ids, documents) of two indexes."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    a, b = IndexedDataset(str(ours)), IndexedDataset(str(theirs))
+    if len(a) != len(b):
+        return 0, max(len(a), len(b))
+    return sum(np.array_equal(a[i], b[i]) for i in range(len(a))), len(a)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="build_index workers = reference threads")
-    ap.add_argument("--mb", type=int, default=12, help="corpus size in MB of code")
-    ap.add_argument("--tokenizer", help="tokenizer to use (default: train a SentencePiece model on the corpus)")
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    ap.add_argument("--mb", type=int, default=20, help="input size in MB of code")
+    ap.add_argument("--tokenizer", help="SentencePiece model (default: train one with train-tokenizer)")
     ap.add_argument("--vocab-size", type=int, default=32000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--megatron-lm", type=Path, help="a Megatron-LM checkout at core_v0.16.1")
+    ap.add_argument("--megatron-pythonpath", default="", help="extra PYTHONPATH for Megatron-LM (e.g. where triton is)")
     ap.add_argument("--workdir", default="/tmp/bench_build_index")
     args = ap.parse_args()
 
     work = Path(args.workdir)
-    corpus = work / f"corpus-{args.mb}mb"
-    make_corpus(corpus, args.mb)
-    tok_path = args.tokenizer
-    if not tok_path:
-        tok_path = str(work / f"code{args.vocab_size}.model")
-        if not Path(tok_path).is_file():
-            train_tokenizer(TrainTokenizerConfig(inputs=[str(corpus)], output=tok_path, vocab_size=args.vocab_size,
+    jsonl = work / f"code-{args.mb}mb.jsonl"
+    make_jsonl(jsonl, args.mb)
+    model = args.tokenizer
+    if not model:
+        model = str(work / f"code{args.vocab_size}.model")
+        if not Path(model).is_file():
+            train_tokenizer(TrainTokenizerConfig(inputs=[str(jsonl)], output=model, vocab_size=args.vocab_size,
                                                  sample_bytes=20_000_000, num_threads=2))
-    tok = load_tokenizer(tok_path)
-    texts = [r.content for r in iter_records(corpus)]
+    tok = load_tokenizer(model)
+    texts = [json.loads(line)["text"] for line in open(jsonl, encoding="utf-8")]
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
-    print(f"corpus: {len(texts):,} documents, {nbytes / 1e6:.1f} MB; {tok}; workers/threads: {args.workers}", flush=True)
-
+    print(f"input: {len(texts):,} documents, {nbytes / 1e6:.1f} MB; {tok}; Megatron-LM: "
+          f"{args.megatron_lm or 'not given (--megatron-lm PATH)'}", flush=True)
     import megatron.core.datasets.indexed_dataset  # noqa: F401  (a one-off import, not throughput)
 
-    pairs = []  # (reference tok/s, build_index tok/s, reference tok/cpu-s, build_index tok/cpu-s)
-    for rep in range(args.repeats):
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        ids = tok.encode_batch(texts, num_threads=args.workers)
-        dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
-        ref_tokens = sum(map(len, ids))
-        del ids
+    results = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        best: dict[str, float] = {}
+        agree = None
+        for rep in range(args.repeats):
+            t0 = time.perf_counter()
+            ids = tok.encode_batch(texts, num_threads=workers)
+            dt = time.perf_counter() - t0
+            tokens = sum(map(len, ids))
+            del ids
+            best["ceiling"] = max(best.get("ceiling", 0), tokens / dt)
 
-        out = work / "index" / "bench"
-        shutil.rmtree(out.parent, ignore_errors=True)
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        stats = build_index(BuildIndexConfig(inputs=[str(corpus)], tokenizer=tok_path, output_prefix=str(out),
-                                             workers=args.workers, progress=False))
-        dt_idx, dc_idx = time.perf_counter() - t0, cpu_seconds() - c0
-        idx_tokens = stats["tokens"] - stats["documents"]  # without the appended EOD ids
-        assert idx_tokens == ref_tokens, (idx_tokens, ref_tokens)
-        pairs.append((ref_tokens / dt, idx_tokens / dt_idx, ref_tokens / dc, idx_tokens / dc_idx))
-        print(f"repeat {rep}: encode_batch {ref_tokens / dt:,.0f} tok/s ({dt:.1f} s wall, {dc:.1f} s cpu), "
-              f"build_index {idx_tokens / dt_idx:,.0f} tok/s ({dt_idx:.1f} s wall, {dc_idx:.1f} s cpu)", flush=True)
-
-    ref_best, idx_best = max(p[0] for p in pairs), max(p[1] for p in pairs)
-    result = {"workers": args.workers, "documents": len(texts), "mbytes": round(nbytes / 1e6, 1),
-              "tokens": ref_tokens, "vocab_size": tok.vocab_size, "repeats": args.repeats,
-              "encode_batch_tok_s_best": round(ref_best), "build_index_tok_s_best": round(idx_best),
-              "ratio_best_wall": round(idx_best / ref_best, 3),
-              "ratio_median_paired_wall": round(statistics.median(p[1] / p[0] for p in pairs), 3),
-              "ratio_median_cpu": round(statistics.median(p[3] / p[2] for p in pairs), 3),
-              "goal": 0.8}
-    print(json.dumps(result))
+            out = work / "ours" / "index"
+            shutil.rmtree(out.parent, ignore_errors=True)
+            t0 = time.perf_counter()
+            stats = build_index(BuildIndexConfig(inputs=[str(jsonl)], tokenizer=model, output_prefix=str(out),
+                                                 workers=workers, progress=False), log=lambda *_: None)
+            dt_ours = time.perf_counter() - t0
+            assert stats["tokens"] - stats["documents"] == tokens, (stats["tokens"], tokens)
+            best["build_index"] = max(best.get("build_index", 0), tokens / dt_ours)
+            line = (f"workers {workers} repeat {rep}: ceiling {tokens / dt:,.0f} tok/s, build_index "
+                    f"{tokens / dt_ours:,.0f} tok/s ({dt_ours:.1f} s)")
+            if args.megatron_lm:
+                theirs = work / "megatron" / "index"
+                shutil.rmtree(theirs.parent, ignore_errors=True)
+                theirs.parent.mkdir(parents=True)
+                dt_m = run_megatron(args.megatron_lm, args.megatron_pythonpath, jsonl, model, theirs, workers)
+                best["megatron"] = max(best.get("megatron", 0), tokens / dt_m)
+                line += f", megatron {tokens / dt_m:,.0f} tok/s ({dt_m:.1f} s)"
+                agree = same_documents(out, Path(f"{theirs}_text_document"))
+            print(line, flush=True)
+        r = {"workers": workers, "documents": len(texts), "mbytes": round(nbytes / 1e6, 1), "tokens": tokens,
+             "vocab_size": tok.vocab_size, "repeats": args.repeats,
+             **{f"{k}_tok_s": round(v) for k, v in best.items()},
+             "build_index_vs_ceiling": round(best["build_index"] / best["ceiling"], 3)}
+        if "megatron" in best:
+            r["build_index_vs_megatron"] = round(best["build_index"] / best["megatron"], 3)
+            r["ceiling_vs_megatron"] = round(best["ceiling"] / best["megatron"], 3)
+            r["identical_documents"] = f"{agree[0]}/{agree[1]}"
+            r["goal_vs_megatron"] = 3.0
+        results.append(r)
+        print(json.dumps(r), flush=True)
     return 0
 
 

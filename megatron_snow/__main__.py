@@ -12,6 +12,21 @@ import sys
 # name -> ("module:function", one-line help). Add a step with one line here.
 STEPS: dict[str, tuple[str, str]] = {
     "fetch-benchmarks": ("megatron_snow.benchmarks_fetch:main", "download the full benchmark sets (online)"),
+    "phase1": ("megatron_snow.phase1.cli:main", "phase-1 data: ingest, filter, dedup, decontaminate, PII, group"),
+    "train-tokenizer": ("megatron_snow.tokenization.train:main", "SentencePiece BPE tokenizer for code"),
+    "build-index": ("megatron_snow.tokenization.build_index:main", "documents -> Megatron .bin/.idx (+ --verify)"),
+    "make-tiny-encoder": ("megatron_snow.phase2.tiny_encoder:main", "a small random-init BERT for offline runs"),
+    "train-annotator": ("megatron_snow.phase2.annotator:main", "phase-2 quality annotator (encoder + head)"),
+    "annotate": ("megatron_snow.phase2.scoring:main", "score every document with the annotator"),
+    "alignment": ("megatron_snow.phase2.alignment:main", "annotator ROC-AUC per benchmark (paper Fig. 2)"),
+    "select": ("megatron_snow.phase2.selection:main", "phase-2 data: top-scored per language, blend file"),
+    "synthesize": ("megatron_snow.synthesis.generate:main", "phase-3 synthetic code files through an OpenAI-compatible server"),
+    "mix": ("megatron_snow.synthesis.mixing:main", "phase-3 blend: synthetic + phase-2, Python ~50%, token budget"),
+    "model-info": ("megatron_snow.training.model_info:main", "parameters, FLOPs/token (Megatron's formula), memory per GPU"),
+    "convert-to-hf": ("megatron_snow.convert.to_hf:main", "checkpoint -> Hugging Face Llama directory (+ tokenizer)"),
+    "convert-from-hf": ("megatron_snow.convert.from_hf:main", "Hugging Face Llama -> checkpoint to start a phase from"),
+    "evaluate": ("megatron_snow.evaluate.cli:main", "HumanEval+, MBPP+, EvoEval, BigCodeBench pass@1 beside the paper's table"),
+    "ablation": ("megatron_snow.ablation:main", "annotator-selected vs random data, same tokens, held-out loss"),
     "report": ("megatron_snow.report:main", "report.md with plots for a run directory"),
 }
 

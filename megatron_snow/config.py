@@ -5,10 +5,17 @@ its settings in a dataclass tree. A YAML file fills the tree, command-line
 ``a.b.c=value`` pairs override single leaves, and anything that does not fit
 (an unknown key, a value of the wrong type) is rejected with one line that
 names the key, before any heavy work starts.
+
+Ranges: a dataclass may declare ``RANGES: ClassVar[dict[str, str]]`` mapping a
+field (or a dotted path into a nested config it holds) to an interval such as
+``"(0, 1]"``, ``"[1, inf)"`` or ``">= 0"``; a value outside is rejected when the
+config is built, with one line such as ``near_dedup.threshold=1.5 is out of
+range (0, 1]``. Malformed YAML is one line with the file, line and column.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -92,6 +99,44 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _parse_interval(spec: str) -> tuple[float, float, bool, bool]:
+    """"(0, 1]" -> (0, 1, lo_open, hi_open); ">= 1", "> 0", "<= 5", "< 5" also accepted."""
+    s = spec.replace(" ", "")
+    for op in (">=", "<=", ">", "<"):
+        if s.startswith(op):
+            v = float(s[len(op):])
+            if op[0] == ">":
+                return v, math.inf, op == ">", True
+            return -math.inf, v, True, op == "<"
+    if s[0] not in "[(" or s[-1] not in "])" or "," not in s:
+        raise ValueError(f"bad range spec {spec!r}")
+    lo, hi = s[1:-1].split(",")
+    return float(lo), float(hi), s[0] == "(", s[-1] == ")"
+
+
+def in_range(value: Any, spec: str) -> bool:
+    lo, hi, lo_open, hi_open = _parse_interval(spec)
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    above = value > lo if lo_open else value >= lo
+    below = value < hi if hi_open else value <= hi
+    return above and below
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Check every ``RANGES`` entry of ``cfg`` (and of the configs nested in it); ConfigError on the first miss."""
+    if not dataclasses.is_dataclass(cfg):
+        return
+    for path, spec in getattr(type(cfg), "RANGES", {}).items():
+        value = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_range(v, spec):
+                raise ConfigError(f"{prefix}{path}={v!r} is out of range {spec}")
+
+
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -105,11 +150,13 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{prefix}{name}'")
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+    check_ranges(built, prefix)
+    return built
 
 
 def to_dict(cfg: Any) -> Any:
@@ -164,8 +211,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        with open(p) as f:
-            loaded = yaml.safe_load(f)
+        try:
+            with open(p, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+            problem = getattr(e, "problem", None) or str(e).split("\n", 1)[0]
+            raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read: {e}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -27,14 +27,14 @@ class Funnel:
         c[0] += docs
         c[1] += nbytes
 
-    def seen(self, language: str, nbytes: int) -> None:
-        self._add(language, "in", nbytes)
+    def seen(self, language: str, nbytes: int, docs: int = 1) -> None:
+        self._add(language, "in", nbytes, docs)
 
-    def kept(self, language: str, nbytes: int) -> None:
-        self._add(language, "kept", nbytes)
+    def kept(self, language: str, nbytes: int, docs: int = 1) -> None:
+        self._add(language, "kept", nbytes, docs)
 
-    def dropped(self, language: str, nbytes: int, reason: str) -> None:
-        self._add(language, f"dropped:{reason}", nbytes)
+    def dropped(self, language: str, nbytes: int, reason: str, docs: int = 1) -> None:
+        self._add(language, f"dropped:{reason}", nbytes, docs)
 
     # -- combining ---------------------------------------------------------
     def merge(self, other: "Funnel | dict") -> "Funnel":
@@ -101,8 +101,10 @@ class Funnel:
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> None:
+        from megatron_snow.atomic import atomic_write_json
+
         self.check()
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | Path) -> "Funnel":

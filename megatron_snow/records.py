@@ -11,17 +11,26 @@ Shards are written to a temporary name and renamed into place, so a shard
 that exists is whole; a killed stage re-run skips shards already present.
 Gzip headers carry no timestamp, so the same records give the same bytes.
 Records are streamed shard by shard: a dataset never loads whole into memory.
+
+Input is untrusted: ``iter_json_lines`` / ``read_shard_checked`` are the one
+reader of JSON-lines records (ours or anyone's). A truncated gzip, a line that
+is not UTF-8 or not JSON, JSON nested too deep, or a field of the wrong type
+comes back as a ``BadRecord`` with a named reason and the file and line, never
+as an exception; the stage counts it in its funnel and goes on.
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import json
-import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from megatron_snow.atomic import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 SHARD_GLOB = "part-*.jsonl.gz"
@@ -46,12 +55,104 @@ class CodeRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CodeRecord":
+        """A record from its dict; a field of the wrong type raises RecordError naming the field."""
+        bad = field_type_error(d)
+        if bad:
+            raise RecordError(bad)
         known = {f.name for f in dataclasses.fields(cls)}
         extra = {k: v for k, v in d.items() if k not in known}
         rec = cls(**{k: v for k, v in d.items() if k in known})
         if extra:
             rec.meta.setdefault("extra", {}).update(extra)
         return rec
+
+
+class RecordError(ValueError):
+    """A record or shard that cannot be read; the message is one line naming the file (and line)."""
+
+
+_STR_FIELDS = ("id", "content", "language", "repo", "path", "source")
+
+
+def field_type_error(d: dict) -> str | None:
+    """Which field of a record dict has the wrong type (None when all fit the schema)."""
+    if "id" not in d or "content" not in d:
+        return "missing field " + ("'id'" if "id" not in d else "'content'")
+    for name in _STR_FIELDS:
+        if name in d and not isinstance(d[name], str):
+            return f"field '{name}' is {type(d[name]).__name__}, not str"
+    if d.get("license") is not None and not isinstance(d["license"], str):
+        return f"field 'license' is {type(d['license']).__name__}, not str"
+    if "meta" in d and not isinstance(d["meta"], dict):
+        return f"field 'meta' is {type(d['meta']).__name__}, not an object"
+    return None
+
+
+@dataclass
+class BadRecord:
+    """A line or file that did not give a record: why (a funnel reason), where, and a stand-in record
+    (id ``FILE:LINE``, the language when one could be read) to count and set aside."""
+
+    reason: str
+    file: str
+    line: int | None
+    error: str
+    record: "CodeRecord"
+    count: int = 1  # records it stands for (the lost tail of a damaged shard whose manifest gives the count)
+
+    def details(self) -> dict:
+        d = {"file": self.file, "line": self.line, "error": self.error}
+        if self.count != 1:
+            d["records"] = self.count
+        return d
+
+
+def _bad(reason: str, file: str, line: int | None, error: str, d: Any = None) -> BadRecord:
+    lang = d.get("language") if isinstance(d, dict) else None
+    rec_id = f"{file}:{line}" if line is not None else file
+    rec = CodeRecord(id=rec_id, content="", language=lang if isinstance(lang, str) and lang else "unknown",
+                     source="", meta={})
+    return BadRecord(reason, file, line, error[:200], rec)
+
+
+def iter_json_lines(path: str | Path, name: str | None = None) -> Iterator[tuple[int, dict] | BadRecord]:
+    """(line number, object) for every JSON object line of a .jsonl / .jsonl.gz file, or a BadRecord.
+
+    Reasons: ``unreadable_file``, ``corrupt_gzip`` (the rest of a truncated or damaged gzip, once),
+    ``invalid_utf8``, ``invalid_json``, ``json_too_deep``, ``not_an_object``. ``name`` is how the
+    file is named in them (default: the path).
+    """
+    where = name or str(path)
+    try:
+        f = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+    except OSError as e:
+        yield _bad("unreadable_file", where, None, e.strerror or str(e))
+        return
+    lineno = 0
+    try:
+        with f:
+            for lineno, raw in enumerate(f):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield _bad("invalid_utf8", where, lineno, f"byte {e.start}")
+                    continue
+                try:
+                    d = json.loads(line)
+                except RecursionError:
+                    yield _bad("json_too_deep", where, lineno, "JSON nested too deep")
+                    continue
+                except ValueError as e:
+                    yield _bad("invalid_json", where, lineno, str(e))
+                    continue
+                if not isinstance(d, dict):
+                    yield _bad("not_an_object", where, lineno, f"a JSON {type(d).__name__}, not an object")
+                    continue
+                yield lineno, d
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
+        yield _bad("corrupt_gzip", where, lineno + 1, str(e) or type(e).__name__)
 
 
 def shard_name(index: int) -> str:
@@ -68,11 +169,27 @@ def list_shards(directory: str | Path) -> list[Path]:
     return sorted(d.glob(SHARD_GLOB))
 
 
+def read_shard_checked(path: str | Path, name: str | None = None) -> Iterator[CodeRecord | BadRecord]:
+    """Every record of a shard, or a BadRecord (see ``iter_json_lines``; plus ``wrong_field_type``)."""
+    where = name or str(path)
+    for item in iter_json_lines(path, where):
+        if isinstance(item, BadRecord):
+            yield item
+            continue
+        lineno, d = item
+        bad = field_type_error(d)
+        if bad:
+            yield _bad("wrong_field_type", where, lineno, bad, d)
+            continue
+        yield CodeRecord.from_dict(d)
+
+
 def read_shard(path: str | Path) -> Iterator[CodeRecord]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield CodeRecord.from_dict(json.loads(line))
+    """Every record of a shard we wrote; anything unreadable raises RecordError (one line, file and line)."""
+    for item in read_shard_checked(path):
+        if isinstance(item, BadRecord):
+            raise RecordError(f"{item.file}:{item.line}: {item.reason}: {item.error}")
+        yield item
 
 
 def iter_records(directory: str | Path) -> Iterator[CodeRecord]:
@@ -84,13 +201,7 @@ def iter_records(directory: str | Path) -> Iterator[CodeRecord]:
         yield from read_shard(s)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_atomic_write_bytes = atomic_write_bytes  # the old private name, still used by phase2
 
 
 def encode_shard(records: Iterable[CodeRecord | dict]) -> tuple[bytes, int, int]:
@@ -107,12 +218,12 @@ def encode_shard(records: Iterable[CodeRecord | dict]) -> tuple[bytes, int, int]
 
 
 def write_shard(path: str | Path, records: Iterable[CodeRecord | dict]) -> dict:
-    """Write one whole shard atomically; returns its manifest entry."""
+    """Write one whole shard atomically; returns its manifest entry (with a hash of the file's bytes)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     data, n, nbytes = encode_shard(records)
-    _atomic_write_bytes(p, data)
-    return {"name": p.name, "records": n, "content_bytes": nbytes}
+    atomic_write_bytes(p, data)
+    return {"name": p.name, "records": n, "content_bytes": nbytes,
+            "blake2b": hashlib.blake2b(data, digest_size=16).hexdigest()}
 
 
 def shard_entry(path: str | Path) -> dict:
@@ -121,7 +232,8 @@ def shard_entry(path: str | Path) -> dict:
     for r in read_shard(path):
         n += 1
         nbytes += len(r.content.encode("utf-8"))
-    return {"name": Path(path).name, "records": n, "content_bytes": nbytes}
+    return {"name": Path(path).name, "records": n, "content_bytes": nbytes,
+            "blake2b": hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()}
 
 
 def write_manifest(directory: str | Path, shard_entries: list[dict], **info: Any) -> dict:
@@ -134,15 +246,23 @@ def write_manifest(directory: str | Path, shard_entries: list[dict], **info: Any
         "content_bytes": sum(e["content_bytes"] for e in entries),
         **info,
     }
-    _atomic_write_bytes(Path(directory) / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(Path(directory) / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
 
 
 def read_manifest(directory: str | Path) -> dict:
+    """A finished dataset's manifest; a missing or damaged one raises (one line naming it)."""
     m = Path(directory) / MANIFEST
     if not m.is_file():
         raise FileNotFoundError(f"{directory} has no {MANIFEST}: not a finished dataset")
-    return json.loads(m.read_text())
+    try:
+        manifest = json.loads(m.read_text())
+        entries = manifest["shards"]
+        if not isinstance(entries, list) or sum(int(e["records"]) for e in entries) != manifest["records"]:
+            raise ValueError("shard counts do not add up to 'records'")
+    except (ValueError, KeyError, TypeError) as e:
+        raise RecordError(f"{m}: damaged manifest ({e})") from None
+    return manifest
 
 
 class ShardedWriter:

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Install the benchmarks' own evaluators used by `python -m megatron_snow evaluate`
-# (megatron_snow/evaluate/): EvalPlus (HumanEval+, MBPP+), EvoEval and BigCodeBench.
-# evoeval and bigcodebench go in with --no-deps, which setup.py extras cannot say:
-# bigcodebench 0.2.5 hard-requires the CUDA build of vllm (another torch), and
-# evoeval pins an older evalplus. What they import at scoring time is listed here.
+# (megatron_snow/evaluate/): EvalPlus 0.3.1 (HumanEval+, MBPP+), EvoEval 0.1.0 and
+# BigCodeBench 0.2.5, each with --no-deps (which setup.py extras cannot say) plus
+# exactly what their scoring code imports:
+#   - evalplus' declared deps pull google-generativeai, which downgrades protobuf
+#     below what tensorboard needs (tensorboard then fails to import);
+#   - bigcodebench hard-requires the CUDA build of vllm (another torch);
+#   - evoeval pins an older evalplus.
+# Generation backends: openai (--server URL); vllm is used when importable (GPU nodes).
+# Run it after `pip install -e .` (scripts/setup.sh): the evaluators also import the
+# project's own dependencies (numpy, datasets, psutil, tqdm, transformers).
 set -euo pipefail
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet "evalplus==0.3.1" "openai>=1.0" pqdm gradio-client e2b matplotlib
-"$PY" -m pip install --quiet --no-deps "evoeval==0.1.0" "bigcodebench==0.2.5"
-"$PY" -c "import evalplus, evoeval, bigcodebench; print(f'evaluators ready: evalplus {evalplus.__version__}, evoeval, bigcodebench {bigcodebench.__version__}')"
+"$PY" -m pip install --quiet "openai>=1.0" appdirs fire multipledispatch tempdir termcolor \
+  tree-sitter tree-sitter-python wget pqdm gradio-client e2b matplotlib
+"$PY" -m pip install --quiet --no-deps "evalplus==0.3.1" "evoeval==0.1.0" "bigcodebench==0.2.5"
+"$PY" -c "import evalplus.evaluate, evoeval.evaluate, bigcodebench.evaluate, openai; print('evaluators ready: evalplus', evalplus.__version__, '| bigcodebench', bigcodebench.__version__)"

@@ -12,14 +12,18 @@ to 14 GB resident under load) and a small KV cache, and is always killed on exit
 
 Use::
 
-    from tests.llm_server import build_tiny_llama, serve
-    model_dir = build_tiny_llama(tmp / "model", pairs=[(messages, answer), ...])
+    from llm_server import build_tiny_llama, serve
+    model_dir = build_tiny_llama(tmp / "model", pairs=[(messages_or_text, answer), ...])
     with serve(model_dir, log_path=tmp / "server.log") as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="none")
         client.chat.completions.create(model=server.model, messages=[...])
 
 The session-scoped pytest fixture ``tiny_llm_server`` (random model) is registered by importing it
-in a conftest: ``from tests.llm_server import tiny_llm_server  # noqa: F401``.
+in a conftest. Import this file by location, not as ``tests.llm_server`` (a site-packages package
+named ``tests``, shipped by some wheels, shadows the repository's folder)::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests/ folder
+    from llm_server import tiny_llm_server  # noqa: F401
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ CHAT_TEMPLATE = (
 SERVER_MEMORY_LIMIT = 6 * 1024**3  # address-space bound of the server process (bytes)
 
 Messages = list[dict[str, str]]
+Prompt = Messages | str  # chat messages, or the raw text of a completions request
 
 
 @dataclass
@@ -79,6 +84,10 @@ def chat_prompt(messages: Messages) -> str:
     return out + "<|assistant|>"
 
 
+def prompt_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else chat_prompt(prompt)
+
+
 def _build_tokenizer(texts: Sequence[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -94,14 +103,14 @@ def _build_tokenizer(texts: Sequence[str], vocab_size: int):
                                    chat_template=CHAT_TEMPLATE)
 
 
-def _train_pairs(model, tokenizer, pairs: Sequence[tuple[Messages, str]], max_steps: int, seed: int) -> None:
+def _train_pairs(model, tokenizer, pairs: Sequence[tuple[Prompt, str]], max_steps: int, seed: int) -> None:
     """Train until greedy decoding of every prompt gives exactly its answer (loss on answer tokens only)."""
     import torch
 
     torch.manual_seed(seed)
     rows, masks = [], []
-    for messages, answer in pairs:
-        p = tokenizer(chat_prompt(messages), add_special_tokens=False)["input_ids"]
+    for prompt, answer in pairs:
+        p = tokenizer(prompt_text(prompt), add_special_tokens=False)["input_ids"]
         a = tokenizer(answer + EOS, add_special_tokens=False)["input_ids"]
         rows.append(p + a)
         masks.append([0] * len(p) + [1] * len(a))
@@ -111,7 +120,7 @@ def _train_pairs(model, tokenizer, pairs: Sequence[tuple[Messages, str]], max_st
     for i, (r, m) in enumerate(zip(rows, masks)):
         ids[i, : len(r)] = torch.tensor(r)
         labels[i, : len(r)] = torch.tensor([t if k else -100 for t, k in zip(r, m)])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     model.train()
     for step in range(max_steps):
         loss = model(input_ids=ids, labels=labels).loss
@@ -121,6 +130,7 @@ def _train_pairs(model, tokenizer, pairs: Sequence[tuple[Messages, str]], max_st
         if step % 25 == 24 and loss.item() < 0.02 and _memorized(model, tokenizer, rows, masks):
             break
     model.eval()
+    print(f"tiny llama: {step + 1} training steps, loss {loss.item():.4f}", file=sys.stderr)
     if not _memorized(model, tokenizer, rows, masks):
         raise RuntimeError(f"tiny llama did not memorize its {len(pairs)} answers in {max_steps} steps")
 
@@ -143,15 +153,19 @@ def _memorized(model, tokenizer, rows, masks) -> bool:
     return True
 
 
-def build_tiny_llama(out_dir: Path, *, pairs: Sequence[tuple[Messages, str]] = (), extra_texts: Sequence[str] = (),
+def build_tiny_llama(out_dir: Path, *, pairs: Sequence[tuple[Prompt, str]] = (), extra_texts: Sequence[str] = (),
                      hidden: int = 64, layers: int = 2, vocab_size: int = 512, max_steps: int = 600,
                      do_sample: bool = False, seed: int = 0) -> Path:
-    """Save a tiny Llama + tokenizer (with chat template) to ``out_dir``; with ``pairs`` it answers them greedily."""
+    """Save a tiny Llama + tokenizer (with chat template) to ``out_dir``; with ``pairs`` it answers them greedily.
+
+    A pair's prompt is a chat message list (answered on /v1/chat/completions) or a raw string
+    (answered on /v1/completions, whose prompt is encoded without special tokens).
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
-    texts = [chat_prompt(m) + a for m, a in pairs] + list(extra_texts)
+    texts = [prompt_text(p) + a for p, a in pairs] + list(extra_texts)
     tokenizer = _build_tokenizer(texts, vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(

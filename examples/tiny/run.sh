@@ -17,10 +17,13 @@ NRANKS=${NRANKS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 step() { echo; echo "=== $* ==="; }
-# Training paths under $W (the YAML files name examples/tiny/work).
+# Training paths under $W (the YAML files name examples/tiny/work). Phase 1 trains on its index;
+# phase 2 on the blend file selection wrote (its repetitions give the number of iterations).
 train_paths() {
   local phase=$1
-  echo "data.blend=[[1.0,$W/index/$phase]] data.index_cache_dir=$W/index_cache" \
+  local data="data.blend=[[1.0,$W/index/phase1]]"
+  [ "$phase" = phase2 ] && data="data.blend_file=$W/phase2_data/blend.json"
+  echo "$data data.index_cache_dir=$W/index_cache" \
     "data.tokenizer_path=$W/tokenizer/code.model checkpoint.save=$W/checkpoints/$phase" \
     "logging.tensorboard_dir=$W/checkpoints/$phase/tensorboard logging.metrics_file=$W/checkpoints/$phase/metrics.jsonl"
 }
@@ -45,7 +48,7 @@ torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config example
 
 step "4. phase 2: quality annotator (tiny BERT from scratch; the recipe uses arctic-embed-m)"
 [ -f $W/encoder/config.json ] || python tools/preprocess/make_tiny_encoder.py \
-  --corpus $W/phase1/06_pii --out $W/encoder --max-positions 128
+  "corpus=[$W/phase1/06_pii]" out=$W/encoder max_positions=128
 [ -f $W/annotator/config.json ] || python tools/preprocess/train_annotator.py --quiet \
   encoder=$W/encoder out=$W/annotator mode=full lr=0.001 epochs=8 batch_size=16 micro_batch_size=16 \
   max_length=128 val_fraction=0.15 test_fraction=0.15 data.corpus=$W/phase1/06_pii \
@@ -54,8 +57,9 @@ mpiexec -n "$NRANKS" python tools/preprocess/annotate.py --quiet corpus=$W/phase
 # the paper's Fig. 2: does the annotator prefer benchmark-like code? (benchmark copies shipped in the package)
 python tools/preprocess/alignment.py --quiet model=$W/annotator corpus=$W/phase1/06_pii \
   negatives=100 max_length=128 out=$W/alignment.json
-python tools/preprocess/select.py --quiet corpus=$W/phase1/06_pii tokenizer=$W/tokenizer/code.model \
-  out=$W/phase2_data budget_tokens=400000 repetition=4
+# the phase-2 data: blend.json names the index built next and its 4 repetitions
+python tools/preprocess/select_data.py --quiet corpus=$W/phase1/06_pii tokenizer=$W/tokenizer/code.model \
+  out=$W/phase2_data budget_tokens=50000 repetition=4 index_prefix=$W/index/phase2
 python tools/preprocess/build_index.py --input $W/phase2_data --tokenizer $W/tokenizer/code.model \
   --output-prefix $W/index/phase2 --workers 2
 

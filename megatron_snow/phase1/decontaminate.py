@@ -1,16 +1,39 @@
-"""Benchmark decontamination: case-insensitive substrings of docstrings/solutions, and shared 10-grams.
+"""Benchmark decontamination: text rules on prompts and solutions, code rules on normalised code.
 
-Text is compared lower-cased with whitespace runs collapsed, so re-indented
-pastes still match. Substring search is exact but fast: every pattern is
-anchored on one of its interior word 3-grams (interior words are whole words
-in any text that contains the pattern), and only files holding an anchor are
-searched. N-grams shared by many benchmark items (imports, boilerplate) are
-left out, since they say nothing about a particular test item.
+Rules, tried in this order; the first that fires is the drop reason (the funnel counts each), and
+the drop records benchmark, item, field and the matched text:
+  benchmark_substring  a docstring / solution, lower-cased with whitespace runs collapsed, is a
+                       substring of the file (re-indented pastes match). Every pattern is anchored
+                       on one of its interior word 3-grams; only files holding an anchor are searched.
+  benchmark_ngram      the file shares a word 10-gram with one benchmark item: of a prompt (doctest
+                       lines left out), or of a solution when the 10-gram holds 3 names the solution
+                       defines (``for i in range rows``, ``import matplotlib pyplot as plt`` are idioms).
+  benchmark_code       code rules compare token-type streams: identifiers, strings and numbers become
+                       I / S / N; keywords, builtins, attribute names and operators stay; comments,
+                       layout, docstrings, parentheses and trailing commas go. A file holding
+                       >= ``code_containment`` of the 10-token k-grams of a benchmark function (prompt
+                       header + solution) matches, so renamed, reformatted and embedded copies do.
+  benchmark_code_short a function of fewer than ``code_long_grams`` k-grams: all of them, the whole
+                       stream in one run of the file. Under ``code_min_grams`` k-grams (15 tokens) a
+                       renamed function is ordinary code (``return max(a) - min(a)``): not matched so.
+  benchmark_code_verbatim  a short function as written (names kept, layout free): the whole stream;
+                       one-liners too when the function's name is specific (``count_charac``).
+  benchmark_test       test blocks (HumanEval ``check``, MBPP asserts, BigCodeBench unittest classes)
+                       on the stream with numbers and strings kept as values, as for functions.
+k-grams found in more than ``code_max_items`` benchmark items are idioms and count for nobody.
+Python is read with ``tokenize``; other languages (and text tokenize rejects) with a generic lexer
+that gives the same stream on Python code.
 """
 from __future__ import annotations
 
+import ast
+import builtins
+import dataclasses
+import io
 import json
+import keyword
 import re
+import tokenize
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,6 +44,7 @@ from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_ben
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
+_DOCTEST = re.compile(r"(?m)^[ \t]*(?:>>>|\.\.\.)[^\n]*$")
 _DOCSTRING = re.compile(r'("""|\'\'\')(.*?)\1', re.DOTALL)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -35,15 +59,42 @@ class DecontamConfig:
     ngram_max_items: int = 10  # n-grams found in more benchmark items than this are boilerplate
     min_substring_chars: int = 50  # shorter docstrings/solutions would match ordinary code
     require_benchmarks: bool = True  # error if no benchmark data is found
+    code_rules: bool = True  # benchmark_code / benchmark_code_short / benchmark_test on normalised code
+    code_ngram: int = 10  # tokens per k-gram of the normalised stream
+    code_containment: float = 0.8  # share of a function's / test block's k-grams the file must hold
+    code_long_grams: int = 40  # functions with fewer k-grams need all of them, contiguous
+    code_min_grams: int = 6  # functions / test blocks with fewer k-grams (code_ngram + 5 tokens) take no part
+    code_max_items: int = 10  # k-grams found in more benchmark items than this are idioms, left out
+    code_min_named_grams: int = 3  # short functions as written (names kept): at least code_ngram + 2 tokens
+
+    def __post_init__(self) -> None:
+        if self.ngram < 1 or self.ngram_max_items < 1 or self.min_substring_chars < 1:
+            raise ValueError("ngram, ngram_max_items and min_substring_chars must be >= 1")
+        if not 2 <= self.code_ngram <= 64:
+            raise ValueError(f"code_ngram must be in [2, 64], got {self.code_ngram}")
+        if not 0.5 <= self.code_containment <= 1.0:
+            raise ValueError(f"code_containment must be in [0.5, 1], got {self.code_containment}")
+        if self.code_min_grams < 1 or self.code_long_grams < self.code_min_grams:
+            raise ValueError(f"need 1 <= code_min_grams <= code_long_grams, got {self.code_min_grams}, "
+                             f"{self.code_long_grams}")
+        if self.code_min_named_grams < 1:
+            raise ValueError(f"code_min_named_grams must be >= 1, got {self.code_min_named_grams}")
+        if self.code_max_items < 1:
+            raise ValueError(f"code_max_items must be >= 1, got {self.code_max_items}")
 
 
 # file stem -> (benchmark, id field or None, [(field, kind)]); kind: docstring | text | code | json_list
+# (text rules; code and json_list also code rules, after the item's docstring-kind prompt) | tests |
+# tests_list (test code: code rules only)
 BENCHMARK_FIELDS: dict[str, tuple[str, str | None, list[tuple[str, str]]]] = {
-    "humaneval": ("humaneval", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
-    "humanevalplus": ("humaneval+", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
-    "mbpp": ("mbpp", "task_id", [("text", "text"), ("code", "code")]),
-    "mbppplus": ("mbpp+", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
-    "bigcodebench": ("bigcodebench", "task_id", [("complete_prompt", "docstring"), ("canonical_solution", "code")]),
+    "humaneval": ("humaneval", "task_id", [("prompt", "docstring"), ("canonical_solution", "code"), ("test", "tests")]),
+    "humanevalplus": ("humaneval+", "task_id", [("prompt", "docstring"), ("canonical_solution", "code"),
+                                                ("test", "tests")]),
+    "mbpp": ("mbpp", "task_id", [("text", "text"), ("code", "code"), ("test_list", "tests_list")]),
+    "mbppplus": ("mbpp+", "task_id", [("prompt", "docstring"), ("canonical_solution", "code"),
+                                      ("assertion", "tests")]),
+    "bigcodebench": ("bigcodebench", "task_id", [("complete_prompt", "docstring"), ("canonical_solution", "code"),
+                                                 ("test", "tests")]),
     "evoeval_difficult": ("evoeval_difficult", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
     "evoeval_creative": ("evoeval_creative", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
     "evoeval_subtle": ("evoeval_subtle", "task_id", [("prompt", "docstring"), ("canonical_solution", "code")]),
@@ -125,9 +176,24 @@ def _texts(value, kind: str) -> list[str]:
     return [str(value)]
 
 
+TEXT_KINDS = ("docstring", "text", "code", "json_list")
+_MAX_TEST_CHARS = 3000
+
+
 def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]:
-    """(benchmark, item id, field, text) for every configured benchmark found."""
+    """(benchmark, item id, field, text) for the text rules, for every configured benchmark found."""
+    return _load(cfg)[0]
+
+
+def load_code_units(cfg: DecontamConfig) -> list[tuple[str, str, str, str, str]]:
+    """(benchmark, item id, field, kind, code) for the code rules: kind "function" (the item's prompt,
+    when it is a docstring-kind field, then the solution) or "tests" (its test code)."""
+    return _load(cfg)[1]
+
+
+def _load(cfg: DecontamConfig):
     rows: list[tuple[str, str, str, str]] = []
+    units: list[tuple[str, str, str, str, str]] = []
     stems = cfg.benchmarks or list(BENCHMARK_FIELDS)
     unknown = [s for s in stems if s not in BENCHMARK_FIELDS]
     if unknown:
@@ -152,31 +218,327 @@ def load_benchmark_items(cfg: DecontamConfig) -> list[tuple[str, str, str, str]]
         found.append(stem)
         for i, r in enumerate(records):
             item = str(r.get(id_field)) if id_field and r.get(id_field) is not None else f"{bench}/{i}"
+            prompt = "".join(str(r.get(f) or "") for f, k in fields if k == "docstring")
             for fname, kind in fields:
-                for t in _texts(r.get(fname), kind):
-                    if t.strip():
-                        rows.append((bench, item, fname, t))
+                value = r.get(fname)
+                if kind in TEXT_KINDS:
+                    for t in _texts(value, kind):
+                        if t.strip():
+                            rows.append((bench, item, fname, t))
+                if kind in ("code", "json_list"):
+                    for t in _texts(value, kind):
+                        if t.strip():
+                            units.append((bench, item, fname, "function", prompt + t))
+                elif kind in ("tests", "tests_list") and value:
+                    t = "\n".join(map(str, value)) if kind == "tests_list" else str(value)
+                    if len(t) > _MAX_TEST_CHARS:  # the head of a long test block identifies it
+                        t = t[:t.rfind("\n", 0, _MAX_TEST_CHARS) + 1 or _MAX_TEST_CHARS]
+                    units.append((bench, item, fname, "tests", t))
     if not found and cfg.require_benchmarks:
         raise FileNotFoundError(f"decontaminate: no benchmark files found in {str(resolve_benchmarks_dir(cfg.benchmarks_dir))!r}"
                                 " (set decontaminate.benchmarks_dir, or online: true)")
-    return rows
+    return rows, units
+
+
+# -- code normalisation ---------------------------------------------------------------------------
+# A token-type stream: identifiers -> "I", strings -> "S", numbers -> "N" (in literal mode, for test
+# code: their values), keywords / builtins / attribute names / operators kept; comments, layout,
+# docstrings, ";", parentheses (formatters add and drop them) and trailing commas dropped. Both lexers give the same stream on Python code.
+
+_KEEP_NAMES = frozenset(keyword.kwlist) | frozenset(n for n in dir(builtins) if not n.startswith("_"))
+_CLOSERS = frozenset(")]}")
+_PARENS = frozenset("()")
+_LEX_STR = (r"(?P<str>(?:[rRbBuUfF]{1,2})?(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''"
+            r"|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`))")
+_LEX_REST = (r"|(?P<num>0[xXoObB][0-9a-fA-F_]+[lLuU]*|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?[jJlLuUfF]*)"
+             r"|(?P<name>[^\W\d][\w$]*|\$[\w$]*)"
+             r"|(?P<op>\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%&|^@<>=!]=|[^\s\w])")
+_LEX_PY = re.compile(_LEX_STR + r"|(?P<comment>#[^\n]*)" + _LEX_REST)  # '//' is floor division
+_LEX_C = re.compile(_LEX_STR + r"|(?P<comment>#[^\n]*|//[^\n]*|/\*[\s\S]*?\*/)" + _LEX_REST)
+_C_LIKE = frozenset({"c", "c++", "cpp", "c#", "csharp", "java", "javascript", "typescript", "go", "rust", "php",
+                     "swift", "kotlin", "scala", "cuda", "objective-c", "dart"})
+
+
+class CodeTokens:
+    """Parallel lists: abstract symbol, literal symbol (values of strings/numbers), start, end position
+    (a character offset, or a (row, col) pair that ``offset`` turns into one)."""
+
+    __slots__ = ("abstract", "literal", "named", "start", "end", "offset")
+
+    def __init__(self, offset=None):
+        self.abstract: list[str] = []
+        self.literal: list[str] = []
+        self.named: list[str] = []  # names kept too: the stream of a verbatim or reformatted copy
+        self.start: list = []
+        self.end: list = []
+        self.offset = offset or (lambda pos: pos)
+
+    def add(self, sym: str, lit: str, a: int, b: int, name: str = "") -> None:
+        if sym in _CLOSERS and self.abstract and self.abstract[-1] == ",":  # trailing comma: layout
+            self.abstract.pop(), self.literal.pop(), self.named.pop(), self.start.pop(), self.end.pop()
+        if sym in _PARENS:  # formatters add and drop redundant parentheses: they carry no signal
+            return
+        self.abstract.append(sym)
+        self.literal.append(lit)
+        self.named.append(lit if sym != "I" else name)
+        self.start.append(a)
+        self.end.append(b)
+
+    def name(self, text: str, a: int, b: int) -> None:
+        sym = text if text in _KEEP_NAMES or (self.abstract and self.abstract[-1] == ".") else "I"
+        self.add(sym, sym, a, b, text)
+
+    def __len__(self) -> int:
+        return len(self.abstract)
+
+
+_STR_BODY = re.compile(r"^[rRbBuUfF]{0,2}(\"\"\"|'''|\"|'|`)(.*)\1$", re.DOTALL)
+
+
+def _literal_value(text: str, kind: str) -> str:
+    """A literal as the literal stream sees it: a string's body whatever its quotes, a number's digits."""
+    if kind == "N":
+        return text.lower().replace("_", "")
+    m = _STR_BODY.match(text)
+    return "S" + (m.group(2) if m else text)
+
+
+def python_tokens(text: str) -> CodeTokens | None:
+    """The stream from Python's ``tokenize``; None when the text is not Python it can read."""
+    def off(rc: tuple[int, int]) -> int:  # only for the reported match
+        line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        r, c = rc
+        return line_starts[r - 1] + c if r - 1 < len(line_starts) else len(text)
+
+    try:
+        raw = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+               if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        return None
+    out = CodeTokens(off)
+    at_stmt_start = True
+    i = 0
+    while i < len(raw):
+        t = raw[i]
+        if t.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+            at_stmt_start = True
+            i += 1
+            continue
+        if t.type == tokenize.ERRORTOKEN:
+            if t.string.strip():  # a stray character ($, ?, an unclosed quote): not Python
+                return None
+            i += 1
+            continue
+        if t.type == tokenize.STRING and at_stmt_start:  # a string statement (docstring): drop
+            j = i
+            while j < len(raw) and raw[j].type == tokenize.STRING:
+                j += 1
+            if j == len(raw) or raw[j].type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                i = j
+                continue
+        at_stmt_start = False
+        a, b = t.start, t.end
+        if t.type == tokenize.NAME:
+            out.name(t.string, a, b)
+        elif t.type == tokenize.NUMBER:
+            out.add("N", _literal_value(t.string, "N"), a, b)
+        elif t.type == tokenize.STRING:
+            out.add("S", _literal_value(t.string, "S"), a, b)
+        elif t.type == tokenize.OP and t.string != ";":
+            out.add(t.string, t.string, a, b)
+        i += 1
+    return out
+
+
+def generic_tokens(text: str, c_comments: bool = False) -> CodeTokens:
+    """The stream from one regular expression, for any language: ``#`` comments, and ``//``, ``/* */``
+    when ``c_comments``. On Python code it gives what ``python_tokens`` gives (docstrings: triple-quoted
+    strings alone on their line, or any string alone on the line after a ``:``)."""
+    out = CodeTokens()
+    for m in (_LEX_C if c_comments else _LEX_PY).finditer(text):
+        kind, tok, a, b = m.lastgroup, m.group(), m.start(), m.end()
+        if kind == "comment":
+            continue
+        if kind == "str":
+            line_start = text.rfind("\n", 0, a) + 1
+            nl = text.find("\n", b)
+            rest = text[b:nl if nl >= 0 else len(text)].strip()
+            alone = not text[line_start:a].strip() and (not rest or rest.startswith("#"))
+            if alone and (tok.endswith(('"""', "'''")) or not out.abstract or out.abstract[-1] == ":"):
+                continue
+            out.add("S", _literal_value(tok, "S"), a, b)
+        elif kind == "num":
+            out.add("N", _literal_value(tok, "N"), a, b)
+        elif kind == "name":
+            out.name(tok, a, b)
+        elif tok != ";":
+            out.add(tok, tok, a, b)
+    return out
+
+
+def code_tokens(text: str, language: str | None = None) -> CodeTokens:
+    """Python's tokenize for Python (or unknown-language) text it can read, else the generic lexer."""
+    lang = (language or "").lower()
+    if lang in ("", "python"):
+        toks = python_tokens(text)
+        if toks is not None:
+            return toks
+    return generic_tokens(text, c_comments=lang in _C_LIKE)
+
+
+_SYM_CACHE: dict[str, int] = {}
+
+
+def _symbol_hashes(symbols: list[str]) -> np.ndarray:
+    cache = _SYM_CACHE
+    if len(cache) > 1 << 20:
+        cache.clear()
+    for sym in set(symbols).difference(cache):
+        cache[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
+    return np.fromiter(map(cache.__getitem__, symbols), dtype=np.uint64, count=len(symbols))
+
+
+def _kgrams(h: np.ndarray, k: int) -> np.ndarray:
+    if len(h) < k:
+        return np.empty(0, dtype=np.uint64)
+    m = len(h) - k + 1
+    with np.errstate(over="ignore"):
+        g = h[:m].copy()
+        for j in range(1, k):
+            g = g * _MIX + h[j:j + m]
+    return g
+
+
+@dataclass
+class CodeUnit:
+    benchmark: str
+    item: str
+    field: str
+    rule: str  # benchmark_code | benchmark_code_short | benchmark_code_verbatim | benchmark_test
+    mode: str  # the stream it is matched on: abstract (functions) | named (short functions) | literal (tests)
+    need: int  # informative k-grams the file must hold
+    stream: np.ndarray  # symbol hashes (kept for the contiguous check of short functions)
+    anchor: int  # offset in ``stream`` of an informative k-gram
+    whole: bool = False  # short: every k-gram, the whole stream in one run of the file
+
+
+class _GramIndex:
+    """k-gram hash -> the units holding it (CSR arrays), for one stream mode."""
+
+    def __init__(self, pairs: np.ndarray):
+        arr = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+        if len(arr):
+            self.keys, starts = np.unique(arr[:, 0], return_index=True)
+        else:
+            self.keys, starts = np.empty(0, np.uint64), np.empty(0, np.int64)
+        self.offsets = np.append(starts, len(arr)).astype(np.int64)
+        self.units = arr[:, 1].astype(np.int64)
+
+    def hits(self, grams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(unit id, index into ``grams``) for every (file k-gram, unit) pair found."""
+        if len(self.keys) == 0 or len(grams) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        idx = np.minimum(np.searchsorted(self.keys, grams), len(self.keys) - 1)
+        hit = np.flatnonzero(self.keys[idx] == grams)
+        if len(hit) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        j = idx[hit]
+        lens = self.offsets[j + 1] - self.offsets[j]
+        first = np.repeat(self.offsets[j] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        return self.units[first + np.arange(int(lens.sum()))], np.repeat(hit, lens)
+
+
+_INDEX_CACHE: dict[str, dict] = {}
+_TINY_MIN = 6  # one-liner solutions: at least this many tokens and a specific function name
+
+
+def _line_end(text: str, i: int) -> int:
+    j = text.find("\n", i)
+    return len(text) if j < 0 else j
+
+
+def _specific_name(named: list[str]) -> bool:
+    """A one-liner is matched as written only when the function it defines has a name nobody writes by
+    chance (8+ characters with an underscore or inner capital: ``count_charac``, ``Find_Max``), so
+    ``def maximum(a, b): return max(a, b)`` in ordinary code is never flagged."""
+    if len(named) < 2 or named[0] != "def":
+        return False
+    name = named[1]
+    return len(name) >= 8 and ("_" in name.strip("_") or any(c.isupper() for c in name[1:]))
+_FIELD_KIND = {(bench, f): kind for bench, _, fields in BENCHMARK_FIELDS.values() for f, kind in fields}
+
+
+def _defined_names(units: list[tuple[str, str, str, str, str]]) -> dict[tuple[str, str], set[str]]:
+    """(benchmark, item) -> lower-cased names (of 3+ characters) its own code defines: functions,
+    classes, parameters, assigned variables. A word 10-gram of a solution counts only when it holds
+    three of them; library names (``plt``, ``default_backend``) and ``for i in range`` do not."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for bench, item, _, kind, code in units:
+        if kind != "function":
+            continue
+        try:
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        names = out[(bench, item)]
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(n.name.lower())
+            elif isinstance(n, ast.arg):
+                names.add(n.arg.lower())
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                names.add(n.id.lower())
+    return {k: {x for x in v if len(x) >= 3 and x not in _KEEP_NAMES and x != "self"} for k, v in out.items()}
+
+
+def _cache_key(cfg: DecontamConfig) -> str | None:
+    """Settings + (path, size, mtime) of every benchmark file read: an index built in this process
+    for the same key is reused (building one tokenizes every benchmark solution and test)."""
+    if cfg.online:
+        return None
+    stems = cfg.benchmarks or list(BENCHMARK_FIELDS)
+    files = []
+    for stem in stems:
+        p = benchmark_path(cfg.benchmarks_dir, stem) if stem in BENCHMARK_FIELDS else None
+        if p is not None:
+            st = p.stat()
+            files.append((str(p), st.st_size, st.st_mtime_ns))
+    return json.dumps([dataclasses.asdict(cfg), files], sort_keys=True, default=str)
 
 
 class Decontaminator:
-    def __init__(self, cfg: DecontamConfig, items: list[tuple[str, str, str, str]] | None = None):
+    """Index of the benchmarks' text and code; ``check(text)`` says whether (and why) a file is contaminated."""
+
+    def __init__(self, cfg: DecontamConfig, items: list[tuple[str, str, str, str]] | None = None,
+                 code_units: list[tuple[str, str, str, str, str]] | None = None):
         self.cfg = cfg
-        items = load_benchmark_items(cfg) if items is None else items
+        key = _cache_key(cfg) if items is None and code_units is None else None
+        if key is not None and key in _INDEX_CACHE:  # the same benchmark files, the same settings
+            self.__dict__.update(_INDEX_CACHE[key])
+            return
+        if items is None:
+            items, loaded_units = _load(cfg)
+            code_units = loaded_units if code_units is None else code_units
         self.patterns: list[Pattern] = []
         self.anchors: dict[int, list[int]] = defaultdict(list)
         self.skipped_short = 0
         seen = set()
         ngram_items: dict[int, dict] = defaultdict(dict)  # ordered: first owner in benchmark order
+        defined = _defined_names(code_units or [])
         for bench, item, fname, text in items:
             norm = normalize(text)
             words = _WORD.findall(norm)
-            for i, h in enumerate(_ngram_hashes(words, cfg.ngram).tolist()):
-                if not _low_information(words[i:i + cfg.ngram]):
-                    ngram_items[h][(bench, item)] = None
+            kind = _FIELD_KIND.get((bench, fname))
+            own = defined.get((bench, item), set()) if kind in ("code", "json_list") else None
+            # doctest lines of a docstring are code examples (imports, plotting idioms), not its text
+            ng_words = _WORD.findall(normalize(_DOCTEST.sub("", text))) if kind == "docstring" else words
+            for i, h in enumerate(_ngram_hashes(ng_words, cfg.ngram).tolist()):
+                gram = ng_words[i:i + cfg.ngram]
+                if _low_information(gram):
+                    continue
+                if own is not None and len(own.intersection(gram)) < 3:
+                    continue  # code n-grams of library names, keywords and loop indices are idioms
+                ngram_items[h][(bench, item, fname)] = None
             if len(norm) < cfg.min_substring_chars or len(words) < 5 or (norm, bench, item) in seen:
                 self.skipped_short += len(norm) < cfg.min_substring_chars
                 continue
@@ -187,16 +549,145 @@ class Decontaminator:
             self.anchors[anchor].append(len(self.patterns))
             self.patterns.append(Pattern(norm, bench, item, fname))
         self.anchor_keys = np.array(sorted(self.anchors), dtype=np.uint64)
-        self.ngram_owner: dict[int, tuple[str, str]] = {}
+        self.ngram_owner: dict[int, tuple[str, str, str]] = {}
         for h, owners in ngram_items.items():
             # count items per benchmark family: HumanEval/0 in humaneval and humaneval+ is one item
             if len({o[1] for o in owners}) <= cfg.ngram_max_items:
                 self.ngram_owner[h] = next(iter(owners))
         self.ngram_keys = np.array(sorted(self.ngram_owner), dtype=np.uint64)
-        self.benchmarks = sorted({b for b, *_ in items})
+        self.benchmarks = sorted({b for b, *_ in items} | {u[0] for u in code_units or []})
+        self._build_code_index(code_units or [] if cfg.code_rules else [])
+        if key is not None:
+            if len(_INDEX_CACHE) >= 4:
+                _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+            _INDEX_CACHE[key] = dict(self.__dict__)
 
-    def check(self, text: str) -> dict | None:
-        """None if clean, else {reason, benchmark, item, ...} of the first match."""
+    # -- code rules ---------------------------------------------------------------------------------
+
+    def _build_code_index(self, units: list[tuple[str, str, str, str, str]]) -> None:
+        """One unit per distinct normalised stream (first owner in benchmark order): functions on the
+        abstract stream, short functions also on the named stream, test blocks on the literal stream.
+        k-grams found in more than ``code_max_items`` items are idioms and count for nobody."""
+        k, cfg = self.cfg.code_ngram, self.cfg
+        self.code_too_short: dict[str, int] = defaultdict(int)  # rule -> units too short to match
+        self._tiny: dict[int, dict[int, CodeUnit]] = {}  # one-liners with a specific name: length -> hash -> unit
+        cand: list[tuple[CodeUnit, np.ndarray]] = []
+        seen: set[tuple[str, bytes]] = set()
+        item_ids: dict[str, int] = {}
+
+        def add(bench, item, fname, rule, mode, symbols) -> None:
+            stream = _symbol_hashes(symbols)
+            if (mode, stream.tobytes()) in seen:
+                return
+            seen.add((mode, stream.tobytes()))
+            if len(stream) < k:
+                self.code_too_short[rule] += 1
+                return
+            cand.append((CodeUnit(bench, item, fname, rule, mode, 0, stream, 0), _kgrams(stream, k)))
+            item_ids.setdefault(item, len(item_ids))
+
+        for bench, item, fname, kind, code in units:
+            toks = code_tokens(code, "python")
+            if kind == "tests":
+                add(bench, item, fname, "benchmark_test", "literal", toks.literal)
+            else:
+                add(bench, item, fname, "benchmark_code", "abstract", toks.abstract)
+                if len(toks) < k + cfg.code_long_grams:  # short: also as written (names kept)
+                    add(bench, item, fname, "benchmark_code_verbatim", "named", toks.named)
+                if _TINY_MIN <= len(toks) < k + cfg.code_min_named_grams - 1 and _specific_name(toks.named):
+                    h = int(_kgrams(_symbol_hashes(toks.named), len(toks))[0])  # a one-liner, whole
+                    self._tiny.setdefault(len(toks), {}).setdefault(h, CodeUnit(
+                        bench, item, fname, "benchmark_code_verbatim", "named", 0, _symbol_hashes(toks.named), 0, True))
+        salt = {"abstract": np.uint64(0), "literal": np.uint64(0x5BD1E9955BD1E995), "named": np.uint64(0x27D4EB2F165667C5)}
+        pairs = [np.stack([np.unique(g ^ salt[u.mode]), np.full(len(np.unique(g)), item_ids[u.item], np.uint64)], axis=1)
+                 for u, g in cand]
+        if pairs:  # idioms: (mode-salted) k-grams held by more than code_max_items distinct items
+            allp = np.unique(np.concatenate(pairs), axis=0)
+            keys, counts = np.unique(allp[:, 0], return_counts=True)
+            idioms = keys[counts > cfg.code_max_items]
+        else:
+            idioms = np.empty(0, np.uint64)
+        index_pairs: dict[str, list[np.ndarray]] = {"abstract": [], "literal": [], "named": []}
+        self.code_units: list[CodeUnit] = []
+        for u, grams in cand:
+            informative = ~_member(grams ^ salt[u.mode], idioms) if len(idioms) else np.ones(len(grams), bool)
+            g = np.unique(grams[informative])
+            min_grams = cfg.code_min_grams if u.mode != "named" else cfg.code_min_named_grams
+            if len(g) < min_grams:
+                self.code_too_short[u.rule] += 1
+                continue
+            if u.mode != "named" and len(g) >= cfg.code_long_grams:
+                u.need = int(np.ceil(cfg.code_containment * len(g)))
+            else:  # short: every k-gram, the whole stream in one run
+                u.need, u.whole = len(g), True
+                if u.rule == "benchmark_code":
+                    u.rule = "benchmark_code_short"
+            u.anchor = int(np.flatnonzero(informative)[0])
+            index_pairs[u.mode].append(np.stack([g, np.full(len(g), len(self.code_units), np.uint64)], axis=1))
+            self.code_units.append(u)
+        self._need = np.array([u.need for u in self.code_units], dtype=np.int64)
+        self._long = np.array([not u.whole for u in self.code_units], dtype=bool)
+        self._code_index = {mode: _GramIndex(np.concatenate(p) if p else np.empty((0, 2), np.uint64))
+                            for mode, p in index_pairs.items()}
+
+    def _code_hit(self, text: str, language: str | None) -> dict | None:
+        if not self.code_units:
+            return None
+        k = self.cfg.code_ngram
+        toks = code_tokens(text, language)
+        fired: list[tuple[int, np.ndarray]] = []
+        if self._tiny:
+            named = _symbol_hashes(toks.named)
+            for n, units in sorted(self._tiny.items()):
+                for p, h in enumerate(_kgrams(named, n).tolist()):
+                    if h in units:
+                        u = units[h]
+                        a, b = toks.offset(toks.start[p]), _line_end(text, toks.offset(toks.end[p + n - 1]))
+                        return {"reason": u.rule, "benchmark": u.benchmark, "item": u.item, "field": u.field,
+                                "match": text[a:b][:200]}
+        if len(toks) < k:
+            return None
+        for mode, index in self._code_index.items():
+            if len(index.keys) == 0:
+                continue
+            stream = _symbol_hashes(getattr(toks, mode))
+            grams = _kgrams(stream, k)
+            uniq, first_pos = np.unique(grams, return_index=True)
+            units, at = index.hits(uniq)
+            if len(units) == 0:
+                continue
+            counts = np.bincount(units, minlength=len(self.code_units))
+            for uid in np.flatnonzero(counts >= self._need).tolist():
+                u = self.code_units[uid]
+                pos = np.sort(first_pos[at[units == uid]])
+                if not self._long[uid] and not self._contiguous(u, stream, grams, pos):
+                    continue
+                fired.append((uid, pos, not self._long[uid]))
+        if not fired:
+            return None
+        uid, pos, whole = min(fired, key=lambda x: x[0])  # the first unit in benchmark order
+        u = self.code_units[uid]
+        if whole:
+            a, b = toks.start[int(pos[0]) - u.anchor], toks.end[int(pos[0]) - u.anchor + len(u.stream) - 1]
+        else:
+            a, b = toks.start[int(pos[0])], toks.end[int(pos[-1]) + k - 1]
+        a, b = toks.offset(a), _line_end(text, toks.offset(b))
+        return {"reason": u.rule, "benchmark": u.benchmark, "item": u.item, "field": u.field,
+                "match": text[a:b][:200]}
+
+    def _contiguous(self, u: CodeUnit, stream: np.ndarray, grams: np.ndarray, pos: np.ndarray) -> bool:
+        """The whole normalised function, token for token, somewhere in the file (sets pos[0] there)."""
+        n = len(u.stream)
+        anchor = _kgrams(u.stream[u.anchor:u.anchor + self.cfg.code_ngram], self.cfg.code_ngram)[0]
+        for p in np.flatnonzero(grams == anchor).tolist():
+            s = p - u.anchor
+            if 0 <= s and s + n <= len(stream) and np.array_equal(stream[s:s + n], u.stream):
+                pos[0] = p
+                return True
+        return False
+
+    def check(self, text: str, language: str | None = None) -> dict | None:
+        """None if clean, else {reason (the rule), benchmark, item, field, match} of the first rule that fires."""
         norm = normalize(text)
         words = _WORD.findall(norm)
         if len(words) >= 3 and len(self.anchor_keys):
@@ -206,13 +697,13 @@ class Decontaminator:
             if found:  # report the same match whatever the hash order: first pattern in benchmark order
                 p = self.patterns[min(found)]
                 return {"reason": "benchmark_substring", "benchmark": p.benchmark, "item": p.item,
-                        "field": p.field, "match": p.text[:80]}
+                        "field": p.field, "match": p.text[:200]}
         if len(words) >= self.cfg.ngram and len(self.ngram_keys):
             ng = _ngram_hashes(words, self.cfg.ngram)
             mask = _member(ng, self.ngram_keys)
             if mask.any():
                 i = int(np.flatnonzero(mask)[0])  # first shared n-gram in the file
-                bench, item = self.ngram_owner[int(ng[i])]
-                return {"reason": "benchmark_ngram", "benchmark": bench, "item": item,
-                        "match": " ".join(words[i:i + self.cfg.ngram])[:120]}
-        return None
+                bench, item, fname = self.ngram_owner[int(ng[i])]
+                return {"reason": "benchmark_ngram", "benchmark": bench, "item": item, "field": fname,
+                        "match": " ".join(words[i:i + self.cfg.ngram])[:200]}
+        return self._code_hit(text, language)

@@ -33,11 +33,27 @@ class FilterThresholds:
     html_min_visible_fraction: float = 0.2
     html_min_visible_chars: int = 100
 
+    RANGES = {
+        "max_file_bytes": ">= 1", "min_file_chars": ">= 0", "max_line_length": ">= 1", "max_avg_line_length": "> 0",
+        "min_alphanum_fraction": "[0, 1]", "min_alpha_fraction": "[0, 1]", "auto_generated_lines": ">= 1",
+        "minified_min_line_length": ">= 1", "minified_max_whitespace_fraction": "[0, 1]",
+        "html_min_visible_fraction": "[0, 1]", "html_min_visible_chars": ">= 0",
+    }
+
 
 @dataclass
 class FilterConfig:
     default: FilterThresholds = field(default_factory=FilterThresholds)
-    per_language: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_language: dict[str, dict[str, Any]] = field(default_factory=dict)  # language -> {threshold: value}
+
+    def __post_init__(self):
+        """Check every per-language override now (keys, types, ranges), not when a file of it shows up."""
+        from megatron_snow.config import _build, to_dict
+
+        for lang, over in self.per_language.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"filter.per_language.{lang}: expected a mapping of thresholds, got {over!r}")
+            _build(FilterThresholds, {**to_dict(self.default), **over}, prefix=f"filter.per_language.{lang}.")
 
     def for_language(self, language: str) -> FilterThresholds:
         over = self.per_language.get(language)

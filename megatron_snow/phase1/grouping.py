@@ -26,6 +26,8 @@ class GroupingConfig:
     file_separator: str = "<file_sep>{path}\n"  # placed before every file; {path} {repo} {language}
     max_document_bytes: int = 0  # split a group into several documents above this (0: never)
 
+    RANGES = {"num_shards": "[1, 1000000]", "max_document_bytes": ">= 0"}
+
 
 def group_key(rec: CodeRecord) -> tuple[str, str]:
     # files without a repository stand alone

@@ -29,6 +29,8 @@ class PIIConfig:
     redact_keys: bool = True
     min_secret_entropy: float = 3.0  # bits per char for generic secret assignments
 
+    RANGES = {"min_secret_entropy": "[0, 64]"}
+
 
 EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][\w.+%-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])")
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)")

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
+from megatron_snow.config import ConfigError
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 from megatron_snow.phase2.metrics import roc_auc
 from megatron_snow.phase2.scoring import Scorer
@@ -44,6 +46,9 @@ class AlignmentConfig:
     device: str = "auto"
     dtype: str = "auto"
     out: str = ""  # JSON report path (optional)
+
+    RANGES: ClassVar[dict[str, str]] = {"negatives": ">= 1", "max_positives": ">= 0", "batch_size": ">= 1",
+                                        "max_length": ">= 3"}
 
 
 def solution_text(record: dict) -> str:
@@ -77,7 +82,7 @@ def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> 
     """ROC-AUC per benchmark: benchmark solutions vs held-out random corpus documents."""
     for key in ("model", "corpus"):
         if not getattr(cfg, key):
-            raise ValueError(f"alignment needs {key}=...")
+            raise ConfigError(f"alignment needs {key}=...")
     scorer = scorer or Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                               max_length=cfg.max_length)
     seen = read_training_negatives(cfg.model)
@@ -101,3 +106,20 @@ def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> 
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+USAGE = """example:
+  python -m megatron_snow alignment model=models/annotator corpus=data/phase1 out=alignment.json"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow alignment`` / ``tools/preprocess/alignment.py``."""
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        if comm.is_root:
+            alignment(cfg)
+
+    return run_cli(argv, prog="alignment", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=AlignmentConfig, run=run,
+                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="(accepted; no bars)"))

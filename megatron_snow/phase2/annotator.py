@@ -27,15 +27,17 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from megatron_snow.config import ConfigError
 from megatron_snow.config import dump_config
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase2.metrics import BinaryMetrics, binary_metrics
-from megatron_snow.phase2.scoring import resolve_device
+from megatron_snow.device import resolve_device, resolve_dtype
 from megatron_snow.phase2.training_data import Example, TrainingDataConfig, build_training_set
 
 DEFAULT_ENCODER = "Snowflake/snowflake-arctic-embed-m"
@@ -48,7 +50,7 @@ class TrainAnnotatorConfig:
 
     encoder: str = DEFAULT_ENCODER  # Hugging Face name or local directory of a BERT-style encoder
     out: str = ""  # output directory of the trained annotator
-    mode: str = "frozen"  # frozen (head only, FineWeb-Edu) | full (fine-tune everything)
+    mode: Literal["frozen", "full"] = "frozen"  # frozen (head only, FineWeb-Edu) | full (fine-tune everything)
     lr: float = 0.0  # 0: 3e-4 for frozen, 3e-5 for full
     epochs: int = 20
     batch_size: int = 256
@@ -60,8 +62,14 @@ class TrainAnnotatorConfig:
     test_fraction: float = 0.05
     threshold: float = 0.5  # score >= threshold counts as positive for P/R/F1
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # autocast precision: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
     data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "lr": ">= 0", "epochs": ">= 1", "batch_size": ">= 1", "micro_batch_size": ">= 1", "max_length": ">= 3",
+        "weight_decay": ">= 0", "warmup_fraction": "[0, 1)", "val_fraction": "(0, 1)", "test_fraction": "[0, 1)",
+        "threshold": "[0, 1]", "data.negatives_per_positive": "> 0", "data.max_chars": ">= 1"}
 
 
 @dataclass
@@ -163,7 +171,8 @@ class AnnotatorTrainer:
         positions = getattr(self.model.config, "max_position_embeddings", cfg.max_length)
         self.max_length = min(cfg.max_length, positions)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.amp = self.device.type == "cuda"
+        self.amp_dtype = resolve_dtype(cfg.dtype, self.device)
+        self.amp = self.amp_dtype != torch.float32
 
     def tokenize(self, examples: list[Example]) -> list[list[int]]:
         enc = self.tokenizer([e.text for e in examples], truncation=True, max_length=self.max_length)
@@ -179,7 +188,7 @@ class AnnotatorTrainer:
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
             x, m = _pad([ids[i] for i in idx], self.pad_id)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 h = self.model.base_model(input_ids=x.to(self.device), attention_mask=m.to(self.device))[0][:, 0]
             out.append((idx, h.float()))
         states = torch.zeros((len(ids), self.model.config.hidden_size), device=self.device)
@@ -195,7 +204,7 @@ class AnnotatorTrainer:
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
             x, m = _pad([ids[i] for i in idx], self.pad_id)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(input_ids=x.to(self.device), attention_mask=m.to(self.device)).logits
             scores[idx] = torch.sigmoid(logits.float()[:, 0]).cpu().numpy()
         return scores
@@ -253,7 +262,7 @@ class AnnotatorTrainer:
                     for mb in range(0, len(idx), micro):
                         sub = idx[mb : mb + micro]
                         x, m = _pad([ids_train[i] for i in sub], self.pad_id)
-                        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                             logits = self.model(input_ids=x.to(self.device), attention_mask=m.to(self.device)).logits
                         loss = loss_fn(logits.float()[:, 0], y_train[sub].to(self.device))
                         (loss * len(sub) / len(idx)).backward()
@@ -303,7 +312,7 @@ class AnnotatorTrainer:
 def train_annotator(cfg: TrainAnnotatorConfig, log=print, examples: list[Example] | None = None) -> TrainResult:
     """Build the training set, train, keep the best-F1 checkpoint, save it with its metrics."""
     if not cfg.out:
-        raise ValueError("train_annotator needs out=DIR")
+        raise ConfigError("train_annotator needs out=DIR")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     funnel = Funnel("annotator-training-data")
@@ -323,3 +332,21 @@ def train_annotator(cfg: TrainAnnotatorConfig, log=print, examples: list[Example
         log(funnel.table())
     dump_config(cfg, out / "train_config.yaml")
     return result
+
+
+USAGE = """example:
+  python -m megatron_snow train-annotator data.corpus=data/phase1 out=models/annotator mode=frozen"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow train-annotator`` / ``tools/preprocess/train_annotator.py``."""
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        if comm.is_root:
+            result = train_annotator(cfg)
+            print(f"saved {cfg.out}: best epoch {result.best_epoch}; test {result.test.line()}")
+
+    return run_cli(argv, prog="train-annotator", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=TrainAnnotatorConfig, run=run,
+                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="(accepted; no bars)"))

@@ -38,9 +38,10 @@ def read_scores(scores_dir: str | Path) -> Iterator[dict]:
 def scores_funnel(scores_dir: str | Path) -> Funnel:
     funnel = Funnel("annotate")
     for row in read_scores(scores_dir):
-        funnel.seen(row["language"], row["bytes"])
+        n = row.get("count", 1)  # a damaged shard's lost tail stands for several documents
+        funnel.seen(row["language"], row["bytes"], n)
         if row["dropped"]:
-            funnel.dropped(row["language"], row["bytes"], row["dropped"])
+            funnel.dropped(row["language"], row["bytes"], row["dropped"], n)
         else:
             funnel.kept(row["language"], row["bytes"])
     return funnel

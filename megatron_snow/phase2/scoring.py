@@ -13,29 +13,35 @@ tokenized (head, the slice around the middle character, tail), never the
 whole text, so the middle window is then centred on the middle character.
 
 At scale: windows of many documents are batched together sorted by length
-(little padding), the model runs in bf16 on GPU, corpus shards are shared
-round-robin over ranks (MPI through megatron_snow.dist, or torchrun's RANK /
-WORLD_SIZE), and each corpus shard gives one score shard written atomically
-beside the corpus: a killed run re-run with the same command skips the
-shards already scored.
+(little padding), the model runs in bf16 on GPU, and the step runs on the
+stage runner (``megatron_snow.stages``): corpus shards are shared round-robin
+over MPI ranks (``mpiexec``/``srun``, one GPU per local rank), each corpus shard
+gives one score shard, a killed run re-run with the same command skips the
+shards already scored, and scores of another annotator (its files' content,
+not its path) or another corpus are refused in one line (``--force`` replaces).
 
-Score shard records: ``{"id", "language", "bytes", "score", "window_scores",
-"dropped"}``; ``dropped`` names why a document has no score (``no_tokens``).
+Score shard records (one per corpus document, in corpus order): ``{"id",
+"language", "bytes", "score", "window_scores", "dropped"}``; ``dropped`` names
+why a document has no score (``no_tokens``, or the reason a line could not be
+read).
 """
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from megatron_snow.config import ConfigError
 from megatron_snow import records
-from megatron_snow.phase2.score_store import FUNNEL_FILE, default_scores_dir, read_score_shard, scores_funnel
+from megatron_snow.device import local_rank, resolve_device, resolve_dtype  # noqa: F401  (local_rank: re-exported)
+from megatron_snow.funnel import Funnel
+from megatron_snow.phase2.score_store import default_scores_dir
+from megatron_snow.stages import Dropped, Step, StepContext, UnitResult, count_bad
 
 # Characters tokenized per window when only slices of a long text are tokenized.
 # BERT WordPiece averages 3-5 characters per token on code; 12 leaves a wide margin,
@@ -56,6 +62,8 @@ class AnnotateConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
 
+    RANGES: ClassVar[dict[str, str]] = {"batch_size": ">= 1", "max_length": ">= 3", "docs_per_chunk": ">= 1"}
+
 
 def window_spans(n_tokens: int, window: int) -> list[tuple[int, int]]:
     """Top, middle and bottom windows of a sequence (one window if it fits)."""
@@ -65,31 +73,6 @@ def window_spans(n_tokens: int, window: int) -> list[tuple[int, int]]:
         return [(0, n_tokens)] if n_tokens > 0 else []
     mid = (n_tokens - window) // 2
     return [(0, window), (mid, mid + window), (n_tokens - window, n_tokens)]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank() % torch.cuda.device_count())
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}") from None
-
-
-def local_rank() -> int:
-    for var in ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 @dataclass
@@ -225,86 +208,128 @@ def _chunks(it: Iterable, n: int) -> Iterator[list]:
         yield buf
 
 
-def score_shard(scorer: Scorer, shard: Path, out_path: Path, docs_per_chunk: int = 1024, progress=None) -> int:
-    """Score one corpus shard into one score shard (written atomically); returns documents scored."""
+def score_items(scorer: Scorer, items: Sequence[records.CodeRecord | records.BadRecord]) -> list[dict]:
+    """One score row per item, in order; an unreadable line (a BadRecord) gets no score and its reason."""
+    good = [r for r in items if not isinstance(r, records.BadRecord)]
+    scored = iter(scorer.score_texts([r.content for r in good]))
     rows = []
-    for chunk in _chunks(records.read_shard(shard), docs_per_chunk):
-        results = scorer.score_texts([r.content for r in chunk])
-        for r, res in zip(chunk, results):
-            rows.append({
-                "id": r.id,
-                "language": r.language,
-                "bytes": len(r.content.encode("utf-8")),
-                "score": res.score,
-                "window_scores": res.window_scores,
-                "dropped": None if res.score is not None else "no_tokens",
-            })
+    for r in items:
+        if isinstance(r, records.BadRecord):
+            rows.append({"id": r.record.id, "language": r.record.language, "bytes": 0, "score": None,
+                         "window_scores": [], "dropped": r.reason, "error": f"{r.file}:{r.line}: {r.error}",
+                         "count": r.count})  # a damaged gzip's lost tail: the records it stands for
+            continue
+        res = next(scored)
+        rows.append({"id": r.id, "language": r.language, "bytes": len(r.content.encode("utf-8", "surrogatepass")),
+                     "score": res.score, "window_scores": res.window_scores,
+                     "dropped": None if res.score is not None else "no_tokens"})
+    return rows
+
+
+def score_shard(scorer: Scorer, shard: Path, out_path: Path, docs_per_chunk: int = 1024, progress=None) -> int:
+    """Score one corpus shard into one score shard (written atomically); returns the rows written.
+
+    One row per item of the shard in its order, so selection can match rows by
+    position: a line that is not a readable record (bad JSON, a truncated gzip)
+    gets a row with no score and its reason in ``dropped``.
+    """
+    rows = []
+    for chunk in _chunks(records.read_shard_checked(shard, name=shard.name), docs_per_chunk):
+        rows += score_items(scorer, chunk)
         if progress is not None:
             progress.update(len(chunk))
     records.write_shard(out_path, rows)
     return len(rows)
 
 
-def _rank_world():
-    """(rank, size, comm): torchrun's env vars when set, else MPI (or one process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), None
-    from megatron_snow.dist import get_comm
+class Annotate(Step):
+    """The annotate step on the stage runner: one unit per corpus shard, giving the score shard of the
+    same name (one row per document, in corpus order). Fingerprinted by the annotator's files (content),
+    the corpus manifest and the window length: scores of another model are refused, not mixed."""
 
-    comm = get_comm()
-    return comm.rank, comm.size, comm
+    name = "annotate"
+    transforms = True  # the output holds score rows; the kept ones stand for the documents scored
+
+    def __init__(self, cfg: AnnotateConfig, log=print):
+        self.settings, self.input_dir, self.log = cfg, Path(cfg.corpus), log
+        self._scorer: Scorer | None = None
+
+    def fingerprint_settings(self) -> dict:
+        dtype = resolve_dtype(self.settings.dtype, resolve_device(self.settings.device))
+        return {"max_length": self.settings.max_length, "dtype": str(dtype)}
+
+    def depends_on(self) -> dict[str, Path]:
+        model = Path(self.settings.model)
+        return {f"model/{f.relative_to(model)}": f for f in sorted(model.rglob("*")) if f.is_file()}
+
+    def describe(self, unit) -> str:
+        return f"{self.input_dir} shard {unit['shard']}"
+
+    def process(self, ctx: StepContext, index: int, unit) -> UnitResult:
+        cfg = self.settings
+        if self._scorer is None:
+            self._scorer = Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                                  max_length=cfg.max_length)
+            self.log(f"[annotate rank {ctx.comm.rank}/{ctx.comm.size}] device={self._scorer.device} "
+                     f"dtype={self._scorer.dtype} window={self._scorer.window} tokens")
+        rows: list[dict] = []
+        dropped: list[Dropped] = []
+        funnel = Funnel(self.name)
+        for chunk in _chunks(ctx.read_input(unit["shard"]), cfg.docs_per_chunk):
+            new = score_items(self._scorer, chunk)
+            for item, row in zip(chunk, new):
+                if isinstance(item, records.BadRecord):
+                    count_bad(funnel, dropped, item)
+                    continue
+                funnel.seen(item.language, row["bytes"])
+                if row["score"] is None:
+                    funnel.dropped(item.language, row["bytes"], row["dropped"])
+                    dropped.append(Dropped(item, row["dropped"]))
+                else:
+                    funnel.kept(item.language, row["bytes"])
+            rows += new
+        scored = sum(r["score"] is not None for r in rows)
+        return UnitResult(rows, dropped, funnel, stats={"documents_scored": scored}, represents=scored)
 
 
-def annotate_corpus(cfg: AnnotateConfig, log=print, show_progress: bool = True) -> dict | None:
-    """Score this rank's share of the corpus shards, skipping shards already scored.
+def annotate_corpus(cfg: AnnotateConfig, log=print, show_progress: bool = True, force: bool = False,
+                    comm=None) -> dict:
+    """Score the corpus into ``cfg.out`` (default ``<corpus>/scores``) on every rank; returns the manifest.
 
-    Returns the scores manifest once every shard is scored (on the rank that
-    writes it), else None.
+    Resumable (finished shards are skipped); MPI ranks share the shards round-robin
+    (``ranks.json`` says which rank scored which).
     """
-    from tqdm import tqdm
+    from megatron_snow.stages import run_step
 
     if not cfg.corpus or not cfg.model:
-        raise ValueError("annotate needs corpus=DIR and model=DIR")
-    shards = records.list_shards(cfg.corpus)
-    if not shards:
+        raise ConfigError("annotate needs corpus=DIR and model=DIR")
+    if not records.list_shards(cfg.corpus):
         raise FileNotFoundError(f"no shards in corpus {cfg.corpus}")
-    out_dir = Path(cfg.out) if cfg.out else default_scores_dir(cfg.corpus)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, size, comm = _rank_world()
-    mine = list(range(rank, len(shards), size))
-    todo = [i for i in mine if not (out_dir / shards[i].name).is_file()]
-    log(f"[annotate rank {rank}/{size}] {len(mine)} shards, {len(mine) - len(todo)} already scored, {len(todo)} to do")
-    if todo:
-        scorer = Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        max_length=cfg.max_length)
-        log(f"[annotate rank {rank}] device={scorer.device} dtype={scorer.dtype} window={scorer.window} tokens")
-        t0, n_docs = time.time(), 0
-        bar = tqdm(total=None, unit="doc", desc=f"annotate r{rank}", disable=not show_progress)
-        for i in todo:
-            n_docs += score_shard(scorer, shards[i], out_dir / shards[i].name, cfg.docs_per_chunk, progress=bar)
-            log(f"[annotate rank {rank}] scored {shards[i].name}")
-        bar.close()
-        dt = max(time.time() - t0, 1e-9)
-        log(f"[annotate rank {rank}] {n_docs} documents in {dt:.1f} s ({n_docs / dt:.1f} docs/s)")
-    if comm is not None:
-        comm.barrier()
-        if not comm.is_root:
-            return None
-    missing = [s.name for s in shards if not (out_dir / s.name).is_file()]
-    if missing:
-        log(f"[annotate rank {rank}] {len(missing)} shards not scored yet (other ranks); manifest not written")
-        return None
-    return finalize_scores(out_dir, shards, cfg, log)
-
-
-def finalize_scores(out_dir: Path, shards: list[Path], cfg: AnnotateConfig, log=print) -> dict:
-    """Funnel and manifest of a fully scored corpus (idempotent)."""
-    entries = [{"name": s.name, "records": len(read_score_shard(out_dir / s.name)), "content_bytes": 0}
-               for s in shards]
-    funnel = scores_funnel(out_dir)
-    funnel.write(out_dir / FUNNEL_FILE)
-    log(funnel.table())
-    manifest = records.write_manifest(out_dir, entries, kind="annotator-scores", corpus=str(Path(cfg.corpus)),
-                                      model=str(Path(cfg.model)), max_length=cfg.max_length)
-    log(f"[annotate] wrote {out_dir / records.MANIFEST}: {manifest['records']} documents scored")
+    if not Path(cfg.model, "config.json").is_file():
+        raise FileNotFoundError(f"{cfg.model} is not an annotator directory (no config.json)")
+    out = Path(cfg.out) if cfg.out else default_scores_dir(cfg.corpus)
+    t0 = time.time()
+    funnel = run_step(Annotate(cfg, log), out, comm, force=force, progress=show_progress)
+    manifest = records.read_manifest(out)
+    if comm is None or comm.is_root:
+        log(funnel.table())
+        log(f"[annotate] {out / records.MANIFEST}: {manifest['records']} documents, "
+            f"{funnel.total('kept')[0]} scored ({time.time() - t0:.1f} s)")
     return manifest
+
+
+USAGE = """Resumable: re-run the same command after a failure and finished shards are skipped. Several GPUs or
+nodes: launch with mpiexec -n N (or srun, or torchrun); shards are shared round-robin. Example:
+  mpiexec -n 8 python -m megatron_snow annotate corpus=data/phase1 model=models/annotator batch_size=256"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow annotate`` / ``tools/preprocess/annotate.py``."""
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        annotate_corpus(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
+
+    return run_cli(argv, prog="annotate", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=AnnotateConfig, run=run,
+                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="no progress bars"))

@@ -14,83 +14,114 @@ the paper takes 12.5B tokens and repeats them 4 times (50B tokens).
 - A document without a score (set aside by annotate) is never selected
   (funnel reason ``unscored``); the others not taken are ``below_cutoff``.
 
-Three passes, each resumable: (1) per corpus shard, a table of (id,
-language, score, tokens), sharded over ranks; (2) on rank 0, the per-language
-cut-offs, written to ``plan.json``; (3) per corpus shard, the selected records
-(with their annotator scores in ``meta["annotator"]``), sharded over ranks.
-Work files live under ``OUT/selection_work/``. Outputs: the records dataset
-in OUT, ``blend.json`` (the dataset with its repetition factor),
-``selection_report.json`` and ``funnel.json``.
+A step of the stage runner (``megatron_snow.stages``), three passes, each
+resumable: (1) per corpus shard, a table of (id, language, score, tokens),
+sharded over ranks; (2) on rank 0, the per-language cut-offs, written to
+``plan.json``; (3) per corpus shard, the selected records (with their
+annotator scores in ``meta["annotator"]``), sharded over ranks. Work files
+live under ``OUT/_work/``; the runner fingerprints the content they come from
+(the corpus and scores manifests, the tokenizer's bytes) and the budget, so a
+re-scored corpus or another tokenizer is refused in one line rather than
+mixed with stale tables (``--force`` replaces). Documents are matched to their scores by
+position, so duplicate ids cannot swap scores. Outputs: the records dataset in
+OUT, ``blend.json`` (the index prefix build_index is to write, its unique tokens
+and repetition: ``pretrain_gpt.py data.blend_file=OUT/blend.json`` trains on it
+for exactly that many repetitions), ``selection_report.json`` and ``funnel.json``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
+from megatron_snow.config import ConfigError
 from megatron_snow import records
+from megatron_snow.atomic import atomic_write_json
 from megatron_snow.funnel import Funnel
+from megatron_snow.indexed import BlendEntry, write_blend_file
 from megatron_snow.phase2.score_store import default_scores_dir, read_score_shard
+from megatron_snow.stages import Step, StepContext, UnitResult
 
-WORK = "selection_work"
 PLAN = "plan.json"
 BLEND = "blend.json"
 REPORT = "selection_report.json"
 FUNNEL_FILE = "funnel.json"
 
 
+class SelectionError(records.RecordError):
+    """The inputs cannot give a selection (scores missing or of another corpus): bad input, exit code 2."""
+
+
 @dataclass
 class SelectConfig:
-    """Settings of ``tools/preprocess/select.py``."""
+    """Settings of ``select`` (``tools/preprocess/select_data.py``)."""
 
-    corpus: str = ""  # the phase-1 records dataset
+    corpus: str = ""  # the phase-1 records dataset (a finished one: with its manifest.json)
     scores: str = ""  # annotate's output (default: <corpus>/scores)
     tokenizer: str = ""  # the project's tokenizer (.model or tokenizer.json)
     out: str = ""  # the phase-2 records dataset
     budget_tokens: int = 12_500_000_000  # unique tokens selected (paper: 12.5B)
     repetition: int = 4  # times the selection is repeated in training (paper: 4 -> 50B)
+    index_prefix: str = ""  # where build_index is to write the selection's index; blend.json names it (default: OUT/index/phase2)
     tokenize_batch: int = 256  # documents per encode_batch call
 
-
-def _fingerprint(cfg: SelectConfig) -> str:
-    key = json.dumps({"corpus": str(Path(cfg.corpus).resolve()), "scores": str(Path(_scores_dir(cfg)).resolve()),
-                      "tokenizer": str(Path(cfg.tokenizer).resolve()), "budget_tokens": cfg.budget_tokens},
-                     sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    RANGES: ClassVar[dict[str, str]] = {"budget_tokens": ">= 1", "repetition": ">= 1", "tokenize_batch": ">= 1"}
 
 
 def _scores_dir(cfg: SelectConfig) -> Path:
     return Path(cfg.scores) if cfg.scores else default_scores_dir(cfg.corpus)
 
 
-def _load_scores(path: Path, shard: Path) -> dict[str, dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no scores for corpus shard {shard.name} (expected {path}): run annotate first")
-    return {row["id"]: row for row in read_score_shard(path)}
+def _aligned(items: list, where: str, scores_path: Path) -> list[tuple[records.CodeRecord | records.BadRecord, dict]]:
+    """The corpus shard's items (records, or stand-ins for unreadable lines), each with its score row.
+
+    Score shards hold one row per corpus item in corpus order (annotate reads
+    with the same reader), so rows are matched by position, not by id: two
+    documents with the same id keep their own scores. Any disagreement means
+    the scores belong to another corpus and stops the run.
+    """
+    if not scores_path.is_file():
+        raise SelectionError(f"no scores for corpus shard {where} (expected {scores_path}): run annotate first")
+    rows = read_score_shard(scores_path)
+    if len(items) != len(rows):
+        raise SelectionError(f"{scores_path} has {len(rows)} rows for the {len(items)} documents of {where}: "
+                             "the scores are not of this corpus; score it again")
+    for j, (item, row) in enumerate(zip(items, rows)):
+        item_id = item.record.id if isinstance(item, records.BadRecord) else item.id
+        if row.get("id") != item_id:
+            raise SelectionError(f"{scores_path} row {j} scores {row.get('id')!r} but document {j} of {where} is "
+                                 f"{item_id!r}: the scores are not of this corpus; score it again")
+    return list(zip(items, rows))
 
 
 # -- pass 1: token and score table ------------------------------------------------
-def build_table(shard: Path, scores_path: Path, tokenizer, out_path: Path, batch: int = 256) -> None:
-    """(id, language, score, tokens) of every document of one corpus shard."""
-    scores = _load_scores(scores_path, shard)
-    rows, buf = [], []
+def build_table(items: list, where: str, scores_path: Path, tokenizer, out_path: Path, batch: int = 256) -> None:
+    """(id, language, score, tokens, bytes, dropped) of every document of one corpus shard, in its order.
+
+    A document without a score (set aside by annotate, or unreadable) keeps annotate's reason in ``dropped``.
+    """
+    rows: list[dict] = []
+    pending: list[tuple[int, str]] = []
 
     def flush():
-        ids = tokenizer.encode_batch([r.content for r in buf])
-        for r, t in zip(buf, ids):
-            if r.id not in scores:
-                raise ValueError(f"document {r.id!r} of {shard.name} has no score in {scores_path}")
-            rows.append({"id": r.id, "language": r.language or "unknown", "score": scores[r.id]["score"],
-                         "tokens": len(t) + 1, "bytes": len(r.content.encode("utf-8"))})
-        buf.clear()
+        for (k, _), ids in zip(pending, tokenizer.encode_batch([t for _, t in pending])):
+            rows[k]["tokens"] = len(ids) + 1  # + EOD, as build_index stores it
+        pending.clear()
 
-    for r in records.read_shard(shard):
-        buf.append(r)
-        if len(buf) >= batch:
+    for item, srow in _aligned(items, where, scores_path):
+        if isinstance(item, records.BadRecord):
+            rows.append({"id": item.record.id, "language": item.record.language or "unknown", "score": None,
+                         "tokens": 0, "bytes": 0, "dropped": srow.get("dropped") or item.reason, "count": item.count})
+            continue
+        rows.append({"id": item.id, "language": item.language or "unknown", "score": srow["score"], "tokens": 0,
+                     "bytes": len(item.content.encode("utf-8", "surrogatepass")),
+                     "dropped": None if srow["score"] is not None else (srow.get("dropped") or "unscored")})
+        pending.append((len(rows) - 1, item.content))
+        if len(pending) >= batch:
             flush()
     flush()
     records.write_shard(out_path, rows)
@@ -161,19 +192,6 @@ def is_selected(row: dict, shard: int, position: int, plan: dict) -> bool:
     return (-row["score"], shard, position) <= (-lang["score_cutoff"], lang["cutoff_shard"], lang["cutoff_row"])
 
 
-# -- pass 3: the phase-2 dataset -----------------------------------------------------
-def write_selected(shard: Path, index: int, scores_path: Path, table: list[dict], plan: dict, out_path: Path) -> None:
-    chosen = {row["id"] for j, row in enumerate(table) if is_selected(row, index, j, plan)}
-    scores = _load_scores(scores_path, shard) if chosen else {}
-    kept = []
-    for r in records.read_shard(shard):
-        if r.id in chosen:
-            s = scores[r.id]
-            r.meta = {**r.meta, "annotator": {"score": s["score"], "window_scores": s["window_scores"]}}
-            kept.append(r)
-    records.write_shard(out_path, kept)
-
-
 def report_table(plan: dict, repetition: int) -> str:
     cols = ["language", "corpus_tok", "share%", "budget_tok", "selected_tok", "sel_share%", "docs", "top%", "cutoff"]
     rows = []
@@ -192,89 +210,123 @@ def report_table(plan: dict, repetition: int) -> str:
     return "\n".join(lines)
 
 
-def select(cfg: SelectConfig, log=print, show_progress: bool = True) -> dict | None:
-    """Run the three passes (this rank's share of them); returns the report on rank 0."""
-    from tqdm import tqdm
+class Select(Step):
+    """The select step on the stage runner. ``prepare`` runs passes 1 (tables, each rank its shards) and
+    2 (cut-offs, rank 0); each unit is pass 3 for one corpus shard: its selected documents, in order."""
 
-    from megatron_snow.dist import get_comm
-    from megatron_snow.tokenization.tokenizer import load_tokenizer
+    name = "select"
 
-    for key in ("corpus", "tokenizer", "out"):
-        if not getattr(cfg, key):
-            raise ValueError(f"select needs {key}=...")
-    if cfg.repetition < 1:
-        raise ValueError(f"repetition must be >= 1, got {cfg.repetition}")
-    comm = get_comm()
-    shards = records.list_shards(cfg.corpus)
-    if not shards:
-        raise FileNotFoundError(f"no shards in corpus {cfg.corpus}")
-    scores_dir = _scores_dir(cfg)
-    out = Path(cfg.out)
-    work = out / WORK
-    tables_dir = work / "tables"
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(cfg)
-    if comm.is_root:
-        stamp = work / "settings.json"
-        if stamp.is_file() and json.loads(stamp.read_text())["fingerprint"] != fp:
-            raise ValueError(f"{out} holds a selection made with other settings (see {stamp}); use a new out=DIR")
-        stamp.write_text(json.dumps({"fingerprint": fp, "corpus": cfg.corpus, "scores": str(scores_dir),
-                                     "tokenizer": cfg.tokenizer, "budget_tokens": cfg.budget_tokens}, indent=2) + "\n")
-    comm.barrier()
-    mine = list(range(comm.rank, len(shards), comm.size))
+    def __init__(self, cfg: SelectConfig, log=print):
+        self.settings, self.input_dir, self.log = cfg, Path(cfg.corpus), log
+        self.scores_dir = _scores_dir(cfg)
+        self.plan: dict | None = None
 
-    # Pass 1.
-    todo = [i for i in mine if not (tables_dir / shards[i].name).is_file()]
-    if todo:
-        tok = load_tokenizer(cfg.tokenizer)
-        for i in tqdm(todo, desc=f"select: count tokens r{comm.rank}", unit="shard", disable=not show_progress):
-            build_table(shards[i], scores_dir / shards[i].name, tok, tables_dir / shards[i].name, cfg.tokenize_batch)
-    comm.barrier()
+    def fingerprint_settings(self) -> dict:
+        return {"budget_tokens": self.settings.budget_tokens}  # the rest only shapes blend.json, rewritten each run
 
-    # Pass 2.
-    def read_table(i):
-        return read_score_shard(tables_dir / shards[i].name)
+    def depends_on(self) -> dict[str, Path]:
+        return {"scores": self.scores_dir, "tokenizer": Path(self.settings.tokenizer)}
 
-    plan_path = work / PLAN
-    if comm.is_root and not plan_path.is_file():
-        plan = plan_selection(read_table, len(shards), cfg.budget_tokens)
-        records._atomic_write_bytes(plan_path, (json.dumps(plan, indent=2, sort_keys=True) + "\n").encode())
-    comm.barrier()
-    plan = json.loads(plan_path.read_text())
+    def describe(self, unit) -> str:
+        return f"{self.input_dir} shard {unit['shard']}"
 
-    # Pass 3.
-    todo = [i for i in mine if not (out / shards[i].name).is_file()]
-    for i in tqdm(todo, desc=f"select: write r{comm.rank}", unit="shard", disable=not show_progress):
-        write_selected(shards[i], i, scores_dir / shards[i].name, read_table(i), plan, out / shards[i].name)
-    comm.barrier()
-    if not comm.is_root:
-        return None
+    def _table(self, ctx: StepContext, i: int) -> Path:
+        return ctx.work / "tables" / records.shard_name(i)
 
-    funnel = Funnel("select")
-    for i in range(len(shards)):
-        for j, row in enumerate(read_table(i)):
-            funnel.seen(row["language"], row["bytes"])
+    def _scores(self, i: int) -> Path:
+        return self.scores_dir / records.shard_name(i)
+
+    def prepare(self, ctx: StepContext, units: list) -> None:
+        from megatron_snow.tokenization.tokenizer import load_tokenizer
+
+        n = len(units)
+        mine = ctx.my_items(n)
+        self.log(f"[select rank {ctx.comm.rank}/{ctx.comm.size}] {len(mine)} of {n} corpus shards")
+
+        def pass1():
+            (ctx.work / "tables").mkdir(parents=True, exist_ok=True)
+            tok = None
+            for i in ctx.bar([i for i in mine if not self._table(ctx, i).is_file()], "count tokens", "shard"):
+                tok = tok or load_tokenizer(self.settings.tokenizer)
+                build_table(list(ctx.read_input(i)), f"{self.input_dir} shard {i}", self._scores(i), tok,
+                            self._table(ctx, i), self.settings.tokenize_batch)
+
+        ctx.agree(pass1, "select: ")
+
+        def pass2():
+            path = ctx.work / PLAN
+            if not path.is_file():
+                read = lambda i: read_score_shard(self._table(ctx, i))  # noqa: E731
+                atomic_write_json(path, plan_selection(read, n, self.settings.budget_tokens))
+            return json.loads(path.read_text())
+
+        self.plan = ctx.root_then_share(pass2, "select: ")
+
+    def process(self, ctx: StepContext, index: int, unit) -> UnitResult:
+        i = unit["shard"]
+        table = read_score_shard(self._table(ctx, i))
+        kept, funnel = [], Funnel(self.name)
+        for j, (item, srow) in enumerate(_aligned(list(ctx.read_input(i)), f"{self.input_dir} shard {i}",
+                                                  self._scores(i))):
+            row = table[j]
+            funnel.seen(row["language"], row["bytes"], row.get("count", 1))
             if row["score"] is None:
-                funnel.dropped(row["language"], row["bytes"], "unscored")
-            elif is_selected(row, i, j, plan):
+                funnel.dropped(row["language"], row["bytes"], row.get("dropped") or "unscored", row.get("count", 1))
+            elif is_selected(row, i, j, self.plan):
+                item.meta = {**item.meta, "annotator": {"score": srow["score"], "window_scores": srow["window_scores"]}}
+                kept.append(item)
                 funnel.kept(row["language"], row["bytes"])
             else:
                 funnel.dropped(row["language"], row["bytes"], "below_cutoff")
-    funnel.write(out / FUNNEL_FILE)
-    entries = [records.shard_entry(out / s.name) for s in shards]
+        return UnitResult(kept, [], funnel)
+
+
+def select(cfg: SelectConfig, log=print, show_progress: bool = True, force: bool = False, comm=None) -> dict:
+    """Run the step on every rank (passes shared over ranks), then write blend.json and the report."""
+    from megatron_snow.dist import get_comm
+    from megatron_snow.stages import run_step
+
+    for key in ("corpus", "tokenizer", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"select needs {key}=...")
+    comm = comm or get_comm()
+    if not records.list_shards(cfg.corpus):
+        raise FileNotFoundError(f"no shards in corpus {cfg.corpus}")
+    scores_dir = _scores_dir(cfg)
+    if not (scores_dir / records.MANIFEST).is_file():
+        raise FileNotFoundError(f"{scores_dir} has no {records.MANIFEST}: annotate has not finished scoring the corpus")
+    if not Path(cfg.tokenizer).is_file():
+        raise FileNotFoundError(f"tokenizer {cfg.tokenizer}: no such file")
+    out = Path(cfg.out)
+    funnel = run_step(Select(cfg, log), out, comm, force=force, progress=show_progress, keep_dropped=False)
+    plan = json.loads((out / "_work" / PLAN).read_text())
     unique = plan["selected_tokens"]
-    records.write_manifest(out, entries, kind="phase2-selection", corpus=cfg.corpus, scores=str(scores_dir),
-                           tokenizer=cfg.tokenizer, selected_tokens=unique, repetition=cfg.repetition)
-    blend = {
-        "phase": 2,
-        "datasets": [{"path": str(out), "weight": 1.0, "unique_tokens": unique, "repetition": cfg.repetition,
-                      "tokens": unique * cfg.repetition}],
-        "total_tokens": unique * cfg.repetition,
-        "note": "the paper: 12.5B unique tokens x 4 repetitions = 50B",
-    }
-    (out / BLEND).write_text(json.dumps(blend, indent=2) + "\n")
     report = {**plan, "repetition": cfg.repetition, "training_tokens": unique * cfg.repetition}
-    (out / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    log(report_table(plan, cfg.repetition))
-    log(funnel.table())
+    if comm.is_root:
+        index_prefix = Path(cfg.index_prefix) if cfg.index_prefix else out / "index" / "phase2"
+        write_blend_file(out / BLEND, [BlendEntry(os.path.relpath(os.path.abspath(index_prefix), os.path.abspath(out)),
+                                                  unique, float(cfg.repetition))],
+                         phase=2, records=str(out), note="the paper: 12.5B unique tokens x 4 repetitions = 50B")
+        atomic_write_json(out / REPORT, report)
+        log(report_table(plan, cfg.repetition))
+        log(funnel.table())
+        log(f"next: build-index --input {out} --output-prefix {index_prefix}; then train with "
+            f"data.blend_file={out / BLEND} training.train_iters=0 ({cfg.repetition} repetitions)")
     return report
+
+
+USAGE = """example:
+  mpiexec -n 4 python -m megatron_snow select corpus=data/phase1 tokenizer=tok/code.model out=data/phase2 \\
+      budget_tokens=12500000000 repetition=4 index_prefix=data/index/phase2"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow select`` / ``tools/preprocess/select_data.py``."""
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        select(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
+
+    return run_cli(argv, prog="select", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=SelectConfig, run=run,
+                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="no progress bars"))

@@ -8,8 +8,11 @@ Hugging Face format, which every phase-2 command loads like any other encoder.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
+
+from megatron_snow.config import ConfigError
 
 
 def make_tiny_encoder(texts: Iterable[str], out: str | Path, vocab_size: int = 2000, hidden_size: int = 64,
@@ -40,3 +43,50 @@ def make_tiny_encoder(texts: Iterable[str], out: str | Path, vocab_size: int = 2
                         max_position_embeddings=max_positions)
     BertModel(config).save_pretrained(out)
     return out
+
+
+@dataclass
+class TinyEncoderConfig:
+    """Settings of ``make-tiny-encoder``."""
+
+    corpus: list[str] = field(default_factory=list)  # records dataset(s) to learn the vocabulary on
+    out: str = ""  # output directory (Hugging Face format)
+    max_docs: int = 20000  # documents read per corpus
+    vocab_size: int = 2000  # WordPiece vocabulary size
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_positions: int = 128  # the encoder's window (special tokens included)
+    seed: int = 0
+
+    RANGES: ClassVar[dict[str, str]] = {"max_docs": ">= 1", "vocab_size": ">= 100", "hidden_size": ">= 1",
+                                        "layers": ">= 1", "heads": ">= 1", "max_positions": ">= 3"}
+
+
+USAGE = """For offline runs and small ablations in place of the recipe's arctic-embed-m download:
+  python -m megatron_snow make-tiny-encoder corpus=[data/phase1/06_pii] out=models/tiny_encoder
+  python -m megatron_snow train-annotator encoder=models/tiny_encoder ..."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow make-tiny-encoder`` / ``tools/preprocess/make_tiny_encoder.py``."""
+    import itertools
+
+    from megatron_snow import records
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        if not cfg.corpus or not cfg.out:
+            raise ConfigError("make-tiny-encoder needs corpus=[DIR, ...] and out=DIR")
+        texts = [r.content for c in cfg.corpus for r in itertools.islice(records.iter_records(c), cfg.max_docs)]
+        if not texts:
+            raise ConfigError("the corpus has no documents")
+        if comm.is_root:
+            out = make_tiny_encoder(texts, cfg.out, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                                    num_layers=cfg.layers, num_heads=cfg.heads, max_positions=cfg.max_positions,
+                                    seed=cfg.seed)
+            print(f"wrote {out}: BERT {cfg.layers} layers x {cfg.hidden_size}, {cfg.max_positions} positions, "
+                  f"WordPiece vocabulary learned on {len(texts):,} documents")
+
+    return run_cli(argv, prog="make-tiny-encoder", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=TinyEncoderConfig, run=run)

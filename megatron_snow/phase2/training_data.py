@@ -42,6 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
+from megatron_snow.config import ConfigError
 from megatron_snow import records
 from megatron_snow.funnel import Funnel
 
@@ -225,7 +226,7 @@ def sample_corpus(corpus: str | Path, n: int, seed: int, exclude: set[str] | Non
 def build_training_set(cfg: TrainingDataConfig, funnel: Funnel | None = None) -> list[Example]:
     """Positives from the sources, then as many random corpus negatives (balanced)."""
     if not cfg.corpus:
-        raise ValueError("training data needs data.corpus=DIR (the phase-1 records dataset, for negatives)")
+        raise ConfigError("training data needs data.corpus=DIR (the phase-1 records dataset, for negatives)")
     funnel = funnel or Funnel("annotator-training-data")
     pos = load_positives(cfg.positives, cfg.max_chars, funnel)
     if not pos:

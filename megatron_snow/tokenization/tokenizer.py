@@ -5,10 +5,17 @@ through ``CodeTokenizer``, so the choice of backend is a file path and nothing
 else. Encoding never adds BOS/EOS: the index builder appends ``eod_id`` itself.
 
 Special tokens. Tokenizers trained by ``megatron_snow.tokenization.train`` reserve
-the names below. End of document, padding and the fill-in-the-middle tokens
-are SentencePiece *control* symbols: text never encodes to them (a source file
-that contains the literal string ``<|endoftext|>`` cannot end a document), they
-are only inserted by id. The file separator is a *user-defined* symbol: the
+the names below, at fixed ids: ``<unk>`` 0, ``<s>`` 1, ``<|endoftext|>`` 2,
+``<|pad|>`` 3, then the FIM tokens and ``<file_sep>``. The model's own
+``unk`` / ``bos`` / ``eos`` / ``pad`` fields name the first four, so tools that
+ask SentencePiece for ``eos_id()`` (Megatron-LM's ``GPTSentencePieceTokenizer``
+and ``Llama2Tokenizer``, megatron-core's ``SentencePieceTokenizer``) and the
+converted Hugging Face tokenizer (``megatron_snow.convert``) find the same
+end-of-document id as ours. BOS is never put into our data; it exists because
+those tools prepend one (Llama2Tokenizer by default). Begin/end of document,
+padding and the fill-in-the-middle tokens are SentencePiece *control* symbols:
+text never encodes to them (a source file that contains the literal string
+``<|endoftext|>`` cannot end a document), they are only inserted by id. The file separator is a *user-defined* symbol: the
 string ``<file_sep>`` that repository grouping (``phase1/grouping.py``) puts
 before each file encodes to that single id. For a Hugging Face tokenizer.json
 the same rule holds: its *special* added tokens are never matched in text.
@@ -22,6 +29,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+UNK = "<unk>"
+BOS = "<s>"
 EOD = "<|endoftext|>"
 PAD = "<|pad|>"
 FILE_SEP = "<file_sep>"  # what phase-1 grouping puts before every file of a repository document
@@ -31,12 +40,28 @@ FIM_SUFFIX = "<|fim_suffix|>"
 FIM_PAD = "<|fim_pad|>"
 
 # Inserted by id only (never produced from text).
-CONTROL_TOKENS = (EOD, PAD, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD)
+CONTROL_TOKENS = (BOS, EOD, PAD, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD)
 # Matched in text.
 USER_DEFINED_TOKENS = (FILE_SEP,)
 SPECIAL_TOKENS = CONTROL_TOKENS + USER_DEFINED_TOKENS
 
 _META = "\u2581"  # SentencePiece's whitespace symbol
+
+
+def sentencepiece_special_args(extra_user_defined: Sequence[str] = ()) -> dict:
+    """SentencePieceTrainer arguments that place the special pieces (ids in the module docstring).
+
+    unk/bos/eos/pad are the model's own fields (what ``sp.eos_id()`` etc. return);
+    SentencePiece refuses one piece in two roles, so BOS is a piece of its own.
+    """
+    return dict(
+        unk_id=0, unk_piece=UNK,
+        bos_id=1, bos_piece=BOS,
+        eos_id=2, eos_piece=EOD,
+        pad_id=3, pad_piece=PAD,
+        control_symbols=[t for t in CONTROL_TOKENS if t not in (BOS, EOD, PAD)],
+        user_defined_symbols=list(USER_DEFINED_TOKENS) + list(extra_user_defined),
+    )
 
 # Names tried, in order, to find end-of-document / padding in a foreign tokenizer.json.
 _EOD_CANDIDATES = (EOD, "</s>", "<eos>", "<|end_of_text|>", "<|eos|>", "[SEP]")
@@ -51,7 +76,7 @@ class CodeTokenizer:
     """A SentencePiece or Hugging Face tokenizer behind one small interface.
 
     Attributes: ``vocab_size`` (all ids lie in ``[0, vocab_size)``), ``eod_id``,
-    ``pad_id``, ``file_sep_id`` / ``fim_*_id`` (``None`` when the tokenizer lacks
+    ``pad_id``, ``bos_id``, ``file_sep_id`` / ``fim_*_id`` (``None`` when the tokenizer lacks
     them), ``path`` and ``backend`` ("sentencepiece" or "huggingface").
     """
 
@@ -66,9 +91,19 @@ class CodeTokenizer:
         else:
             self.backend = "sentencepiece"
             self._init_sp(data)
-        self.eod_id = self._find(_EOD_CANDIDATES, required=True, what="end-of-document")
-        pad = self._find(_PAD_CANDIDATES, required=False, what="padding")
+        # A SentencePiece model that names its eos/pad/bos (ours do) is read as Megatron-LM reads it;
+        # older models and tokenizer.json files are searched by name.
+        own = self._sp_own_ids() if self.backend == "sentencepiece" else {}
+        self.eod_id = own.get("eos", None)
+        if self.eod_id is None:
+            self.eod_id = self._find(_EOD_CANDIDATES, required=True, what="end-of-document")
+        pad = own.get("pad", None)
+        if pad is None:
+            pad = self._find(_PAD_CANDIDATES, required=False, what="padding")
         self.pad_id = self.eod_id if pad is None else pad
+        self.bos_id = own.get("bos", None)
+        if self.bos_id is None:
+            self.bos_id = self.token_to_id(BOS)
         self.file_sep_id = self.token_to_id(FILE_SEP)
         self.fim_prefix_id = self.token_to_id(FIM_PREFIX)
         self.fim_middle_id = self.token_to_id(FIM_MIDDLE)
@@ -114,6 +149,12 @@ class CodeTokenizer:
         vocab = tok.get_vocab(with_added_tokens=True)
         self.vocab_size = max(vocab.values()) + 1 if vocab else 0
         self._special = {}  # the HF decoder already renders special tokens when asked to
+
+    def _sp_own_ids(self) -> dict:
+        """The model's own eos/pad/bos ids (SentencePiece says -1 for "none")."""
+        sp = self._sp
+        ids = {"eos": sp.eos_id(), "pad": sp.pad_id(), "bos": sp.bos_id()}
+        return {k: v for k, v in ids.items() if 0 <= v < self.vocab_size}
 
     def _find(self, names: Sequence[str], required: bool, what: str) -> int | None:
         for name in names:

@@ -28,11 +28,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 from megatron_snow.funnel import Funnel
 from megatron_snow.tokenization.inputs import plan_units, read_unit
-from megatron_snow.tokenization.tokenizer import CONTROL_TOKENS, USER_DEFINED_TOKENS, CodeTokenizer
+from megatron_snow.tokenization.tokenizer import (
+    CONTROL_TOKENS,
+    USER_DEFINED_TOKENS,
+    CodeTokenizer,
+    sentencepiece_special_args,
+)
 
 
 @dataclass
@@ -51,11 +56,9 @@ class TrainTokenizerConfig:
     language_field: str = "language"
     extra_user_defined_symbols: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.vocab_size < 300:
-            raise ValueError(f"vocab_size {self.vocab_size} is too small (byte fallback alone needs 256 + specials)")
-        if self.sample_bytes <= 0 or self.max_sentence_length < 64 or self.num_threads < 1:
-            raise ValueError("sample_bytes, max_sentence_length (>= 64) and num_threads must be positive")
+    # vocab_size: byte fallback alone needs 256 pieces plus the special ones
+    RANGES: ClassVar[dict[str, str]] = {"vocab_size": ">= 300", "sample_bytes": ">= 1", "max_sentence_length": ">= 64",
+                                        "num_threads": ">= 1", "character_coverage": "(0, 1]", "max_piece_length": ">= 1"}
 
 
 def _key(seed: int, doc_id: str, text: str) -> bytes:
@@ -115,20 +118,12 @@ def split_for_training(text: str, max_bytes: int) -> Iterator[str]:
 
 
 def _training_documents(cfg: TrainTokenizerConfig, funnel: Funnel) -> Iterator[tuple[str, str]]:
+    from megatron_snow.tokenization.build_index import unusable_count  # the same rules as the index
+
     for unit in plan_units(cfg.inputs):
         for doc in read_unit(unit, cfg.text_field, cfg.id_field, cfg.language_field):
             nbytes = len(doc.text.encode("utf-8", "surrogatepass")) if doc.text else 0
-            funnel.seen(doc.language, nbytes)
-            if doc.error:
-                funnel.dropped(doc.language, nbytes, doc.error)
-            elif not doc.text:
-                funnel.dropped(doc.language, 0, "empty")
-            else:
-                try:
-                    doc.text.encode("utf-8")
-                except UnicodeEncodeError:
-                    funnel.dropped(doc.language, nbytes, "invalid_unicode")
-                    continue
+            if not unusable_count(funnel, doc, nbytes):
                 funnel.kept(doc.language, nbytes)
                 yield doc.id, doc.text
 
@@ -171,12 +166,8 @@ def train_tokenizer(cfg: TrainTokenizerConfig) -> dict:
         input_sentence_size=0,  # the sample above is already bounded; use all of it
         shuffle_input_sentence=False,
         num_threads=cfg.num_threads,
-        unk_id=0,
-        bos_id=-1,
-        eos_id=-1,
-        pad_id=-1,
-        control_symbols=list(CONTROL_TOKENS),
-        user_defined_symbols=list(USER_DEFINED_TOKENS) + list(cfg.extra_user_defined_symbols),
+        # unk/bos/eos/pad as the model's own fields: Megatron-LM and Hugging Face read them.
+        **sentencepiece_special_args(cfg.extra_user_defined_symbols),
         hard_vocab_limit=True,
         minloglevel=2,
     )
@@ -204,3 +195,37 @@ def train_tokenizer(cfg: TrainTokenizerConfig) -> dict:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(funnel.table())
     return report
+
+
+USAGE = """examples:
+  python -m megatron_snow train-tokenizer --input data/grouped --output tok/code64k.model
+  python -m megatron_snow train-tokenizer --input corpus.jsonl --output tok/small.model vocab_size=8000"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow train-tokenizer`` / ``tools/preprocess/train_tokenizer.py``."""
+    from megatron_snow.stages import StepError
+    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.tokenization.inputs import InputError
+
+    def add_arguments(ap) -> None:
+        ap.add_argument("--input", action="append", help="records directory or JSONL file (repeatable)")
+        ap.add_argument("--output", help="path of the .model to write (.vocab and .json report beside it)")
+
+    def extra_overrides(args) -> list[str]:
+        out = [f"inputs={json.dumps(args.input)}"] if args.input else []
+        return out + ([f"output={json.dumps(args.output)}"] if args.output else [])
+
+    def run(cfg, args, comm):
+        if not comm.is_root:
+            return
+        try:
+            report = train_tokenizer(cfg)
+        except (InputError, ValueError) as e:
+            raise StepError(str(e).splitlines()[0], 2) from None
+        print(f"wrote {report['model']}: vocab {report['vocab_size']}, sample {report['sample_documents']:,} "
+              f"documents / {report['sample_bytes']:,} bytes, sha256 {report['sha256'][:12]}")
+
+    return run_cli(argv, prog="train-tokenizer", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
+                   config_cls=TrainTokenizerConfig, run=run, add_arguments=add_arguments,
+                   extra_overrides=extra_overrides)

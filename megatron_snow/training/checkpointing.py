@@ -5,22 +5,40 @@ Layout of a save directory::
     SAVE/iter_0000040/       one checkpoint (dist_checkpointing files + snow_meta.json)
     SAVE/latest              the iteration of the newest COMPLETE checkpoint
 
-``latest`` is replaced atomically only after every rank has finished writing,
-so a save killed half-way is never resumed from (its directory is overwritten
-by the next save of that iteration). The last ``keep_last`` are kept.
+``snow_meta.json`` is written last, after every rank has finished writing, and
+lists every file of the checkpoint with its size and SHA-256 (each rank hashes
+the files it wrote). ``latest`` is then replaced atomically, so a save killed
+half-way is never resumed from (its directory is overwritten by the next save
+of that iteration). The last ``keep_last`` are kept.
 
-Each checkpoint holds model, optimizer, scheduler, iteration and per-rank RNG
-states; model and optimizer are stored per parameter (fully reshardable), so a
-checkpoint written at one TP/PP loads at another. ``snow_meta.json`` records
-the model shape and topology: a mismatching model is refused with one line
-before any model is built.
+Save and load are fully parallel (megatron's ``FullyParallelSave/Load
+StrategyWrapper`` over the data-parallel group): each DP rank writes and reads
+its own share, nobody gathers the whole state. The distributed optimizer is
+stored ``dp_reshardable`` by default (each rank's flat buffer shard as is: no
+gather on save, no reshaping on load; loads at any DP size but the same TP/PP),
+or ``fully_reshardable`` (per parameter: loads at any TP/PP/DP, but a save
+gathers every buffer). Model weights are always per parameter, so a checkpoint
+written at one TP/PP loads at another.
+
+On resume the newest checkpoint is verified against its checksums (the files
+split over all ranks); a damaged or incomplete one is reported in one line and
+the newest intact one is used instead, or the run stops
+(``checkpoint.on_damaged``). ``snow_meta.json`` also records the model shape,
+topology, schedule and data identity: a mismatching run is refused with one
+line before any model is built.
+
+Only load checkpoints you trust: torch's distributed checkpoint format
+unpickles Python objects.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +48,13 @@ from megatron_snow.config import ConfigError
 
 LATEST = "latest"
 META = "snow_meta.json"
-# Optimizer state stored per model parameter: resharding across TP/PP/DP on load.
-SHARDED_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
+# How the distributed optimizer's state is stored (megatron-core's distrib_optim_sharding_type).
+OPTIMIZER_FORMATS = ("dp_reshardable", "fully_reshardable")
+_OWNED_FILE = re.compile(r"__(\d+)_\d+\.distcp$")  # torch_dist: __{global rank}_{n}.distcp
+
+
+def sharded_metadata(optimizer_format: str) -> dict:
+    return {"distrib_optim_sharding_type": optimizer_format, "chained_optim_avoid_prefix": True}
 
 
 def iter_dir(root: str | Path, iteration: int) -> Path:
@@ -143,14 +166,131 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-def save_checkpoint(root, iteration: int, model, optimizer, scheduler, meta: dict, keep_last: int) -> Path:
-    """Write iteration's checkpoint on all ranks, then mark it latest (rank 0)."""
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather(obj) -> list:
+    rank, world = _world()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _owner(index: int, name: str, world: int) -> int:
+    """The rank that hashes (on save) or verifies (on load) a file: its writer when the
+    name says (torch_dist's per-rank files), else spread round-robin."""
+    m = _OWNED_FILE.search(name)
+    if m and int(m.group(1)) < world:
+        return int(m.group(1))
+    return index % world
+
+
+def _checksums(target: Path) -> dict:
+    """{file: {"bytes", "sha256"}} of every file in target (except META), each rank hashing its share."""
+    rank, world = _world()
+    names = sorted(p.name for p in target.iterdir() if p.is_file() and p.name != META) if rank == 0 else None
+    if world > 1:  # one directory listing (rank 0's), not one per rank on the parallel file system
+        box = [names]
+        torch.distributed.broadcast_object_list(box, src=0)
+        names = box[0]
+    mine = {n: {"bytes": (target / n).stat().st_size, "sha256": _sha256(target / n)}
+            for i, n in enumerate(names) if _owner(i, n, world) == rank}
+    merged: dict = {}
+    for part in _gather(mine):
+        merged.update(part)
+    return dict(sorted(merged.items()))
+
+
+def verify_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """What is wrong with a checkpoint's files (missing, truncated, altered), or None.
+
+    Collective when a process group exists: every rank checks a share of the files
+    and all ranks return the same answer. Checkpoints written before checksums
+    were recorded are not checked (None)."""
+    ckpt_dir = Path(ckpt_dir)
+    try:
+        files = read_meta(ckpt_dir).get("files")
+    except (OSError, ValueError) as e:
+        files, local = None, f"{META} unreadable ({type(e).__name__})"
+    else:
+        local = None
+    rank, world = _world()
+    if files is not None:
+        for i, (name, want) in enumerate(files.items()):
+            if local or _owner(i, name, world) != rank:
+                continue
+            path = ckpt_dir / name
+            if not path.is_file():
+                local = f"{name} is missing"
+            elif path.stat().st_size != want["bytes"]:
+                local = f"{name} has {path.stat().st_size} bytes, {want['bytes']} were written"
+            elif _sha256(path) != want["sha256"]:
+                local = f"{name} does not match its SHA-256"
+    problems = [p for p in _gather(local) if p]
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _save_strategy(fully_parallel: bool):
+    from megatron.core import parallel_state as ps
+    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+    strategy = get_default_save_sharded_strategy("torch_dist")
+    if fully_parallel and ps.get_data_parallel_world_size() > 1:
+        # Replicated tensors (model weights, identical on every DP rank) are split over the
+        # DP group instead of all being written by DP rank 0.
+        strategy = FullyParallelSaveStrategyWrapper(strategy, ps.get_data_parallel_group(with_context_parallel=True))
+    return strategy
+
+
+def _load_strategy(ckpt_dir, fully_parallel: bool):
+    from megatron.core import parallel_state as ps
+    from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelLoadStrategyWrapper
+
+    strategy = get_default_load_sharded_strategy(str(ckpt_dir))
+    if fully_parallel and ps.get_data_parallel_world_size() > 1:
+        # Each DP rank reads a share of the replicated tensors and they are exchanged,
+        # instead of every rank reading everything.
+        strategy = FullyParallelLoadStrategyWrapper(strategy, ps.get_data_parallel_group(with_context_parallel=True))
+    return strategy
+
+
+def _optimizer_format(optimizer, requested: str) -> str:
+    """What the checkpoint holds for the optimizer: per parameter unless distributed."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    opts = getattr(optimizer, "chained_optimizers", [optimizer])
+    return requested if any(isinstance(o, DistributedOptimizer) for o in opts) else "per_parameter"
+
+
+def save_checkpoint(root, iteration: int, model, optimizer, scheduler, meta: dict, keep_last: int,
+                    optimizer_format: str = "dp_reshardable", fully_parallel: bool = True) -> Path:
+    """Write iteration's checkpoint on all ranks, then its checksums and META, then mark it latest (rank 0)."""
     from megatron.core import dist_checkpointing
 
+    if optimizer_format not in OPTIMIZER_FORMATS:
+        raise ConfigError(f"checkpoint.optimizer_format: expected one of {OPTIMIZER_FORMATS}, got {optimizer_format!r}")
     rank = torch.distributed.get_rank()
     target = iter_dir(root, iteration)
     if rank == 0:
-        # A directory here is a half-written save of a killed run: start it afresh.
+        # A directory here is a half-written save of a killed run (or a damaged one): start it afresh.
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
@@ -158,15 +298,18 @@ def save_checkpoint(root, iteration: int, model, optimizer, scheduler, meta: dic
     model_sd = model.sharded_state_dict()
     state = {
         "model": model_sd,
-        "optimizer": optimizer.sharded_state_dict(model_sd, metadata=SHARDED_METADATA),
+        "optimizer": optimizer.sharded_state_dict(model_sd, metadata=sharded_metadata(optimizer_format)),
         "scheduler": scheduler.state_dict(),
         "iteration": iteration,
         "rng_state": _rng_sharded(_rng_state()),
     }
-    dist_checkpointing.save(state, str(target), sharded_strategy=("torch_dist", 1))
+    dist_checkpointing.save(state, str(target), sharded_strategy=_save_strategy(fully_parallel))
     _barrier()
+    files = _checksums(target)
     if rank == 0:
-        _write_atomic(target / META, json.dumps({**meta, "iteration": iteration, "topology": _topology()}, indent=1))
+        full_meta = {**meta, "iteration": iteration, "topology": _topology(),
+                     "optimizer_format": _optimizer_format(optimizer, optimizer_format), "files": files}
+        _write_atomic(target / META, json.dumps(full_meta, indent=1))
         _write_atomic(Path(root) / LATEST, f"{iteration}\n")
         _prune(root, keep_last)
     _barrier()
@@ -190,8 +333,9 @@ def _prune(root, keep_last: int) -> None:
 # Without Apex or Transformer Engine (CPU runs, or GPU nodes without TE) the
 # DistributedOptimizer keeps torch Adam's per-parameter "step", and two of its
 # load paths trip over it: state_dict() asserts a common step that a fresh
-# optimizer lacks, and load_parameter_state_* copies every state key, "step"
-# included, from tensors that never hold one (the step comes back through the
+# optimizer lacks, and the param-state loaders copy every state key, "step"
+# included, from tensors that hold no saved step (fully_reshardable has none,
+# dp_reshardable a non-persistent stale one; the step comes back through the
 # param groups instead, as one tensor shared by all parameters, which torch
 # Adam then increments once per parameter and step). The two helpers below
 # work around exactly that; they do nothing when Apex/TE provide fused Adam.
@@ -220,7 +364,8 @@ def _prime_empty_optimizer_state(optimizer) -> None:
 
 
 def _keep_step_when_loading_param_state() -> None:
-    """Let the param-state loader skip "step" (already restored from the param groups)."""
+    """Give each parameter its own Adam "step" (the value restored from the checkpoint's
+    param groups) when the param-state loader sets its state."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
     if getattr(DistributedOptimizer, "_snow_keeps_step", False):
@@ -228,13 +373,16 @@ def _keep_step_when_loading_param_state() -> None:
     original = DistributedOptimizer._set_main_param_and_optimizer_states
 
     def set_states(self, model_param, tensors):
-        if "step" not in tensors and not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+        if not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
             group_index, group_order = self.model_param_group_index_map[model_param]
             main_param = self.optimizer.param_groups[group_index]["params"][group_order]
             state = self.optimizer.state[main_param]
             if "step" in state:
                 # load_state_dict gave every parameter the SAME step tensor, which
-                # torch Adam would then increment once per parameter: unshare it.
+                # torch Adam would then increment once per parameter: unshare it, and keep
+                # that value (restored from the checkpoint's param groups). The checkpoint's
+                # per-parameter tensors hold no step (fully_reshardable), or a non-persistent
+                # one that is the loading optimizer's own stale value (dp_reshardable).
                 state["step"] = state["step"].clone()
                 tensors = {**tensors, "step": state["step"]}
         return original(self, model_param, tensors)
@@ -243,10 +391,12 @@ def _keep_step_when_loading_param_state() -> None:
     DistributedOptimizer._snow_keeps_step = True
 
 
-def load_checkpoint(ckpt_dir, model, optimizer=None, scheduler=None) -> int:
+def load_checkpoint(ckpt_dir, model, optimizer=None, scheduler=None, fully_parallel: bool = True) -> int:
     """Load a checkpoint into this rank's model (and optimizer, scheduler, RNG).
 
     Weights only when ``optimizer`` is None (phase-to-phase continuation).
+    The optimizer is read in the format it was saved in (``optimizer_format`` in META;
+    checkpoints without it were written ``fully_reshardable``).
     RNG states are restored only under the topology they were saved with.
     Returns the checkpoint's iteration.
     """
@@ -260,15 +410,155 @@ def load_checkpoint(ckpt_dir, model, optimizer=None, scheduler=None) -> int:
         if _torch_adam_distopt():
             _prime_empty_optimizer_state(optimizer)
             _keep_step_when_loading_param_state()
-        state["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=SHARDED_METADATA)
+        saved_format = meta.get("optimizer_format", "fully_reshardable")
+        if saved_format not in OPTIMIZER_FORMATS:
+            saved_format = "fully_reshardable"  # per-parameter state: the metadata is not used
+        state["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True,
+                                                          metadata=sharded_metadata(saved_format))
         if same_topology:
             state["rng_state"] = _rng_sharded(_rng_state())
-    loaded = dist_checkpointing.load(state, str(ckpt_dir))
+    loaded = dist_checkpointing.load(state, str(ckpt_dir), sharded_strategy=_load_strategy(ckpt_dir, fully_parallel))
     model.load_state_dict(loaded["model"], strict=True)
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        # no_grad: with fp32 training the distributed optimizer's main params are views of the
+        # model's (grad-requiring) params, and its dp_reshardable loader copies into them in place.
+        with torch.no_grad():
+            optimizer.load_state_dict(loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         if same_topology:
             _set_rng_state(loaded["rng_state"])
     _barrier()
     return int(meta["iteration"])
+
+
+# --- choosing what to resume from -------------------------------------------------------
+
+
+def complete_iterations(root) -> list[int]:
+    """Iterations of the checkpoints in root whose save finished (META written), newest first."""
+    out = []
+    for p in Path(root).glob("iter_*"):
+        try:
+            it = int(p.name.split("_")[1])
+        except ValueError:
+            continue
+        if (p / META).is_file():
+            out.append(it)
+    return sorted(out, reverse=True)
+
+
+def resume_candidate(root, on_damaged: str = "fallback", say=print) -> Path | None:
+    """The checkpoint a restart should try first (no file is read but markers and META).
+
+    ``latest`` names it; when the marker is corrupt or names a checkpoint whose save did not
+    finish, that is said in one line and the newest complete one is used (or, with
+    on_damaged=stop, the run stops)."""
+    if not root or not Path(root).is_dir():
+        return None
+    marker = Path(root) / LATEST
+    done = complete_iterations(root)
+    if not marker.is_file():
+        # no marker: a new run (or one killed before its first save finished)
+        return iter_dir(root, done[0]) if done else None
+    text = marker.read_text().strip()
+    try:
+        it = int(text)
+    except ValueError:
+        problem = f"checkpoint marker {marker} is corrupt: {text[:40]!r}"
+    else:
+        if it in done:
+            return iter_dir(root, it)
+        problem = f"checkpoint {iter_dir(root, it)} named by {marker} is incomplete (no {META})"
+    older = [d for d in done if not text.isdigit() or d < int(text)]
+    if on_damaged == "stop" or not older:
+        raise ConfigError(problem + ("; no older complete checkpoint to fall back to" if not older else
+                                     "; checkpoint.on_damaged=fallback would resume from "
+                                     f"{iter_dir(root, older[0])}"))
+    say(f"warning: {problem}; falling back to {iter_dir(root, older[0])}")
+    return iter_dir(root, older[0])
+
+
+def pick_intact(first: Path | None, on_damaged: str = "fallback", say=print) -> Path | None:
+    """Verify ``first`` against its checksums (collective); if damaged, say so in one line and
+    try the next older complete checkpoint, or stop (on_damaged=stop). None if first is None."""
+    if first is None:
+        return None
+    root = Path(first).parent
+    older = [iter_dir(root, it) for it in complete_iterations(root) if it < int(read_meta(first)["iteration"])]
+    chain = [Path(first)] + older
+    for i, ckpt_dir in enumerate(chain):
+        problem = verify_checkpoint(ckpt_dir)
+        if problem is None:
+            return ckpt_dir
+        nxt = chain[i + 1] if i + 1 < len(chain) else None
+        if on_damaged == "stop":
+            raise ConfigError(f"checkpoint {ckpt_dir} is damaged: {problem}" + (
+                f"; checkpoint.on_damaged=fallback would resume from {nxt}" if nxt else ""))
+        if nxt is None:
+            raise ConfigError(f"checkpoint {ckpt_dir} is damaged: {problem}; no older intact checkpoint "
+                              f"in {root} (move the directory away to start afresh)")
+        say(f"warning: checkpoint {ckpt_dir} is damaged: {problem}; falling back to {nxt}")
+    return None
+
+
+# --- what a resumed run must share with its checkpoint ------------------------------------
+
+
+def _idx_counts(prefix: str) -> dict:
+    """A dataset's size: its sequence count (Megatron .idx header) and .bin size."""
+    with open(prefix + ".idx", "rb") as f:
+        head = f.read(26)  # magic (9), version (8), dtype code (1), sequence count (8)
+    seqs = struct.unpack("<Q", head[18:26])[0] if len(head) == 26 else None
+    return {"sequences": seqs, "bin_bytes": os.path.getsize(prefix + ".bin")}
+
+
+def data_identity(cfg) -> dict:
+    """What fixes the sample order behind a saved data position: blend (weights and each
+    dataset's size), split, seed, sequence length and the number of training samples."""
+    prefixes, weights = cfg.data.prefixes()
+    t = cfg.training
+    return {
+        "blend": [{"weight": w, "prefix": p, **_idx_counts(p)} for p, w in zip(prefixes, weights)],
+        "split": cfg.data.split,
+        "seed": t.seed,
+        "seq_length": cfg.data.seq_length,
+        "train_samples": t.train_iters * t.global_batch_size,
+    }
+
+
+def check_data_identity(ckpt_dir, cfg) -> None:
+    """One line when this run's data would put other samples behind the saved position.
+    The dataset path may change (data moved); its weight and size may not."""
+    saved = read_meta(ckpt_dir).get("data")
+    if saved is None:  # written before the data identity was recorded
+        return
+    now = data_identity(cfg)
+    diffs = []
+    for key in ("split", "seed", "seq_length", "train_samples"):
+        if saved.get(key) != now[key]:
+            name = {"seed": "training.seed", "train_samples": "training.train_iters x global_batch_size"}.get(
+                key, f"data.{key}")
+            diffs.append(f"{name} {saved.get(key)} vs {now[key]}")
+    strip = lambda blend: [{k: v for k, v in b.items() if k != "prefix"} for b in blend]  # noqa: E731
+    if strip(saved["blend"]) != strip(now["blend"]):
+        diffs.append("data.blend " + json.dumps(strip(saved["blend"])) + " vs " + json.dumps(strip(now["blend"])))
+    if diffs:
+        raise ConfigError(
+            f"checkpoint {ckpt_dir} was trained on other data (checkpoint vs config): {'; '.join(diffs)}: "
+            f"the saved data position would point at other samples; keep the data settings, or start a new "
+            f"run with checkpoint.load_from={ckpt_dir}")
+
+
+def check_optimizer_layout(ckpt_dir, tp: int, pp: int, distributed_optimizer: bool) -> None:
+    """A dp_reshardable optimizer state loads only at the TP/PP it was saved with."""
+    meta = read_meta(ckpt_dir)
+    if meta.get("optimizer_format") != "dp_reshardable":
+        return
+    topo = meta.get("topology", {})
+    if (topo.get("tp"), topo.get("pp")) != (tp, pp) or not distributed_optimizer:
+        now = f"TP={tp} PP={pp}" + ("" if distributed_optimizer else " without the distributed optimizer")
+        raise ConfigError(
+            f"checkpoint {ckpt_dir} holds the distributed optimizer's state in the dp_reshardable format "
+            f"(TP={topo.get('tp')} PP={topo.get('pp')}, any DP), which cannot be loaded at {now}: resume at "
+            f"the saved TP/PP with checkpoint.optimizer_format=fully_reshardable until its next save, or start a new run "
+            f"with checkpoint.load_from={ckpt_dir} (weights only)")

@@ -36,6 +36,11 @@ class ModelConfig:
     tie_embeddings: bool = True
     # "auto": Transformer Engine when installed and CUDA is present, else local.
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
+    # Core attention. "auto": Transformer Engine's fused attention with the TE spec, else
+    # "sdpa" (torch scaled_dot_product_attention: flash / memory-efficient kernels, no s x s
+    # matrix kept); "unfused": megatron-core's DotProductAttention (materialises s x s).
+    attention_impl: Literal["auto", "sdpa", "unfused", "te"] = "auto"
+    RANGES = {"rotary_base": "> 0", "norm_epsilon": "> 0", "init_method_std": "> 0"}
 
     def __post_init__(self):
         for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
@@ -86,6 +91,7 @@ class DataConfig:
     reset_position_ids: bool = False
     reset_attention_mask: bool = False
     eod_mask_loss: bool = False
+    RANGES = {"seq_length": ">= 1", "eod_id": ">= 0", "pad_id": ">= -1"}
 
     def prefixes(self) -> tuple[list[str], list[float]]:
         """The blend as (prefixes, weights), checked."""
@@ -118,6 +124,15 @@ class OptimizerConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
+    RANGES = {"lr": ">= 0", "min_lr": ">= 0", "lr_warmup_init": ">= 0", "lr_warmup_iters": ">= 0",
+              "lr_decay_iters": ">= 1", "lr_wsd_decay_iters": ">= 1", "weight_decay": ">= 0",
+              "adam_beta1": "[0, 1)", "adam_beta2": "[0, 1)", "adam_eps": "> 0", "clip_grad": ">= 0"}
+
+    def __post_init__(self):
+        # megatron's OptimizerParamScheduler asserts these (a bare AssertionError mid-startup)
+        for name in ("min_lr", "lr_warmup_init"):
+            if 0 <= self.lr < getattr(self, name):  # (a negative lr is reported by RANGES)
+                raise ConfigError(f"optimizer.{name} ({getattr(self, name)}) must not exceed optimizer.lr ({self.lr})")
 
 
 @dataclass
@@ -132,8 +147,32 @@ class TrainingConfig:
     eval_iters: int = 1  # global batches per validation
     # Stop (after saving) once this iteration is reached; 0 = run to train_iters.
     exit_at_iter: int = 0
+    # Stop (after saving) at the first iteration boundary once the process has run this
+    # long (set it below the job's time limit); 0 = no limit. SIGTERM and SIGUSR1 do the same.
+    exit_duration_mins: float = 0.0
+    # Activation recomputation (megatron-core's TransformerConfig fields): granularity
+    # "selective" recomputes recompute_modules (default core attention), "full" whole layers
+    # chosen by recompute_method ("uniform": groups of recompute_num_layers; "block": the
+    # first recompute_num_layers of each pipeline stage). None = keep all activations.
+    recompute_granularity: Literal["selective", "full"] | None = None
+    recompute_method: Literal["uniform", "block"] | None = None
+    recompute_num_layers: int | None = None
+    recompute_modules: list[str] | None = None
+    # Non-finite guard: megatron's per-bucket NaN/Inf check of local gradients, and the
+    # number of iterations in a row with a non-finite loss or gradient norm (each skipped,
+    # no update) after which the run stops without saving.
+    check_for_nan_in_grad: bool = True
+    max_nonfinite_in_a_row: int = 5
+    RANGES = {"seed": "[0, 4294967295]", "exit_duration_mins": ">= 0", "eval_iters": ">= 1"}
 
     def __post_init__(self):
+        if self.recompute_granularity == "full" and (self.recompute_method is None or not self.recompute_num_layers):
+            raise ConfigError("training.recompute_granularity=full needs training.recompute_method "
+                              "(uniform or block) and training.recompute_num_layers >= 1")
+        if self.recompute_granularity != "full" and (self.recompute_method or self.recompute_num_layers):
+            raise ConfigError("training.recompute_method / recompute_num_layers apply only with "
+                              "training.recompute_granularity=full")
+        _positive("training.max_nonfinite_in_a_row", self.max_nonfinite_in_a_row)
         for name in ("micro_batch_size", "global_batch_size"):
             _positive(f"training.{name}", getattr(self, name))
         for name in ("train_iters", "eval_interval", "eval_iters", "exit_at_iter"):
@@ -150,6 +189,14 @@ class CheckpointConfig:
     # The previous phase's checkpoint dir: weights only (fresh optimizer, schedule and
     # iteration count), used when `save` holds no checkpoint yet.
     load_from: str | None = None
+    # The distributed optimizer's state on disk: "dp_reshardable" (each rank's shard as is: the
+    # fastest save and load; resumes at any DP size but the saved TP/PP) or "fully_reshardable"
+    # (per parameter: resumes at any TP/PP/DP; a save gathers every buffer).
+    optimizer_format: Literal["dp_reshardable", "fully_reshardable"] = "dp_reshardable"
+    # A damaged or incomplete newest checkpoint (files checked against the checksums saved
+    # with it): "fallback" says so and resumes from the newest intact one; "stop" stops.
+    on_damaged: Literal["fallback", "stop"] = "fallback"
+    RANGES = {"save_interval": ">= 0", "keep_last": ">= 0"}
 
 
 @dataclass
@@ -162,6 +209,7 @@ class LoggingConfig:
     wandb_run_name: str | None = None
     # Dense bf16 peak per GPU for MFU (H100 SXM: 989 TFLOP/s).
     peak_tflops: float = 989.0
+    RANGES = {"log_interval": ">= 0", "peak_tflops": "> 0"}
 
 
 @dataclass

@@ -129,18 +129,13 @@ def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> N
 def check_split_sizes(split: str, prefixes: list[str]) -> None:
     """Every split with a non-zero ratio must get at least one document of every prefix:
     megatron-core's GPTDataset loops forever on a split without tokens."""
-    from megatron.core.datasets.blended_megatron_dataset_config import (
-        convert_split_vector_to_split_matrix,
-        parse_and_normalize_split,
-    )
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
     for p in prefixes:
-        n_docs = IndexedDataset(p).sequence_lengths.shape[0]  # GPTDataset splits by sequence
-        for name, bounds in zip(("train", "valid", "test"), matrix):
-            # the same rounding as BlendedMegatronDatasetBuilder
-            if bounds is not None and int(round(bounds[1] * n_docs)) <= int(round(bounds[0] * n_docs)):
+        try:
+            n_docs = read_idx(p).sequence_lengths.shape[0]  # GPTDataset splits by sequence
+        except IndexFormatError as e:
+            raise ConfigError(f"data.blend: {e}") from None
+        for name, bounds in zip(("train", "valid", "test"), _split_bounds(split, n_docs)):
+            if bounds is not None and bounds[1] <= bounds[0]:
                 raise ConfigError(
                     f"data.split {split!r} leaves the {name} split of {p} without documents "
                     f"({n_docs} documents in all): use more data or change data.split"
@@ -181,10 +176,12 @@ def apply_blend_file(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.blend_file: {e}") from None
     samples = []
     for e in entries:
+        missing = [s for s in (".bin", ".idx") if not Path(e.prefix + s).is_file()]
+        if missing:
+            raise ConfigError(f"data.blend_file: dataset prefix {e.prefix} not found (no {e.prefix}{missing[0]}: "
+                              f"build it with build_index from the selection)")
         try:
             idx = read_idx(e.prefix)
-        except FileNotFoundError:
-            raise ConfigError(f"data.blend_file: dataset prefix {e.prefix} not found (build it with build_index)") from None
         except IndexFormatError as err:
             raise ConfigError(f"data.blend_file: {err}") from None
         lengths = idx.sequence_lengths

@@ -7,8 +7,10 @@ model or datasets exist, and fails with one line.
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +26,7 @@ from megatron_snow.training.config import TrainConfig, padded_vocab_size
 from megatron_snow.training.data import TokenFacts, build_datasets, check_data, microbatches, token_facts
 from megatron_snow.training.flops import model_size
 from megatron_snow.training.logger import MetricsLogger
+from megatron_snow.training.stopping import StopConditions, write_status
 
 
 @dataclass
@@ -92,12 +95,10 @@ def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Pl
     padded = padded_vocab_size(facts.vocab_size, m.make_vocab_size_divisible_by, tp)
     shape = ckpt.model_shape(m, padded)
     c = cfg.checkpoint
-    resume_it = ckpt.latest_iteration(c.save)
-    resume_dir = ckpt.iter_dir(c.save, resume_it) if resume_it is not None else None
+    resume_dir = ckpt.resume_candidate(c.save, c.on_damaged, say=_say_rank0)
     init_dir = None
     if resume_dir is not None:
-        ckpt.check_shape(resume_dir, shape)
-        check_resumable_schedule(resume_dir, cfg)
+        check_resumable(resume_dir, cfg, shape)
     elif c.load_from:
         init_dir = _resolve_ckpt_dir(c.load_from)
         ckpt.check_shape(init_dir, shape)
@@ -212,6 +213,72 @@ def check_resumable_schedule(resume_dir, cfg: TrainConfig) -> None:
             )
 
 
+class NonFiniteGrads(Exception):
+    """Raised on every rank together when some rank's local gradients are not finite."""
+
+
+class NonFiniteStop(RuntimeError):
+    """training.max_nonfinite_in_a_row iterations in a row were skipped: the run stops, unsaved."""
+
+
+def _device():
+    return torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+
+
+def _finalize_unless_nonfinite(finalize, ddp, *args, **kwargs):
+    """megatron's finalize_model_grads (the gradient reduction), after a collective check
+    that no rank holds a non-finite local gradient. Without it, megatron's own
+    check_for_nan_in_grad would stop the run on the one rank that saw the NaN while the
+    others wait in the reduction; here every rank raises NonFiniteGrads together and the
+    iteration is skipped. (With overlap_grad_reduce the reduction starts during backward,
+    so megatron's check, which ends the run, is the one in charge of gradients.)"""
+    if not ddp.ddp_config.overlap_grad_reduce:
+        bad = torch.zeros(1, device=_device())
+        for buffer in ddp.buffers + ddp.expert_parallel_buffers:
+            if not torch.isfinite(buffer.grad_data.norm(p=2)):
+                bad.fill_(1.0)
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if bad.item() > 0:
+            raise NonFiniteGrads()
+    return finalize(*args, **kwargs)
+
+
+def _guarded_step(optimizer, loss: float) -> tuple[str, float]:
+    """megatron's optimizer step (as ChainedOptimizer.step: prepare, norm, clip, step), except
+    that an update whose loss or gradient norm is not finite is not applied. Both are reduced
+    over ranks, so every rank decides the same. Returns (status, grad_norm): status "ok",
+    "nonfinite" or "overflow" (fp16 loss scaling skipped it)."""
+    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+
+    if optimizer.prepare_grads():
+        return "overflow", float("nan")
+    grad_norm = float(optimizer.get_grad_norm())
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return "nonfinite", grad_norm
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        params = [] if getattr(opt, "is_stub_optimizer", False) else opt.get_parameters()
+        if params and opt.config.clip_grad > 0.0:
+            clip_grad_by_total_norm_fp32(params, max_norm=opt.config.clip_grad, total_norm=grad_norm,
+                                         use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
+    return ("ok" if optimizer.step_with_ready_grads() else "overflow"), grad_norm
+
+
+def check_resumable(resume_dir, cfg: TrainConfig, shape: dict) -> None:
+    """Everything a resumed run must share with its checkpoint (one line each): model shape,
+    schedule and batch size, data identity, and an optimizer layout it can load."""
+    ckpt.check_shape(resume_dir, shape)
+    check_resumable_schedule(resume_dir, cfg)
+    ckpt.check_data_identity(resume_dir, cfg)
+    par = cfg.parallel
+    ckpt.check_optimizer_layout(resume_dir, par.tensor_model_parallel_size, par.pipeline_model_parallel_size,
+                                par.use_distributed_optimizer)
+
+
+def _say_rank0(line: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
 def build_scheduler(optimizer, o, train_iters: int):
     """megatron's OptimizerParamScheduler, stepped once per iteration: linear
     warm-up from lr_warmup_init to lr, then cosine / linear / constant / WSD."""
@@ -241,20 +308,28 @@ class Trainer:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-        from megatron_snow.training.model import build_model
+        from megatron_snow.training.model import build_model, kernels
 
         self.cfg, self.plan = cfg, plan
+        # SIGTERM / SIGUSR1 / training.exit_duration_mins: save at the next iteration boundary and exit.
+        self.stop = StopConditions(cfg.training.exit_duration_mins)
         self.rank = torch.distributed.get_rank()
         self.world = torch.distributed.get_world_size()
         t, par, o = cfg.training, cfg.parallel, cfg.optimizer
         self.log = MetricsLogger(cfg.logging, self.rank, to_dict(cfg))
+        # First line: which layer spec and attention kernel (never a silent fallback), then
+        # the memory estimate, with a warning before the model is built when it will not fit.
+        self.kernels = kernels(cfg.model)
+        self.log.info(self.kernels.describe())
+        self._check_memory(plan)
 
         t0 = time.time()
         self.train_ds, self.valid_ds = build_datasets(cfg, plan.facts)
         self.log.info(f"datasets ready in {time.time() - t0:.1f}s: train {len(self.train_ds)} samples, "
                       f"valid {len(self.valid_ds) if self.valid_ds is not None else 0}")
 
-        self.model = build_model(cfg.model, par, plan.facts.vocab_size, cfg.data.seq_length, plan.dtype)
+        self.model = build_model(cfg.model, par, plan.facts.vocab_size, cfg.data.seq_length, plan.dtype,
+                                 training=t, kern=self.kernels)
         config = self.model.config
         module = self.model
         if plan.dtype != torch.float32:
@@ -266,8 +341,11 @@ class Trainer:
             config=config,
             ddp_config=DistributedDataParallelConfig(
                 grad_reduce_in_fp32=True,
-                overlap_grad_reduce=par.overlap_grad_reduce,
+                # Nothing to overlap with one data-parallel rank; without overlap the
+                # trainer's collective non-finite check runs before any reduction.
+                overlap_grad_reduce=par.overlap_grad_reduce and plan.dp_size > 1,
                 use_distributed_optimizer=par.use_distributed_optimizer,
+                check_for_nan_in_grad=t.check_for_nan_in_grad,
             ),
             module=module,
         )
@@ -295,7 +373,7 @@ class Trainer:
             [self.ddp],
         )
         self.scheduler = build_scheduler(self.optimizer, o, t.train_iters)
-        config.finalize_model_grads_func = finalize_model_grads
+        config.finalize_model_grads_func = partial(_finalize_unless_nonfinite, finalize_model_grads, self.ddp)
         config.no_sync_func = self.ddp.no_sync
         config.grad_scale_func = self.optimizer.scale_loss
 
@@ -307,7 +385,8 @@ class Trainer:
         size = model_size(cfg.model, plan.facts.vocab_size, cfg.data.seq_length, par.tensor_model_parallel_size)
         self.flops_per_token = size.flops_per_token
         self.log.info(
-            f"model: {size.params / 1e6:.2f}M parameters, {size.flops_per_token / 1e9:.3f} GFLOPs/token; "
+            f"model: {size.params / 1e6:.2f}M parameters, {size.flops_per_token:,.0f} FLOPs/token "
+            f"(Megatron-LM formula, as tools/model_info.py); "
             f"TP={par.tensor_model_parallel_size} PP={par.pipeline_model_parallel_size} DP={plan.dp_size}, "
             f"{plan.num_microbatches} micro-batches of {t.micro_batch_size}, {str(plan.dtype).replace('torch.', '')}, "
             f"{'cuda' if torch.cuda.is_available() else 'cpu (megatron_snow.training.cpu_compat active)'}"
@@ -315,6 +394,20 @@ class Trainer:
         if cfg.checkpoint.save and self.rank == 0:
             Path(cfg.checkpoint.save).mkdir(parents=True, exist_ok=True)
             dump_config(cfg, Path(cfg.checkpoint.save) / "config.yaml")
+
+    def _check_memory(self, plan: Plan) -> None:
+        """Log the memory estimate; warn (before the model is built) when it exceeds the device."""
+        from megatron_snow.training.memory import device_memory_bytes, estimate_memory, memory_warning
+
+        est = estimate_memory(self.cfg, plan.facts.vocab_size, self.kernels.attention, dp=plan.dp_size,
+                              on_gpu=torch.cuda.is_available(), num_microbatches=plan.num_microbatches)
+        capacity, device = device_memory_bytes()
+        if not torch.cuda.is_available():  # the ranks on this machine share its RAM
+            capacity /= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        self.log.info(f"memory estimate per rank (megatron_snow.training.memory): {est.describe()}")
+        warning = memory_warning(est, capacity, device)
+        if warning and self.rank == 0:
+            print(warning, file=sys.stderr, flush=True)
 
     def _run_batches(self, dataset, start: int, forward_only: bool) -> list:
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -336,14 +429,17 @@ class Trainer:
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         lr = self.optimizer.param_groups[0]["lr"]
-        losses = self._run_batches(self.train_ds, self.iteration * t.global_batch_size, forward_only=False)
-        ok, grad_norm, _ = self.optimizer.step()
-        if ok:
+        try:
+            losses = self._run_batches(self.train_ds, self.iteration * t.global_batch_size, forward_only=False)
+            loss = _reduce_losses(losses)
+            status, grad_norm = _guarded_step(self.optimizer, loss)
+        except NonFiniteGrads:  # raised on every rank together, before any gradient reduction
+            loss, status, grad_norm = float("nan"), "nonfinite", float("nan")
+        if status == "ok":
             self.scheduler.step(increment=1)
         self.iteration += 1
-        return {"loss": _reduce_losses(losses), "lr": float(lr),
-                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "skipped": int(not ok)}
+        return {"loss": loss, "lr": float(lr), "grad_norm": grad_norm, "skipped": int(status != "ok"),
+                "nonfinite": int(status == "nonfinite")}
 
     def evaluate(self) -> float | None:
         if self.valid_ds is None:
@@ -363,8 +459,9 @@ class Trainer:
             return
         t0 = time.time()
         meta = {"model_shape": self.plan.shape, "consumed_samples": self.iteration * self.cfg.training.global_batch_size,
-                "schedule": schedule_facts(self.cfg)}
-        path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta, c.keep_last)
+                "schedule": schedule_facts(self.cfg), "data": ckpt.data_identity(self.cfg)}
+        path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta, c.keep_last,
+                                    optimizer_format=c.optimizer_format)
         self.log.info(f"saved checkpoint {path} in {time.time() - t0:.1f}s")
 
     def train(self) -> dict:
@@ -373,9 +470,13 @@ class Trainer:
         saved_at = self.iteration if self.plan.resume_dir is not None else None
         last: dict = {}
         stop = t.train_iters if not t.exit_at_iter else min(t.train_iters, t.exit_at_iter)
+        nonfinite_total, streak = 0, 0
         while self.iteration < stop:
             t0 = time.time()
             metrics = self.train_step()
+            streak = streak + 1 if metrics["nonfinite"] else 0
+            nonfinite_total += metrics["nonfinite"]
+            metrics["nonfinite_total"] = nonfinite_total
             dt = time.time() - t0
             metrics["tokens_per_s"] = tokens_per_step / dt
             metrics["step_s"] = dt
@@ -383,18 +484,36 @@ class Trainer:
                 achieved = self.flops_per_token * metrics["tokens_per_s"]
                 metrics["mfu"] = achieved / (self.world * lcfg.peak_tflops * 1e12)
             last = metrics
-            if lcfg.log_interval and (self.iteration % lcfg.log_interval == 0 or self.iteration == stop):
+            if lcfg.log_interval and (self.iteration % lcfg.log_interval == 0 or self.iteration == stop
+                                      or metrics["nonfinite"]):
                 self.log.log(self.iteration, metrics)
+            if streak >= t.max_nonfinite_in_a_row:
+                self.log.close()
+                kept = f"the last checkpoint is iteration {saved_at}" if saved_at else "no checkpoint from this run"
+                raise NonFiniteStop(
+                    f"{streak} iterations in a row ({self.iteration - streak + 1}-{self.iteration}) had a non-finite "
+                    f"loss or gradient norm and were skipped (training.max_nonfinite_in_a_row={t.max_nonfinite_in_a_row}); "
+                    f"stopping without saving; {kept}")
             if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < stop:
                 self.log.log(self.iteration, {"loss": self.evaluate()}, prefix="valid")
             c = self.cfg.checkpoint
-            if c.save and c.save_interval and self.iteration % c.save_interval == 0:
+            # Never save right after a skipped (non-finite) iteration: a run that may be diverging
+            # keeps its last good checkpoint as the newest.
+            if c.save and c.save_interval and self.iteration % c.save_interval == 0 and not streak:
                 self.save()
                 saved_at = self.iteration
+            if self.iteration < stop and self.stop.requested():  # a signal or the time budget, on all ranks
+                break
         # (Nothing to save before the first step: the optimizer has no state yet, and a
         # restart then starts the same way again.)
-        if saved_at != self.iteration and self.iteration > 0:
+        if saved_at != self.iteration and self.iteration > 0 and not streak:
             self.save()
+        if self.stop.reason:
+            kept = "saved" if self.cfg.checkpoint.save else "not saved: checkpoint.save is not set"
+            self.log.info(f"stopped at iteration {self.iteration} of {stop} ({self.stop.reason}); {kept}; "
+                          f"the same command resumes")
+            self.log.close()
+            return {"iteration": self.iteration, "stopped": self.stop.reason, **last}
         val = self.evaluate()
         if val is not None:
             self.log.log(self.iteration, {"loss": val}, prefix="valid")
@@ -402,12 +521,31 @@ class Trainer:
         return {"iteration": self.iteration, "valid_loss": val, **last}
 
 
+def _verified_resume(cfg: TrainConfig, plan: Plan) -> Path | None:
+    """The checkpoint to resume, checked against its checksums (each rank a share of the files);
+    a damaged one is reported in one line and an older intact one taken (checkpoint.on_damaged)."""
+    if plan.init_dir is not None and (problem := ckpt.verify_checkpoint(plan.init_dir)):
+        raise ConfigError(f"checkpoint.load_from: {plan.init_dir} is damaged: {problem}")
+    chosen = ckpt.pick_intact(plan.resume_dir, cfg.checkpoint.on_damaged, say=_say_rank0)
+    if chosen is not None and chosen != plan.resume_dir:
+        check_resumable(chosen, cfg, plan.shape)
+    return chosen
+
+
 def run(cfg: TrainConfig) -> dict:
     """preflight -> process groups -> Trainer -> train (the whole entry point)."""
     plan = preflight(cfg, world_size_from_env(), scan_tokens=os.environ.get("RANK", "0") == "0")
     init_distributed(cfg)
     try:
-        return Trainer(cfg, plan).train()
+        plan.resume_dir = _verified_resume(cfg, plan)
+        result = Trainer(cfg, plan).train()
+        write_status("stopped" if result.get("stopped") else "finished", result["iteration"], result.get("stopped"))
+        return result
+    except NonFiniteStop as e:  # a failure, in one line (exit status 1)
+        if torch.distributed.get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        torch.distributed.barrier()  # every rank stops here, after the line is out
+        raise SystemExit(1) from None
     finally:
         from megatron.core import parallel_state
 

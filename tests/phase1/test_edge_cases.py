@@ -37,7 +37,8 @@ def test_truncated_gzip_keeps_what_was_read_and_counts_the_rest(tmp_path):
     out = [x for u in list_units(src) for x in Ingestor(IngestConfig()).read_unit(u, src)]
     kept = [x for x in out if not hasattr(x, "reason")]
     dropped = [x for x in out if hasattr(x, "reason")]
-    assert 0 < len(kept) < 2000 and [d.reason for d in dropped] == ["corrupt_input"]
+    assert 0 < len(kept) < 2000 and [d.reason for d in dropped] == ["corrupt_gzip"]
+    assert dropped[0].details["file"].endswith("trunc.jsonl.gz")
 
 
 def test_dataset_language_label_wins_over_the_extension(tmp_path):

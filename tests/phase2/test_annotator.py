@@ -154,15 +154,18 @@ def test_cli_errors_are_one_line(tmp_path):
     from pathlib import Path
 
     tools = Path(__file__).resolve().parents[2] / "tools/preprocess"
-    cases = [
-        (["train_annotator.py", "mode=frozen", "epochs=many"], "epochs: expected int"),
-        (["train_annotator.py", f"out={tmp_path}", "data.positives=[{path: x}]"], "data.corpus"),
-        (["annotate.py", "corpus=/nonexistent", "model=/nonexistent"], "no shards in corpus /nonexistent"),
-        (["alignment.py", "corpus=/x"], "alignment needs model="),
+    cases = [  # bad input: exit code 2 and one line naming the problem
+        (["train_annotator.py", "mode=frozen", "epochs=many"], "train-annotator", "epochs: expected int"),
+        (["train_annotator.py", "epochs=0"], "train-annotator", "epochs=0 is out of range"),
+        (["train_annotator.py", f"out={tmp_path}", "data.positives=[{path: x}]"], "train-annotator", "data.corpus"),
+        (["annotate.py", "corpus=/nonexistent", "model=/nonexistent"], "annotate", "no shards in corpus /nonexistent"),
+        (["annotate.py", "batch_size=-1"], "annotate", "batch_size=-1 is out of range"),
+        (["alignment.py", "corpus=/x"], "alignment", "alignment needs model="),
+        (["select_data.py", "repetition=0"], "select", "repetition=0 is out of range"),
     ]
-    for argv, message in cases:
+    for argv, prog, message in cases:
         run = subprocess.run([sys.executable, str(tools / argv[0]), *argv[1:]], capture_output=True, text=True,
                              timeout=120)
-        assert run.returncode != 0
         last = run.stderr.strip().splitlines()[-1]
-        assert last.startswith("error:") and message in last, run.stderr[-2000:]
+        assert run.returncode == 2 and last.startswith(f"{prog}: error:") and message in last, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr

@@ -1,6 +1,7 @@
 """Window scoring of long documents and the resumable, sharded annotate run."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -170,7 +171,8 @@ def test_killed_annotate_resumes_without_rescoring(trained_annotator, corpus_dir
     rerun = subprocess.run(_annotate_cmd(corpus, trained_annotator[0], out), env=env, capture_output=True,
                            text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "2 already scored, 2 to do" in rerun.stdout, rerun.stdout
+    ranks = json.loads((out / "ranks.json").read_text())["ranks"]
+    assert ranks[0]["units"] == [2, 3], ranks  # only the two shards the killed run had not finished
     after = _snapshot(out)
     assert sorted(after) == sorted(s.name for s in shards)
     for name in before:
@@ -200,7 +202,9 @@ def test_annotate_shards_over_mpi_ranks(trained_annotator, corpus_dir, tmp_path,
     cmd = ["mpiexec", "-n", "2"] + _annotate_cmd(corpus_dir, trained_annotator[0], out)
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "[annotate rank 0/2] 2 shards" in run.stdout and "[annotate rank 1/2] 2 shards" in run.stdout
+    ranks = json.loads((out / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and [(r["rank"], r["world_size"], r["units"]) for r in ranks["ranks"]] == [
+        (0, 2, [0, 2]), (1, 2, [1, 3])]  # each rank reported its rank and world size, and scored its shards
     single = tmp_path / "single"
     monkeypatch.setenv("MEGATRON_SNOW_NO_MPI", "1")
     annotate_corpus(AnnotateConfig(corpus=str(corpus_dir), model=str(trained_annotator[0]), out=str(single),

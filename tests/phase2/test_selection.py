@@ -15,7 +15,7 @@ from megatron_snow.phase2.score_store import read_scores
 from megatron_snow.phase2.selection import is_selected, plan_selection
 
 REPO = Path(__file__).resolve().parents[2]
-SELECT = REPO / "tools/preprocess/select.py"
+SELECT = REPO / "tools/preprocess/select_data.py"
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,9 @@ def test_select_meets_budget_and_language_mix(selection_inputs):
         assert r.meta["annotator"]["score"] == scores[r.id]
         assert len(r.meta["annotator"]["window_scores"]) in (1, 3)
     blend = json.loads((out / "blend.json").read_text())
-    assert blend["datasets"][0]["repetition"] == 4
+    assert blend["datasets"][0]["repetition"] == 4 and blend["datasets"][0]["unique_tokens"] == report["selected_tokens"]
     assert blend["total_tokens"] == 4 * report["selected_tokens"]
+    assert blend["datasets"][0]["prefix"] == "index/phase2"  # default: beside the selection, relative to it
     funnel = Funnel.read(out / "funnel.json")
     funnel.check()
     assert funnel.total("kept")[0] == len(selected) == records.read_manifest(out)["records"]
@@ -110,7 +111,9 @@ def test_select_meets_budget_and_language_mix(selection_inputs):
     # Other settings into the same directory: refused with one line.
     other = _select(corpus, tokenizer, out, budget // 2)
     assert other.returncode != 0
-    assert other.stderr.strip().splitlines()[-1].startswith("error:") and "other settings" in other.stderr
+    last = other.stderr.strip().splitlines()[-1]
+    assert other.returncode == 2 and last.startswith("select: error:") and "other settings (budget_tokens" in last, \
+        other.stderr
 
 
 @pytest.mark.mpi
@@ -128,6 +131,11 @@ def test_select_over_mpi_ranks_equals_one_process(selection_inputs, monkeypatch)
            f"tokenizer={tokenizer}", f"out={base / 'mpi'}", f"budget_tokens={budget}"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    for rank in (0, 1):  # each rank reported its rank and the world size, and did units
+        assert f"[select rank {rank}/2]" in run.stdout, run.stdout[-2000:]
+    ranks = json.loads((base / "mpi" / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and [(r["rank"], r["world_size"]) for r in ranks["ranks"]] == [(0, 2), (1, 2)]
+    assert all(r["units"] for r in ranks["ranks"])
     monkeypatch.setenv("MEGATRON_SNOW_NO_MPI", "1")
     report = select(SelectConfig(corpus=str(corpus), tokenizer=str(tokenizer), out=str(base / "single"),
                                  budget_tokens=budget), log=lambda *_: None, show_progress=False)
@@ -141,19 +149,8 @@ def test_select_over_mpi_ranks_equals_one_process(selection_inputs, monkeypatch)
     # with the one-line message, rather than leaving rank 1 waiting in a barrier.
     bad = cmd[:-2] + [f"out={base / 'mpi'}", f"budget_tokens={budget // 2}"]
     run = subprocess.run(bad, capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "error: " in run.stderr and "other settings" in run.stderr, run.stderr[-2000:]
-
-
-def test_select_script_does_not_shadow_stdlib_select():
-    """tools/preprocess/select.py shares the stdlib's module name; neither it nor its siblings may break."""
-    probe = ("import sys; sys.path.insert(0, %r); import select, subprocess; "
-             "assert hasattr(select, 'poll'), select; print(subprocess.run(['true']).returncode)") % str(SELECT.parent)
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0 and run.stdout.strip() == "0", run.stderr
-    help_run = subprocess.run([sys.executable, str(SELECT), "--help"], capture_output=True, text=True, timeout=60)
-    assert help_run.returncode == 0 and "budget_tokens" in help_run.stdout
-    bad = subprocess.run([sys.executable, str(SELECT), "budget=3"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "unknown key 'budget'" in bad.stderr
+    assert run.returncode == 2 and "select: error: " in run.stderr and "other settings" in run.stderr, \
+        run.stderr[-2000:]
 
 
 def test_plan_rules():
@@ -188,17 +185,29 @@ def test_alignment_per_benchmark(trained_annotator, corpus_dir, benchmarks_dir, 
     n_train_neg = len((model / "negative_ids.txt").read_text().split())
     n_corpus = records.read_manifest(corpus_dir)["records"]
     cfg = AlignmentConfig(model=str(model), corpus=str(corpus_dir), benchmarks_dir=str(benchmarks_dir),
-                          benchmarks=["humaneval", "mbpp", "bigcodebench"], negatives=n_corpus - n_train_neg,
+                          benchmarks=["humaneval", "bigcodebench"], negatives=n_corpus - n_train_neg,
                           max_positives=60, device="cpu", out=str(out))
     report = alignment(cfg, log=lambda *_: None)
     assert json.loads(out.read_text()) == report
     # Every corpus document the annotator did not train on, and none it did.
     assert report["negatives"] == n_corpus - n_train_neg and report["excluded_training_negatives"] == n_train_neg
-    for name in ("humaneval", "mbpp", "bigcodebench"):
+    # A bar a random annotator fails: under random scores the ROC-AUC is 0.5 with standard deviation
+    # sqrt((n1 + n2 + 1) / (12 n1 n2)) (Mann-Whitney); the bar is 3 of them above 0.5. The test annotator
+    # learnt "documented library Python", which benchmark solutions are, unlike the held-out corpus
+    # (C, C++ headers and Python test files).
+    import numpy as np
+
+    from megatron_snow.phase2.metrics import roc_auc
+
+    # (MBPP's short snippets are not reported: this small test annotator scores them at about 0.64,
+    # below such a bar with 40 negatives.)
+    rng = np.random.default_rng(0)
+    assert sorted(report["benchmarks"]) == ["bigcodebench", "humaneval"]
+    for name in ("humaneval", "bigcodebench"):
         r = report["benchmarks"][name]
-        assert r["positives"] == 60 and 0.0 <= r["roc_auc"] <= 1.0
-    # The test annotator learnt "documented library Python", which HumanEval's solutions are, unlike
-    # the held-out corpus (C, C++ headers and Python test files).
-    assert report["benchmarks"]["humaneval"]["roc_auc"] > 0.5
+        n1, n2 = r["positives"], r["negatives"]
+        bar = 0.5 + 3 * ((n1 + n2 + 1) / (12 * n1 * n2)) ** 0.5
+        random_auc = roc_auc([1] * n1 + [0] * n2, rng.random(n1 + n2).tolist())
+        assert r["positives"] == 60 and random_auc < bar < r["roc_auc"], (name, random_auc, bar, r["roc_auc"])
     with pytest.raises(ValueError, match="not excluded"):
         alignment(AlignmentConfig(**{**cfg.__dict__, "negatives": n_corpus - n_train_neg + 1}), log=lambda *_: None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,9 @@ from megatron_snow.tokenization.build_index import (
     IndexBuildError,
     build_index,
     index_paths,
-    read_idx_header,
     verify_index,
 )
+from megatron_snow.indexed import read_idx_header
 from megatron_snow.tokenization.inputs import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_index_contents_counts_and_sidecar(single, corpus_records, sp_model):
     stats = json.loads(index_paths(single)["stats"].read_text())
     kept = [d for d in docs if d["content"]]
     assert stats["documents"] == len(kept) and stats["dtype"] == "uint16"
-    assert read_idx_header(index_paths(single)["idx"])["dtype_code"] == 8  # uint16 below 65,500 ids
+    assert read_idx_header(index_paths(single)["idx"]).dtype_code == 8  # uint16 below 65,500 ids
     side = _sidecar(single)
     assert [s["id"] for s in side] == [d["id"] for d in kept]  # input order, every document traceable
     expect: dict[str, dict[str, int]] = {}
@@ -109,10 +110,36 @@ def test_round_trip_through_megatron_gpt_dataset(single, corpus_records, sp_mode
 
 
 def test_one_vs_three_workers_byte_identical(single, corpus_records, sp_model, tmp_path):
-    stats = _build([corpus_records[0]], sp_model, tmp_path / "w3", workers=3)
-    assert len(stats["parts"]) >= 3
+    _build([corpus_records[0]], sp_model, tmp_path / "w3", workers=3)
     assert _outputs(tmp_path / "w3") == _outputs(single)
     assert not index_paths(tmp_path / "w3")["parts"].exists()  # partial shards cleaned up
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "records"])
+def test_one_unit_is_split_so_every_worker_works(sp_model, tmp_path, make_jsonl, make_records, kind, capsys):
+    """One input unit and 3 workers: it is cut into 3 (byte ranges or records), 3 processes each tokenize
+    a part, the run says how it split, and the bytes equal the one-worker build's."""
+    rows = [{"id": f"d{i}", "text": f"def f{i}():\n    return {i}\n" * (1 + i % 4), "language": "python"}
+            for i in range(40)]
+    if kind == "records":
+        src = make_records(tmp_path / "recs", [{"id": r["id"], "content": r["text"], "language": r["language"]}
+                                               for r in rows], per_shard=100)
+    else:
+        src = make_jsonl(tmp_path / "d.jsonl", rows)
+        if kind == "jsonl.gz":
+            gz = tmp_path / "d.jsonl.gz"
+            gz.write_bytes(gzip.compress(src.read_bytes()))
+            src = gz
+    one = _build([src], sp_model, tmp_path / "one", workers=1)
+    capsys.readouterr()
+    three = _build([src], sp_model, tmp_path / "three", workers=3, keep_parts=True)
+    said = capsys.readouterr().out
+    assert len(one["plan"]["units"]) == 1 and three["plan"] == one["plan"]
+    assert ("byte ranges" if kind == "jsonl" else "record ranges") in said and "-> 3 units" in said, said
+    parts = sorted(index_paths(tmp_path / "three")["parts"].glob("unit-*.json"))
+    infos = [json.loads(p.read_text()) for p in parts]
+    assert len(infos) == 3 and all(i["documents"] > 0 for i in infos)  # three processes, each with documents
+    assert _outputs(tmp_path / "three") == _outputs(tmp_path / "one")
 
 
 def test_shards_split_into_record_ranges(single, corpus_records, sp_model, tmp_path):
@@ -123,7 +150,7 @@ def test_shards_split_into_record_ranges(single, corpus_records, sp_model, tmp_p
     assert any(u["start"] > 0 for u in stats["plan"]["units"])
     for k in ("bin", "idx"):
         assert index_paths(tmp_path / "small")[k].read_bytes() == index_paths(single)[k].read_bytes()
-    assert _sidecar(tmp_path / "small") == _sidecar(single)  # same lines (gzip members split differently)
+    assert index_paths(tmp_path / "small")["docs"].read_bytes() == index_paths(single)["docs"].read_bytes()
     assert stats["languages"] == ref["languages"]
     assert verify_index(tmp_path / "small", sample=10_000)["ok"]
 
@@ -136,7 +163,8 @@ def test_one_vs_two_mpi_ranks_byte_identical(single, corpus_records, sp_model, t
            "--workers", "2", "progress=false"]  # 2 ranks x 2 forked workers each
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "rank 1/2: built" in r.stdout and "rank 0/2: built" in r.stdout  # both ranks did work
+    for rank in (0, 1):  # each rank reported its rank and the world size, with work done
+        assert re.search(rf"build_index rank {rank}/2: built [1-9]", r.stdout), r.stdout[-2000:]
     assert _outputs(prefix) == _outputs(single)
 
 
@@ -155,7 +183,7 @@ def test_jsonl_input_split_into_ranges(sp_model, tmp_path, make_jsonl):
     assert len(a["plan"]["units"]) > 5
     assert _outputs(tmp_path / "a") == _outputs(tmp_path / "b")
     funnel = Funnel.read(index_paths(tmp_path / "a")["funnel"])
-    assert funnel.reasons() == {"bad_json": 1, "empty": 1, "invalid_unicode": 1, "missing_text": 2}
+    assert funnel.reasons() == {"invalid_json": 1, "empty": 1, "invalid_unicode": 1, "missing_text": 2}
     assert funnel.total("in")[0] == 60
     # every good line exactly once, in file order, across range boundaries; ids default to file@offset
     offsets, pos = [], 0
@@ -229,7 +257,7 @@ def test_bad_inputs_get_clear_errors_and_no_index(sp_model, tmp_path, make_recor
     with pytest.raises(InputError, match="not a finished records dataset"):
         _build([tmp_path / "emptydir"], sp_model, tmp_path / "o1")
     no_shards = make_records(tmp_path / "none", [])
-    with pytest.raises(InputError, match="no part-"):
+    with pytest.raises(InputError, match="has no shards"):
         _build([no_shards], sp_model, tmp_path / "o1")
     with pytest.raises(InputError, match="no such file"):
         _build([tmp_path / "missing.jsonl"], sp_model, tmp_path / "o1")
@@ -258,7 +286,7 @@ def test_large_vocabulary_needs_int32(tmp_path, make_jsonl):
         _build([src], tmp_path / "big.json", tmp_path / "u16", dtype="uint16")
     assert not index_paths(tmp_path / "u16")["parts"].exists()
     stats = _build([src], tmp_path / "big.json", tmp_path / "auto")
-    assert stats["dtype"] == "int32" and read_idx_header(index_paths(tmp_path / "auto")["idx"])["dtype_code"] == 4
+    assert stats["dtype"] == "int32" and read_idx_header(index_paths(tmp_path / "auto")["idx"]).dtype_code == 4
     ds = IndexedDataset(str(tmp_path / "auto"))
     assert ds[0].tolist() == [1, 69999, 65536, 70_000] and ds[1].tolist() == [70_001, 5, 70_000]
     assert verify_index(tmp_path / "auto", sample=0)["ok"]
@@ -321,9 +349,41 @@ def test_verify_catches_corruption(single, tmp_path):
     r = corrupted("magic", bad_magic)
     assert not r["ok"] and "bad magic" in r["errors"][0]
 
+    # damaged files are findings, never a traceback
+    def cut_idx(prefix):
+        p = index_paths(prefix)["idx"]
+        p.write_bytes(p.read_bytes()[:60])
+
+    r = corrupted("cutidx", cut_idx)
+    assert not r["ok"] and "truncated" in r["errors"][0], r["errors"]
+
+    def garbage_sidecar(prefix):
+        index_paths(prefix)["docs"].write_bytes(b"\x1f\x8b\x08garbage")
+
+    r = corrupted("gsidecar", garbage_sidecar)
+    assert not r["ok"] and any("damaged sidecar" in e for e in r["errors"]), r["errors"]
+
+    def garbage_stats(prefix):
+        index_paths(prefix)["stats"].write_text("{not json")
+
+    r = corrupted("gstats", garbage_stats)
+    assert not r["ok"] and "unreadable" in r["errors"][0], r["errors"]
+
+    def huge_header(prefix):  # a header promising more sequences than the file holds
+        p = index_paths(prefix)["idx"]
+        b = bytearray(p.read_bytes())
+        b[18:26] = (10**9).to_bytes(8, "little")
+        p.write_bytes(bytes(b))
+
+    r = corrupted("hdr", huge_header)
+    assert not r["ok"] and "promises" in r["errors"][0], r["errors"]
+    cli = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--verify",
+                          str(tmp_path / "hdr")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr and "verify: FAILED" in cli.stdout, cli.stderr
+
 
 def test_cli_verify_and_train_run_as_scripts(single, corpus_records, tmp_path):
-    """The thin CLIs work as `python tools/preprocess/X.py` (beside select.py, which must not shadow stdlib)."""
+    """The thin CLIs work as `python tools/preprocess/X.py`."""
     r = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--verify", str(single),
                         "--sample", "5"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0 and "verify: OK" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
@@ -336,6 +396,9 @@ def test_cli_verify_and_train_run_as_scripts(single, corpus_records, tmp_path):
                         str(corpus_records[0]), "--output", str(out), "vocab_sise=600"],
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 2 and "unknown key 'vocab_sise'" in r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "workers=0"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 2 and "workers=0 is out of range" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_grouped_repository_documents_trace_to_files(sp_model, tmp_path, make_records):
@@ -358,3 +421,54 @@ def test_grouped_repository_documents_trace_to_files(sp_model, tmp_path, make_re
         ids = ds[i].tolist()
         assert ids.count(tok.file_sep_id) == len(s["file_ids"])  # one separator token per file
         assert tok.decode(ids[:-1]) == next(d.content for d in docs if d.id == s["id"])
+
+
+@pytest.mark.slow
+def test_damaged_shard_is_counted_and_a_lying_manifest_fails(sp_model, tmp_path, make_records, corpus_records):
+    """A truncated records shard: every record its manifest promised is accounted for (the lost ones as
+    corrupt_gzip), the readable ones indexed. A manifest that under-counts its shard stops the build."""
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"d{i:02d}", "content": "".join(f"v{int(x)} = {int(x) * 7}\n" for x in rng.integers(0, 10**9, 40)),
+             "language": "python"} for i in range(30)]
+    recs = make_records(tmp_path / "recs", rows, per_shard=10)  # 3 shards
+    shard = sorted(recs.glob("part-*.jsonl.gz"))[1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    stats = _build([recs], sp_model, tmp_path / "t", workers=2)
+    funnel = Funnel.read(index_paths(tmp_path / "t")["funnel"])
+    funnel.check()
+    lost = funnel.reasons().get("corrupt_gzip", 0)
+    assert funnel.total("in")[0] == 30 and 0 < lost < 10 and stats["documents"] == 30 - lost
+    ids = [s["id"] for s in _sidecar(tmp_path / "t")]
+    assert ids == [r["id"] for r in rows[: 10 + (10 - lost)]] + [r["id"] for r in rows[20:]]
+
+    # A manifest that says shard 0 holds 8 records (it holds 10): the build fails, naming the shard.
+    liar = make_records(tmp_path / "liar", rows, per_shard=10)
+    m = json.loads((liar / "manifest.json").read_text())
+    m["shards"][0]["records"] -= 2
+    m["records"] -= 2
+    (liar / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexBuildError, match="holds 10 records but its manifest says 8"):
+        _build([liar], sp_model, tmp_path / "l", workers=2)
+    assert not index_paths(tmp_path / "l")["stats"].exists()
+    cli = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input", str(liar),
+                          "--tokenizer", str(sp_model), "--output-prefix", str(tmp_path / "l2"), "progress=false"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert cli.stderr.strip().splitlines()[-1].startswith("build-index: error:") and "manifest says 8" in cli.stderr
+
+
+def test_train_tokenizer_counts_a_truncated_gzip(corpus_records, tmp_path):
+    """A truncated .jsonl.gz given to train_tokenizer: the damaged end is counted, the model is trained."""
+    from megatron_snow.tokenization.train import TrainTokenizerConfig, train_tokenizer
+
+    _, docs = corpus_records
+    raw = "".join(json.dumps({"id": d["id"], "text": d["content"], "language": d["language"]}) + "\n" for d in docs)
+    gz = gzip.compress(raw.encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(gz[: int(len(gz) * 0.8)])
+    report = train_tokenizer(TrainTokenizerConfig(inputs=[str(tmp_path / "cut.jsonl.gz")], output=str(tmp_path / "t.model"),
+                                                  vocab_size=600, sample_bytes=200_000, num_threads=1))
+    funnel = Funnel.from_dict(report["funnel"])
+    funnel.check()
+    assert funnel.reasons().get("corrupt_gzip") == 1 and 0 < funnel.total("kept")[0] < len(docs)
+    assert (tmp_path / "t.model").is_file()

@@ -150,3 +150,50 @@ def test_training_rejects_empty_input(tmp_path, make_jsonl):
     src = make_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"other": "x"}])
     with pytest.raises(ValueError, match="nothing to train on"):
         train_tokenizer(TrainTokenizerConfig(inputs=[str(src)], output=str(tmp_path / "t.model"), vocab_size=500))
+
+
+def test_megatron_and_hugging_face_read_the_same_ids_as_ours(sp_model, code_corpus, tmp_path):
+    """Issue 17: the model's own unk/bos/eos/pad fields are ours, so Megatron-LM and Hugging Face
+    need no custom code. Megatron-LM's GPTSentencePieceTokenizer (megatron/training/tokenizer, not in
+    the megatron-core wheel) is reproduced through the same SentencePiece calls it makes
+    (encode_as_ids, eos_id() as EOD, bos_id() / pad_id()); megatron-core's own SentencePieceTokenizer
+    is used as installed. Each side encodes every document and appends its EOD."""
+    import sentencepiece as spm
+    from megatron.core.tokenizers import MegatronTokenizer
+    from transformers import AutoTokenizer, LlamaTokenizer
+
+    from megatron_snow.convert.hf_tokenizer import write_hf_tokenizer
+    from megatron_snow.tokenization.tokenizer import BOS, UNK
+
+    ours = load_tokenizer(sp_model)
+    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, ours.bos_id, ours.eod_id, ours.pad_id) == (0, 1, 2, 3)
+    assert [sp.id_to_piece(i) for i in range(4)] == [UNK, BOS, EOD, PAD]
+    core = MegatronTokenizer.from_pretrained(tokenizer_path=str(sp_model), metadata_path={"library": "sentencepiece"})
+    assert (core.eod, core.bos, core.pad) == (ours.eod_id, ours.bos_id, ours.pad_id)
+    write_hf_tokenizer(sp_model, tmp_path / "hf")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "tokenizer.model").write_bytes(sp_model.read_bytes())
+    llama = LlamaTokenizer.from_pretrained(tmp_path / "llama", add_prefix_space=False, add_bos_token=False,
+                                           eos_token=EOD, pad_token=PAD, split_special_tokens=True)
+    assert (hf.eos_token_id, llama.eos_token_id, llama.bos_token_id) == (ours.eod_id, ours.eod_id, ours.bos_id)
+
+    texts = [t for _, _, t in code_corpus] + [t for t in EDGE_CASES if t]
+    literal_meta = 0
+    for text in texts:
+        want = ours.encode(text) + [ours.eod_id]
+        assert hf(text)["input_ids"] + [hf.eos_token_id] == want
+        gpt_sp = sp.encode_as_ids(text) + [sp.eos_id()]  # Megatron-LM GPTSentencePieceTokenizer + --append-eod
+        llama2 = [sp.bos_id()] + sp.encode(text) + [sp.eos_id()]  # Megatron-LM Llama2Tokenizer(bos=True) + EOD
+        if "\u2581" in text:
+            # The one known difference: raw SentencePiece reads a literal U+2581 as its space symbol
+            # and decodes it to " "; ours keeps the character (as its UTF-8 bytes).
+            literal_meta += 1
+            assert gpt_sp != want and sp.decode(gpt_sp[:-1]) != text and ours.decode(want[:-1]) == text
+            continue
+        assert gpt_sp == want
+        assert llama2 == [ours.bos_id] + want
+        assert core.tokenize(text) + [core.eod] == want
+        assert llama(text)["input_ids"] + [llama.eos_token_id] == want
+    assert literal_meta == 1 and len(texts) > 80

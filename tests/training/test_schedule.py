@@ -35,11 +35,11 @@ def test_phase1_warmup_then_cosine_to_min():
 @pytest.mark.parametrize("phase", [2, 3])
 def test_later_phases_rewarm_from_zero_then_linear_to_zero(phase):
     c = load_train_config(REPO / f"examples/snowcoder_1.3b/phase{phase}.yaml")
-    n = c.training.train_iters
-    mid = (1000 + n) // 2
-    lr = _lrs(c.optimizer, n, [0, 500, 1000, mid, n])
-    assert lr[0] == 0.0 and lr[500] == pytest.approx(2.65e-4) and lr[1000] == pytest.approx(5.3e-4)
-    assert lr[mid] == pytest.approx(5.3e-4 * (n - mid) / (n - 1000), rel=1e-3)
+    n, w = c.training.train_iters, c.optimizer.lr_warmup_iters  # w: 1000 (phase 2), 100 (phase 3)
+    mid = (w + n) // 2
+    lr = _lrs(c.optimizer, n, [0, w // 2, w, mid, n])
+    assert lr[0] == 0.0 and lr[w // 2] == pytest.approx(2.65e-4) and lr[w] == pytest.approx(5.3e-4)
+    assert lr[mid] == pytest.approx(5.3e-4 * (n - mid) / (n - w), rel=1e-3)
     assert lr[n] == pytest.approx(0.0, abs=1e-12)
 
 

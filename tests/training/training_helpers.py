@@ -67,11 +67,13 @@ def _env() -> dict:
     return env
 
 
-def train_command(nproc: int, overrides: list[str]) -> list[str]:
+def train_command(nproc: int, overrides: list[str], script: Path | None = None) -> list[str]:
+    """pretrain_gpt.py (or a test's stand-in ``script`` taking the same arguments)."""
+    script = str(script or REPO / "pretrain_gpt.py")
     if nproc == 1:
-        return [sys.executable, str(REPO / "pretrain_gpt.py"), *overrides]
+        return [sys.executable, script, *overrides]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-            "--master-port", str(_free_port()), str(REPO / "pretrain_gpt.py"), *overrides]
+            "--master-port", str(_free_port()), script, *overrides]
 
 
 def _free_port() -> int:
@@ -82,9 +84,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, overrides: list[str], timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
-    """Run pretrain_gpt.py under torchrun (nproc > 1) or plain python."""
-    proc = subprocess.run(train_command(nproc, overrides), cwd=REPO, env=_env(), capture_output=True,
+def launch(nproc: int, overrides: list[str], timeout: float = 240, check: bool = True,
+           script: Path | None = None) -> subprocess.CompletedProcess:
+    """Run pretrain_gpt.py (or ``script``) under torchrun (nproc > 1) or plain python."""
+    proc = subprocess.run(train_command(nproc, overrides, script), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"training failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -1,0 +1,162 @@
+"""Greedy completions of benchmark prompts: ``transformers``, vLLM or an OpenAI-compatible server.
+
+Every backend takes raw prompts (base-model completion, as the paper
+evaluates) and returns one completion per prompt, cut at the first stop
+string (the evaluator's own list, ``tasks.stop_strings``), with a progress
+bar. Decoding is greedy: ``do_sample=False`` (transformers), temperature 0
+(vLLM, servers).
+
+- ``TransformersBackend``: ``AutoModelForCausalLM`` on CPU or GPU; prompts
+  sorted by length and left-padded in batches of ``batch_size``; generation
+  stops per sequence at a stop string (``stop_strings``) or EOS.
+- ``VLLMBackend``: ``vllm.LLM`` when the package imports (GPU nodes).
+- ``ServerBackend``: ``/v1/completions`` of any OpenAI-compatible server
+  (vLLM, SGLang, ``transformers serve``) through the ``openai`` client,
+  ``concurrency`` requests in flight. ``transformers serve`` decodes as the
+  model's ``generation_config`` says, so greedy settings are also sent in a
+  ``generation_config`` field, which other servers ignore.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tqdm import tqdm
+
+from megatron_snow.evaluate.tasks import truncate_at_stops
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "auto"  # auto (vllm when importable with CUDA, else transformers) | transformers | vllm
+    batch_size: int = 16  # prompts per forward batch (transformers)
+    max_new_tokens: int = 0  # 0: the evaluator's default (EvalPlus / EvoEval 768, BigCodeBench 1280)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (transformers)
+    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    tensor_parallel_size: int = 1  # vllm
+    concurrency: int = 16  # requests in flight (server)
+    request_timeout_s: float = 600.0  # per request (server)
+    server_model: str = ""  # server: the model name to request; empty: the first one /v1/models lists
+
+    RANGES: ClassVar[dict[str, str]] = {"batch_size": "[1, inf)", "max_new_tokens": ">= 0", "concurrency": "[1, inf)",
+              "tensor_parallel_size": "[1, inf)", "request_timeout_s": "(0, inf)"}
+
+
+DEFAULT_MAX_NEW_TOKENS = {"evalplus": 768, "evoeval": 768, "bigcodebench": 1280}
+
+
+def _bar(total: int, desc: str):
+    return tqdm(total=total, desc=desc, unit="prompt", file=sys.stderr)
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model_dir: str, cfg: GenerationConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = cfg.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        self.device, self.dtype, self.batch_size = device, dtype, cfg.batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+        import torch
+
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
+        out: list[str] = [""] * len(prompts)
+        bar = _bar(len(prompts), desc)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(self.device)
+            with torch.no_grad():
+                gen = self.model.generate(**enc, do_sample=False, temperature=None, top_p=None, top_k=None,
+                                          max_new_tokens=max_new_tokens, stop_strings=stops or None,
+                                          tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for i, row in zip(idx, new):
+                out[i] = truncate_at_stops(self.tokenizer.decode(row, skip_special_tokens=True), stops)
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_dir: str, cfg: GenerationConfig):
+        from vllm import LLM
+
+        self.llm = LLM(model=model_dir, tensor_parallel_size=cfg.tensor_parallel_size,
+                       dtype="auto" if cfg.dtype == "auto" else cfg.dtype)
+
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=stops)
+        outs = self.llm.generate(prompts, params, use_tqdm=True)
+        return [truncate_at_stops(o.outputs[0].text, stops) for o in outs]
+
+
+class ServerBackend:
+    name = "server"
+
+    def __init__(self, base_url: str, cfg: GenerationConfig):
+        import openai
+
+        self.client = openai.OpenAI(base_url=base_url, api_key="EMPTY", timeout=cfg.request_timeout_s, max_retries=5)
+        self.model = cfg.server_model or self.client.models.list().data[0].id
+        self.concurrency = cfg.concurrency
+
+    def _one(self, prompt: str, stops: list[str], max_new_tokens: int) -> str:
+        greedy = {"do_sample": False, "max_new_tokens": max_new_tokens}
+        r = self.client.completions.create(model=self.model, prompt=prompt, max_tokens=max_new_tokens, temperature=0.0,
+                                           stop=stops or None, extra_body={"generation_config": json.dumps(greedy)})
+        return truncate_at_stops(r.choices[0].text or "", stops)
+
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+        bar = _bar(len(prompts), desc)
+        with ThreadPoolExecutor(self.concurrency) as ex:
+            futures = [ex.submit(self._one, p, stops, max_new_tokens) for p in prompts]
+            for f in futures:
+                f.add_done_callback(lambda _: bar.update(1))
+            out = [f.result() for f in futures]
+        bar.close()
+        return out
+
+
+def vllm_usable() -> bool:
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available()
+
+
+def make_backend(cfg: GenerationConfig, model_dir: str | None = None, server: str | None = None):
+    """The backend a run asked for; ``server`` wins, then ``backend`` (auto: vLLM on GPU when importable)."""
+    if server:
+        return ServerBackend(server, cfg)
+    if model_dir is None:
+        raise ValueError("a model directory or a server URL is needed to generate")
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "vllm" if vllm_usable() else "transformers"
+    if backend == "vllm":
+        return VLLMBackend(model_dir, cfg)
+    if backend == "transformers":
+        return TransformersBackend(model_dir, cfg)
+    raise ValueError(f"generation.backend: expected auto, transformers or vllm, got {backend!r}")

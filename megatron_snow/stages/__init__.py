@@ -1,0 +1,76 @@
+"""The stage runner: every data step is a ``Step`` run by ``run_step`` over 1 or N MPI ranks.
+
+A step says *what* to do with one unit of work; the runner owns everything else,
+once, for every step:
+
+- the unit plan (``step.units``, computed on rank 0 and shared) and round-robin
+  rank assignment over ``megatron_snow.dist.Comm``;
+- one output shard per unit (``part-NNNNN.jsonl.gz``, the same bytes whatever
+  the number of ranks), set-aside records under ``dropped/`` with their reason,
+  and a completion marker ``_work/unit-NNNNN.json`` written last: a killed run
+  re-run with the same command redoes only unfinished units;
+- a fingerprint (``step.json``) of the step's settings and of the *content* it
+  depends on (the input dataset's manifest, which holds every shard's hash;
+  model, tokenizer or benchmark files by hash): output of another fingerprint
+  is refused in one line (``StaleOutputError``, exit 2); ``force=True``
+  (``--force``) or a new directory is the way out;
+- errors: a failure on any rank ends every rank with the same one line
+  (``StepError``); bad input is the step's to count, not to raise;
+- temp files of killed writes removed (``megatron_snow.atomic``);
+- the funnel merged over units and checked (in = kept + dropped per reason),
+  ``stats.json`` (numbers summed over units), ``ranks.json`` (each rank's
+  rank, world size and units in the last run: the only file that depends on
+  the number of ranks), and the manifest, written last;
+- accounting across steps: records in must equal the input manifest's
+  records, kept must equal what the shards hold, and every input shard must
+  hold what its manifest entry says; otherwise the step fails loudly.
+
+Layout of a step's output directory::
+
+    OUT/part-NNNNN.jsonl.gz  manifest.json   kept records (a records.py dataset)
+    OUT/dropped/...                          set-aside records, meta["dropped"] = {stage, reason, ...}
+    OUT/funnel.json stats.json ranks.json step.json
+    OUT/_work/                               unit markers and the step's own resume state
+
+Writing a step (a step added in one file; ``tests/test_stages.py`` has this one)::
+
+    from dataclasses import dataclass
+    from megatron_snow.stages import RecordStep, run_step
+
+    @dataclass
+    class UpperSettings:
+        min_chars: int = 10  # shorter files are set aside as 'short'
+        RANGES = {"min_chars": ">= 0"}  # not a field (no annotation): checked when the config loads
+
+    class Upper(RecordStep):
+        name = "upper"
+
+        def __init__(self, settings, input_dir):
+            self.settings, self.input_dir = settings, input_dir
+
+        def map(self, rec):
+            if len(rec.content) < self.settings.min_chars:
+                return None, "short", {}
+            rec.content = rec.content.upper()
+            return rec, None, {}
+
+    funnel = run_step(Upper(UpperSettings(), "phase1/06_pii"), "out/upper")
+
+A step over other units (files, row groups, hash buckets) subclasses ``Step``
+and defines ``units(ctx)`` (a JSON-able list) and ``process(ctx, i, unit) ->
+UnitResult(kept, dropped, funnel, stats)``; ``depends_on()`` names files whose
+content the output depends on; ``prepare(ctx, units)`` runs on every rank
+before the units, for collective work such as the all-to-all exchange of
+dedup (do local work inside ``ctx.agree(fn)`` before a collective, so an
+error on one rank stops every rank with one line instead of a hang);
+``transforms = True`` when the kept output is not the kept input records
+(then set ``UnitResult.represents``). A command line for a step is
+``megatron_snow.stages.cli.run_cli`` (``--config``, ``key=value``,
+``--force``, ``--help`` listing every setting with its default and meaning)
+plus one line in ``megatron_snow/__main__.py`` ``STEPS``.
+"""
+from megatron_snow.stages.runner import (  # noqa: F401
+    FUNNEL_FILE, RANKS_FILE, STEP_FILE, BadRecord, CodeRecord, Dropped, RecordError, RecordStep, StaleOutputError,
+    Step, StepContext, StepError, UnitResult, content_hash, count_bad, fingerprint, is_complete, merge_stats,
+    nbytes_of, run_step,
+)

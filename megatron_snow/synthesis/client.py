@@ -1,0 +1,237 @@
+"""Asynchronous requests to an OpenAI-compatible server (vLLM, SGLang, ``transformers serve``).
+
+The maintained ``openai`` async client, with what a long generation run needs
+around it: at most ``concurrency`` requests in flight (a fixed pool of workers
+pulling from a queue, so memory does not grow with the number of seeds), a
+per-request timeout, retries with exponential backoff and jitter on timeouts,
+dropped connections, malformed answers and 408/409/429/5xx answers (other 4xx
+are not retried), and a progress bar with requests/s and output tokens/s. A
+request that still fails is returned with its error kind (the caller counts
+it), never raised.
+
+Sampling settings reach every server: ``temperature``, ``top_p``,
+``max_tokens`` and ``seed`` are standard fields (vLLM and SGLang honour them).
+``transformers serve`` (read in its source, 5.x) turns ``temperature: 0`` into
+greedy decoding, but a ``temperature > 0`` alone does not sample (that follows
+``do_sample`` of the model's generation config); a ``generation_config`` JSON
+string in the body does, but it *replaces* the model's generation config (its
+end-of-sequence ids included). So that field is sent only when sampling, with
+``sampling.extra_generation_config`` merged in (e.g. the model's
+``{"eos_token_id": [...]}``); vLLM and SGLang ignore it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass
+class ServerConfig:
+    base_url: str = "http://127.0.0.1:8000/v1"  # the server's OpenAI API root
+    model: str = ""  # empty: the first model the server lists (GET /v1/models)
+    api_key: str = "EMPTY"  # local servers accept anything
+    api: str = "chat"  # chat (instruct models, chat template on the server) | completions (raw prompt)
+    concurrency: int = 64  # requests in flight (per rank)
+    timeout_s: float = 600.0  # per request
+    max_attempts: int = 5  # tries per request before it is counted as failed
+    backoff_s: float = 1.0  # first retry delay; doubles per retry, with jitter
+    backoff_max_s: float = 60.0
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.0  # Magicoder's OSS-Instruct decoded greedily; > 0 samples
+    top_p: float = 1.0
+    max_tokens: int = 2048  # answers that hit it are truncated files (dropped)
+    seed: int = 0  # per-request seeds derive from it (reproducible sampling on vLLM)
+    generation_config: bool = True  # when sampling, also send transformers-serve's generation_config field
+    extra_generation_config: dict[str, Any] = field(default_factory=dict)  # merged into it, e.g. {eos_token_id: [128001, 128009]}
+
+
+@dataclass
+class Result:
+    """What one request came back with (``error`` set when every attempt failed)."""
+
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    error: str | None = None
+    errors: list[str] = field(default_factory=list)  # kinds of the failed attempts, in order
+
+
+def request_body(sampling: SamplingConfig, request_seed: int, api: str) -> dict[str, Any]:
+    """The sampling fields of a request, for both the standard API and transformers serve."""
+    body: dict[str, Any] = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+                            "top_p": sampling.top_p, "seed": request_seed}
+    if api == "completions":
+        body["stop"] = ["```"]
+    if sampling.generation_config and sampling.temperature > 0:
+        gen = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+               "max_new_tokens": sampling.max_tokens}
+        gen.update(sampling.extra_generation_config)
+        body["extra_body"] = {"generation_config": json.dumps(gen, sort_keys=True)}
+    return body
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool]:
+    """(kind, retryable) of a failed request."""
+    import httpx
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return "timeout", True
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return "connection", True
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        return f"http_{code}", code >= 500 or code in RETRYABLE_STATUS
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError, IndexError, TypeError,
+                        AttributeError)):
+        return "bad_response", True
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout", True
+    return type(exc).__name__, False
+
+
+def make_client(cfg: ServerConfig):
+    import httpx
+    import openai
+
+    limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+    http = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(cfg.timeout_s, connect=min(30.0, cfg.timeout_s)))
+    # max_retries=0: retries are ours (counted, with our backoff), not the client's silent ones.
+    return openai.AsyncOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0, timeout=cfg.timeout_s,
+                              http_client=http)
+
+
+async def resolve_model(cfg: ServerConfig) -> str:
+    """The configured model, or the first one the server lists."""
+    if cfg.model:
+        return cfg.model
+    client = make_client(cfg)
+    try:
+        models = await client.models.list()
+        ids = [m.id for m in models.data]
+    finally:
+        await client.close()
+    if not ids:
+        raise ValueError(f"the server at {cfg.base_url} lists no model; set server.model=...")
+    return ids[0]
+
+
+async def request_once(client, cfg: ServerConfig, model: str, prompt: Any, body: dict) -> Result:
+    """One attempt; raises on failure. ``prompt`` is a message list (chat) or a string (completions)."""
+    if cfg.api == "chat":
+        r = await client.chat.completions.create(model=model, messages=prompt, **body)
+        choice = r.choices[0]
+        text = choice.message.content or ""
+    elif cfg.api == "completions":
+        r = await client.completions.create(model=model, prompt=prompt, **body)
+        choice = r.choices[0]
+        text = choice.text or ""
+    else:
+        raise ValueError(f"server.api must be chat or completions, got {cfg.api!r}")
+    usage = r.usage
+    return Result(index=-1, text=text, finish_reason=choice.finish_reason,
+                  prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                  completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+
+
+async def request_with_retries(client, cfg: ServerConfig, model: str, index: int, prompt: Any, body: dict) -> Result:
+    rng = random.Random(index)
+    errors: list[str] = []
+    for attempt in range(1, cfg.max_attempts + 1):
+        try:
+            res = await asyncio.wait_for(request_once(client, cfg, model, prompt, body), cfg.timeout_s + 5)
+            res.index, res.attempts, res.errors = index, attempt, errors
+            return res
+        except Exception as e:  # noqa: BLE001 - every failure is classified and counted
+            kind, retryable = classify_error(e)
+            errors.append(kind)
+            if not retryable or attempt == cfg.max_attempts:
+                return Result(index=index, attempts=attempt, error=kind, errors=errors)
+            delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """A tqdm bar with requests/s and output tokens/s in its postfix."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="req", disable=not enabled, dynamic_ncols=True)
+        self.start = time.perf_counter()
+        self.tokens = 0
+        self.done = 0
+        self.failed = 0
+        self._last = 0.0
+
+    def update(self, res: Result) -> None:
+        self.done += 1
+        self.tokens += res.completion_tokens
+        self.failed += res.error is not None
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self._last > 0.5 or self.done == self.bar.total:
+            self._last = now
+            dt = max(now - self.start, 1e-9)
+            self.bar.set_postfix({"req/s": f"{self.done / dt:.2f}", "tok/s": f"{self.tokens / dt:.1f}",
+                                  "failed": self.failed}, refresh=False)
+
+    def close(self) -> dict:
+        self.bar.close()
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        return {"requests": self.done, "failed": self.failed, "completion_tokens": self.tokens, "seconds": dt,
+                "requests_per_s": self.done / dt, "tokens_per_s": self.tokens / dt}
+
+
+async def run_requests(cfg: ServerConfig, model: str, items: Iterable[tuple[int, Any, int]], total: int,
+                       sampling: SamplingConfig, on_result: Callable[[Result], None], progress: bool = True,
+                       desc: str = "synthesize") -> dict:
+    """Send every ``(index, prompt, request_seed)`` with at most ``cfg.concurrency`` in flight.
+
+    ``on_result`` is called once per item as its answer (or final error) arrives, in completion
+    order. Returns throughput statistics.
+    """
+    if cfg.concurrency < 1 or cfg.max_attempts < 1 or cfg.timeout_s <= 0:
+        raise ValueError("server.concurrency and server.max_attempts must be >= 1 and server.timeout_s > 0")
+    client = make_client(cfg)
+    bar = Progress(total, desc, progress)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=2 * cfg.concurrency)
+
+    async def worker() -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            index, prompt, seed = item
+            res = await request_with_retries(client, cfg, model, index, prompt, request_body(sampling, seed, cfg.api))
+            on_result(res)
+            bar.update(res)
+
+    async def producer() -> None:
+        for item in items:
+            await queue.put(item)
+        for _ in range(cfg.concurrency):
+            await queue.put(None)
+
+    # A worker that raises (e.g. on_result cannot write) ends the run instead of blocking the producer.
+    tasks = [asyncio.create_task(producer())] + [asyncio.create_task(worker()) for _ in range(cfg.concurrency)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await client.close()
+    return bar.close()

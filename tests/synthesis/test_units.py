@@ -1,0 +1,67 @@
+"""Fast checks of the synthesis parts that need no server: snippets, templates, extraction, parsing."""
+from __future__ import annotations
+
+import pytest
+
+from megatron_snow.synthesis.client import SamplingConfig, classify_error, request_body
+from megatron_snow.synthesis.filters import extract_code, parses
+from megatron_snow.synthesis.prompts import load_template, parse_template
+from megatron_snow.synthesis.seeds import snippet
+
+DOC = "\n".join(f"line {i}" for i in range(40))
+
+
+def test_snippet_is_seeded_and_bounded():
+    starts = set()
+    for k in range(50):
+        start, text = snippet(DOC, f"0:doc-{k}")
+        assert (start, text) == snippet(DOC, f"0:doc-{k}")  # the same key, the same snippet
+        lines = text.split("\n")
+        assert 1 <= len(lines) <= 15 and lines == DOC.split("\n")[start:start + len(lines)]
+        starts.add(start)
+    assert len(starts) > 10  # random positions
+    assert snippet("a\nb", "k", 1, 15) in ((0, "a\nb"), (0, "a"), (1, "b"))
+    assert snippet("\n\n\ncode\n\n", "k")[1].strip() == "code"  # never a blank-only snippet
+    with pytest.raises(ValueError):
+        snippet(DOC, "k", 5, 2)
+
+
+def test_shipped_template_renders_both_apis():
+    t = load_template("code_file")
+    chat = t.chat("cpp", "int x = {1};")
+    assert [m["role"] for m in chat] == ["system", "user"]
+    assert "C++" in chat[1]["content"] and "```cpp\nint x = {1};\n```" in chat[1]["content"]
+    assert "$" not in chat[1]["content"]
+    comp = t.completion("python", "x = 1")
+    assert comp.endswith("```python\n") and "x = 1" in comp
+    assert len(t.hash) == 16 and t.hash != parse_template("other", t.text + " ").hash
+    with pytest.raises(ValueError, match="not found"):
+        load_template("nope")
+
+
+def test_extract_code():
+    assert extract_code("Sure:\n```python\nx = 1\n```\nDone.", "python") == ("x = 1\n", None)
+    two = "```bash\npip install x\n```\n```python\nimport x\nprint(x)\n```"
+    assert extract_code(two, "python") == ("import x\nprint(x)\n", None)  # the block in the seed's language
+    assert extract_code("```\nfoo()\n```", "javascript") == ("foo()\n", None)  # untagged: accepted
+    assert extract_code("```java\nclass A {}\n```", "python") == (None, "wrong_language")
+    assert extract_code("no code here", "python") == (None, "no_code")
+    assert extract_code("```python\nx = 1\n", "python") == ("x = 1\n", None)  # never closed
+    assert extract_code("```py\nx = 1\n```", "jupyter") == ("x = 1\n", None)
+    assert extract_code("x = 1\n```\ntrailing", "python", fence_opened=True) == ("x = 1\n", None)
+
+
+def test_parsers():
+    assert parses("def f():\n    return 1\n", "python") is True
+    assert parses("def f(:\n", "python") is False
+    assert parses("echo ok\n", "shell") is True and parses("if then (\n", "shell") is False
+    assert parses("anything", "dart") in (None, True, False)  # a grammar may or may not be installed
+
+
+def test_request_body_and_errors():
+    greedy = request_body(SamplingConfig(), 5, "chat")
+    assert greedy == {"max_tokens": 2048, "temperature": 0.0, "top_p": 1.0, "seed": 5}
+    comp = request_body(SamplingConfig(temperature=0.5), 5, "completions")
+    assert comp["stop"] == ["```"] and '"do_sample": true' in comp["extra_body"]["generation_config"]
+    assert classify_error(TimeoutError()) == ("timeout", True)
+    assert classify_error(RuntimeError("x")) == ("RuntimeError", False)
