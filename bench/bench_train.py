@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="training YAML (default: a small CPU config)")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every variant this many times, round-robin, and keep the median (noisy machines)")
     ap.add_argument("--impls", default="auto",
                     help="attention implementations, comma-separated (sdpa,unfused,te); auto = all available")
     ap.add_argument("--peak-tflops", type=float, default=None,
@@ -201,10 +203,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{m.num_attention_heads} (kv {m.num_query_groups or m.num_attention_heads}), vocab {m.vocab_size}, seq {s}, "
           f"micro-batch {t.micro_batch_size}, global batch {t.global_batch_size}, recompute "
           f"{t.recompute_granularity or 'none'}; {flops / 1e9:.3f} GFLOP/token (Megatron-LM formula); "
-          f"median of {args.steps} steps after {args.warmup}", flush=True)
+          f"median of {args.steps} steps after {args.warmup}, median over {args.repeats} run(s)", flush=True)
+    runs: dict[str, list] = {v: [] for v in [*impls, "reference"]}
+    for _ in range(args.repeats):  # round-robin, so a busy moment hits every variant alike
+        for variant in runs:
+            runs[variant].append(_child(args, variant))
     results = {}
-    for variant in [*impls, "reference"]:
-        results[variant] = _child(args, variant)
+    for variant, rs in runs.items():
+        ok = [r for r in rs if r is not None]
+        results[variant] = None if not ok else {
+            "step_s": statistics.median(r["step_s"] for r in ok), "peak_bytes": max(r["peak_bytes"] for r in ok)}
     ref = results.get("reference")
     header = f"{'variant':<34}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak GiB':>10}{'vs ref':>8}"
     print(header)

@@ -24,6 +24,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -71,7 +72,10 @@ def _run(cmd: list[str], log) -> None:
     log("$ " + " ".join(cmd))
     proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
     if proc.returncode != 0:
-        tail = (proc.stdout[-1500:] + proc.stderr[-2500:]).strip()
+        # torchrun wraps a one-line error in pages of its own log lines: keep the child's lines
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                 if ln.strip() and not re.match(r"^[WEI]\d{4} |^\s|^Traceback|^=+$|^-+$|torch.distributed", ln)]
+        tail = "\n".join(lines[-12:])
         raise RuntimeError(f"ablation: step failed ({proc.returncode}): {' '.join(cmd[:4])} ...\n{tail}")
 
 
@@ -92,7 +96,7 @@ def random_scores(scores_dir: Path, out: Path, seed: int) -> Path:
             rows = [json.loads(line) for line in f if line.strip()]
         with gzip.open(tmp / shard.name, "wt", encoding="utf-8") as f:
             for j, row in enumerate(rows):
-                h = xxhash.xxh64_intdigest(f"{seed}\0{shard.name}\0{j}\0{row.get('id')}")
+                h = xxhash.xxh64_intdigest(f"{seed}\0{shard.name}\0{j}\0{row.get('id')}".encode())
                 row["score"] = h / 2.0**64
                 row["window_scores"] = [row["score"]]
                 f.write(json.dumps(row) + "\n")
@@ -131,7 +135,7 @@ def heldout_sets(cfg: AblationConfig, selections: list[Path]) -> dict[str, list[
     for shard in records.list_shards(cfg.corpus):
         for rec in records.read_shard(shard):
             if rec.id not in used:
-                docs.append((xxhash.xxh64_intdigest(rec.id), rec.content))
+                docs.append((xxhash.xxh64_intdigest(rec.id.encode()), rec.content))
     docs.sort()
     sets["corpus_heldout"] = [c for _, c in docs[: cfg.heldout_docs]]
     if not sets["corpus_heldout"]:
@@ -204,7 +208,7 @@ def run_ablation(cfg: AblationConfig, log=print) -> dict:
                       "--config", cfg.train_config, *cfg.overrides,
                       f"data.blend=[[1.0,{sel.parent / 'index'}]]", "data.blend_file=null", "data.split=100,0,0",
                       f"data.tokenizer_path={cfg.tokenizer}", f"data.index_cache_dir={out / 'index_cache'}",
-                      f"training.seed={seed}", f"training.train_iters={iters}", "training.eval_iters=0",
+                      f"training.seed={seed}", f"training.train_iters={iters}",
                       f"checkpoint.load_from={cfg.load_from}", f"checkpoint.save={ckpt}",
                       f"checkpoint.save_interval={iters}", f"logging.metrics_file={ckpt}/metrics.jsonl",
                       "logging.tensorboard_dir=null"], log)

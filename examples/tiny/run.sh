@@ -59,7 +59,7 @@ python tools/preprocess/alignment.py --quiet model=$W/annotator corpus=$W/phase1
   negatives=100 max_length=128 out=$W/alignment.json
 # the phase-2 data: blend.json names the index built next and its 4 repetitions
 python tools/preprocess/select_data.py --quiet corpus=$W/phase1/06_pii tokenizer=$W/tokenizer/code.model \
-  out=$W/phase2_data budget_tokens=50000 repetition=4 index_prefix=$W/index/phase2
+  out=$W/phase2_data budget_tokens=30000 repetition=4 index_prefix=$W/index/phase2
 python tools/preprocess/build_index.py --input $W/phase2_data --tokenizer $W/tokenizer/code.model \
   --output-prefix $W/index/phase2 --workers 2
 

@@ -8,10 +8,17 @@ written at any TP/PP with either layer spec. The model settings come from the
 ``convert_from_hf``) or from ``--config``, plus ``key=value`` overrides, and are
 checked against the checkpoint's shapes (one line naming each difference).
 
+HF_DIR holds config.json, model-*.safetensors + index, generation_config.json
+(EOD as eos) and the tokenizer (tokenizer.json with the same ids as ours, no
+chat template, nothing added around a prompt): ``AutoModelForCausalLM`` /
+``AutoTokenizer.from_pretrained(HF_DIR)`` load it, and
+``transformers serve HF_DIR`` answers ``/v1/completions`` with it.
+
 Memory: tensors are read one parameter kind at a time (all layers of it) with
 ``dist_checkpointing.load`` and written out in safetensors shards of at most
-``--max-shard-mb``; optimizer state is never read. Peak: about two copies of the
-largest parameter kind plus one shard, far below one model copy at 1.3B.
+``--max-shard-mb``; optimizer state is never read. Measured on a 1.3B fp32 model
+(``bench/bench_convert_memory.py``): peak 1.5x the model's size, held by the
+largest kind (``linear_fc1``, 2.2 GB), its read buffer and one pending shard.
 """
 from __future__ import annotations
 

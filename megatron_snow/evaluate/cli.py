@@ -8,7 +8,7 @@
     python tools/evaluate.py --samples FILE.jsonl --benchmarks humaneval+ --out DIR
 
 Flags are shortcuts for keys of ``EvalConfig``; any key can also be given as
-``key=value`` (``generation.batch_size=32``, ``sandbox.memory_mb=8192``) or in
+``key=value`` (``generation.batch_size=32``, ``sandbox.memory_mb=16384``) or in
 ``--config FILE.yaml``. Benchmark files come from ``--benchmarks-dir``, else
 ``$MEGATRON_SNOW_BENCHMARKS``, else ``python -m megatron_snow
 fetch-benchmarks``'s download, else the copies shipped in the package.

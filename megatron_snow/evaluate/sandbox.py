@@ -7,12 +7,14 @@ Layers, outermost first:
    samples means what it says), in its own session (its whole process group
    is killed at the end), with a fresh temporary working directory and
    ``TMPDIR``.
-2. ``isolate_network`` (in that process, before any sample runs): a new,
+2. ``isolate_network`` (in that process, before any sample runs): a new
    network namespace (``unshare(CLONE_NEWNET)``; with a user namespace when
    not root), inherited by every sample process: no interface but its own
    loopback (a task may talk to itself on 127.0.0.1; the host's localhost
-   and everything beyond are unreachable). Where the kernel refuses, Python-level sockets other than
-   AF_UNIX are disabled in each sample process instead, and the results say so.
+   and everything beyond are unreachable). Where the kernel refuses,
+   Python-level sockets other than AF_UNIX are disabled in each sample
+   process instead, and the results say so. Every process of the run dies
+   with its parent (``PR_SET_PDEATHSIG``): killing the run kills its samples.
 3. Each sample in its own process, forked per sample by the evaluator
    (``evalplus`` / ``evoeval`` / ``bigcodebench`` ``untrusted_check``), with a
    wall-clock limit per test input (``max(min_time_limit, factor x the
@@ -63,7 +65,9 @@ CLONE_NEWUSER = 0x10000000
 
 @dataclass
 class SandboxConfig:
-    memory_mb: int = 4096  # address-space limit of each sample process (EvalPlus' default)
+    # address-space limit of each sample process; it includes what the process inherits from the evaluator's
+    # worker (1-3 GB for MBPP+), so EvalPlus' 4096 fails the reference solution of Mbpp/255 here
+    memory_mb: int = 8192
     min_time_limit: float = 4.0  # seconds per test input at least (EvalPlus default 1: flakes under load)
     gt_time_limit_factor: float = 10.0  # x the reference solution's time (EvalPlus default 4)
     sample_timeout_s: float = 600.0  # wall-clock cap per sample and test set, EvalPlus / EvoEval (theirs: 60)
@@ -133,7 +137,7 @@ def _block_python_sockets() -> None:
 
 # ---------------------------------------------------------------- per-sample setup
 
-_LIMITS = {"memory_bytes": 4096 * 2**20, "file_bytes": 256 * 2**20}
+_LIMITS = {"memory_bytes": 8192 * 2**20, "file_bytes": 256 * 2**20}
 
 
 def _sample_process_setup() -> None:

@@ -140,7 +140,7 @@ def _all_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     out = {}
-    for f in sorted(hf_dir.glob("model-*.safetensors")):
+    for f in sorted(hf_dir.glob("model*.safetensors")):
         out.update(load_file(str(f)))
     return out
 
@@ -173,6 +173,14 @@ def test_hf_to_megatron_to_hf_is_bitwise_and_starts_a_phase(variants, converted,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     back = json.loads((tmp_path / "back" / "config.json").read_text())
     assert (back["rope_theta"], back["rms_norm_eps"], back["num_key_value_heads"]) == (20000.0, 1e-5, 2)
+    # and MHA with tied embeddings, fp32, through the library
+    mha = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                       num_attention_heads=4, tie_word_embeddings=True))
+    mha.save_pretrained(tmp_path / "mha")
+    convert_from_hf(tmp_path / "mha", tmp_path / "mha_ckpt", progress=False)
+    convert_to_hf(tmp_path / "mha_ckpt", tmp_path / "mha_back", progress=False)
+    a, b = _all_tensors(tmp_path / "mha"), _all_tensors(tmp_path / "mha_back")
+    assert "lm_head.weight" not in b and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     # Our trained model (DP=2, no vocabulary padding: padding rows come back as zeros, whose logits
     # would shift the loss): megatron-snow -> HF -> megatron-snow, then a new phase starts from it.

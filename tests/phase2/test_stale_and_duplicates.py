@@ -57,6 +57,7 @@ def _annotate(corpus, model, out=None, force=False):
     return annotate_corpus(cfg, force=force, **QUIET)
 
 
+@pytest.mark.slow
 def test_annotate_refuses_another_model(trained_annotator, other_annotator, corpus_dir, tmp_path):
     """Scoring again into the same directory with another model (or the same path holding other weights)
     is refused in one line; the first model's scores and manifest stay as they were."""

@@ -110,6 +110,7 @@ def test_usr1_before_the_time_limit_then_scontrol_requeue_lose_nothing(slurm, re
     assert first < second < ITERS
     assert f"resumed from {work / 'ckpt' / f'iter_{first:07d}'} at iteration {first}" in out
     assert f"resumed from {work / 'ckpt' / f'iter_{second:07d}'} at iteration {second}" in out
+    assert "Traceback" not in out  # every segment ended cleanly (torchrun leaves the signals to the ranks)
     # The same loss at every iteration as the uninterrupted job, whichever segment ran it.
     got, ref = _losses(work / "metrics.jsonl"), _losses(reference / "metrics.jsonl")
     assert sorted(got) == list(range(1, ITERS + 1))
