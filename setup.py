@@ -42,4 +42,6 @@ setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
+    # one command line for every step: `megatron-snow STEP ...` == `python -m megatron_snow STEP ...`
+    entry_points={"console_scripts": ["megatron-snow=megatron_snow.__main__:main"]},
 )

@@ -6,6 +6,13 @@
 #   phase 1       : train a tiny Llama-style model with megatron-core (2 processes, gloo)
 #   phase 2       : a tiny BERT annotator (trained here) scores every file; the top files per
 #                   language become the phase-2 data; training continues from phase 1 with a re-warm-up
+#   phase 3       : the phase-2 model, converted to Hugging Face format, served by `transformers serve`
+#                   (a real local OpenAI-compatible server, CPU, bounded memory, stopped at the end)
+#                   writes synthetic code files from seed snippets; the synthesis funnel drops what does
+#                   not parse, is truncated, duplicated ... (the tiny model writes mostly noise: expect
+#                   few or no files kept; the mix then says phase 3 trains on phase-2 data only); the
+#                   mix (Python ~50%) feeds phase-3 training from phase 2's weights
+#   final         : the phase-3 model in Hugging Face format, a few HumanEval+/MBPP+ problems, report.md
 #
 # Everything lands in examples/tiny/work/ (or $TINY_WORK). Re-running skips what is done (each
 # step resumes). Set NPROC (training processes) and NRANKS (MPI ranks) to change the parallelism.
@@ -23,6 +30,7 @@ train_paths() {
   local phase=$1
   local data="data.blend=[[1.0,$W/index/phase1]]"
   [ "$phase" = phase2 ] && data="data.blend_file=$W/phase2_data/blend.json"
+  [ "$phase" = phase3 ] && data="data.blend_file=$W/phase3_mix/blend.json"
   echo "$data data.index_cache_dir=$W/index_cache" \
     "data.tokenizer_path=$W/tokenizer/code.model checkpoint.save=$W/checkpoints/$phase" \
     "logging.tensorboard_dir=$W/checkpoints/$phase/tensorboard logging.metrics_file=$W/checkpoints/$phase/metrics.jsonl"
@@ -67,6 +75,76 @@ step "5. phase-2 continued pretraining from the phase-1 checkpoint"
 torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase2.yaml \
   $(train_paths phase2) checkpoint.load_from=$W/checkpoints/phase1
 
+# A Hugging Face directory from a checkpoint, written aside and renamed when whole (skipped when there).
+to_hf() {
+  [ -d $W/hf/$1 ] && return 0
+  rm -rf $W/hf/$1.partial
+  python -m megatron_snow convert-to-hf --load $W/checkpoints/$1 --save $W/hf/$1.partial \
+    --tokenizer $W/tokenizer/code.model --no-progress
+  mv $W/hf/$1.partial $W/hf/$1
+}
+
+step "6. the phase-2 model in Hugging Face format"
+to_hf phase2
+
+step "7. phase 3: synthetic code files from a local OpenAI-compatible server (transformers serve, CPU)"
+SERVER_PID=
+stop_server() {  # the server runs in its own process group: end it and its children
+  [ -n "$SERVER_PID" ] || return 0
+  kill -TERM -- -"$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 20); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- -"$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+if [ -f $W/synthetic/manifest.json ]; then
+  echo "synthesis done: $W/synthetic (no server started)"
+else
+  trap stop_server EXIT
+  trap 'stop_server; exit 130' INT TERM
+  PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  # address space bounded (the server was seen growing to 14 GB under load); a small KV cache
+  setsid prlimit --as=$((6 * 1024 ** 3)) transformers serve $W/hf/phase2 --host 127.0.0.1 --port "$PORT" \
+    --device cpu --continuous-batching --cb-num-blocks 128 --cb-block-size 32 --default-seed 0 \
+    > $W/server.log 2>&1 &
+  SERVER_PID=$!
+  for i in $(seq 360); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "transformers serve exited:"; tail -n 20 $W/server.log; exit 1; }
+    python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null && break
+    [ "$i" = 360 ] && { echo "transformers serve not healthy after 180 s"; tail -n 20 $W/server.log; exit 1; }
+    sleep 0.5
+  done
+  echo "transformers serve (pid $SERVER_PID) on 127.0.0.1:$PORT"
+  # completions API (the converted tokenizer has no chat template); greedy, short answers
+  python -m megatron_snow synthesize phase2=$W/phase2_data out=$W/synthetic seeds_per_language=16 \
+    snippet_max_lines=8 server.base_url=http://127.0.0.1:$PORT/v1 server.api=completions \
+    server.concurrency=8 server.timeout_s=120 server.max_attempts=2 sampling.max_tokens=64 progress=false
+  stop_server
+  trap - EXIT INT TERM
+fi
+
+step "8. phase 3: mix (Python ~50%, token budget) and continued pretraining from the phase-2 checkpoint"
+SYN_INDEX=none  # synthesis kept no file: mix makes the blend from the phase-2 data alone (and says so)
+if [ "$(python -c "import json; print(json.load(open('$W/synthetic/manifest.json'))['records'])")" != 0 ]; then
+  python -m megatron_snow build-index --input $W/synthetic --tokenizer $W/tokenizer/code.model \
+    --output-prefix $W/index/synthetic --workers 2
+  SYN_INDEX=$W/index/synthetic
+fi
+python -m megatron_snow mix synthetic_index=$SYN_INDEX phase2_index=$W/index/phase2 out=$W/phase3_mix \
+  budget_tokens=61440 progress=false
+torchrun --standalone --nproc-per-node "$NPROC" pretrain_gpt.py --config examples/tiny/phase3.yaml \
+  $(train_paths phase3) checkpoint.load_from=$W/checkpoints/phase2
+
+step "9. the final model in Hugging Face format and a quick evaluation (a few HumanEval+/MBPP+ problems)"
+to_hf phase3
+[ -f $W/eval/phase3/results.json ] || python -m megatron_snow evaluate --model $W/hf/phase3 \
+  --benchmarks humaneval+,mbpp+ --limit 3 --out $W/eval/phase3 --name tiny-phase3 \
+  generation.backend=transformers generation.device=cpu generation.max_new_tokens=64 generation.batch_size=8
+
+step "10. report"
+python -m megatron_snow report $W
+
 echo
-echo "done: checkpoints in $W/checkpoints/{phase1,phase2}, funnels in $W/phase1/funnel.txt,"
-echo "      annotator metrics in $W/annotator, selection report in $W/phase2_data/selection_report.json"
+echo "done: checkpoints in $W/checkpoints/{phase1,phase2,phase3}, Hugging Face models in $W/hf,"
+echo "      funnels in $W/phase1/funnel.txt and $W/synthetic/funnel.json, mix in $W/phase3_mix/mix_report.json,"
+echo "      evaluation in $W/eval/phase3/results.json, report in $W/report.md"

@@ -17,6 +17,10 @@ proportions. Inputs are two indexed datasets made by ``build-index`` (one from
 3. ``OUT/blend.json`` (``data.blend_file=`` of the trainer: each dataset with its
    unique tokens and repetition), ``OUT/mix_report.json`` and a per-language table.
 
+When synthesis kept no file (a small model writes little valid code), build-index
+has nothing to index: pass ``synthetic_index=none`` and the blend is the phase-2
+data alone, the report saying so (``synthetic_documents: 0`` and a note).
+
 Resumable: a finished split of a source is marked (``split-<source>.json``) and
 skipped; the step's settings and its inputs' content are fingerprinted
 (``mix_settings.json``): other settings or inputs need ``--force`` or a new out.
@@ -42,13 +46,14 @@ BLEND = "blend.json"
 REPORT = "mix_report.json"
 SETTINGS = "mix_settings.json"
 SOURCES = ("synthetic", "phase2")
+NO_SYNTHETIC = "none"  # synthetic_index when synthesis kept no file
 
 
 @dataclass
 class MixConfig:
     """Settings of the ``mix`` step."""
 
-    synthetic_index: str = ""  # build-index prefix of the synthesize output
+    synthetic_index: str = ""  # build-index prefix of the synthesize output; "none": synthesis kept no file
     phase2_index: str = ""  # build-index prefix of the phase-2 selection
     out: str = ""  # directory: per-language indexed datasets, blend.json, mix_report.json
     budget_tokens: int = 5_000_000_000  # training tokens of phase 3 (paper: 5B)
@@ -163,6 +168,9 @@ def _fingerprint(cfg: MixConfig) -> dict:
         settings.pop(k)
     inputs = {}
     for src, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
+        if prefix == NO_SYNTHETIC:
+            inputs[src] = NO_SYNTHETIC
+            continue
         inputs[src] = {"idx": content_hash(idx_path(prefix)), "docs": content_hash(f"{prefix}.docs.jsonl.gz")}
     return {"settings": settings, "inputs": inputs}
 
@@ -172,8 +180,10 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     for key in ("synthetic_index", "phase2_index", "out"):
         if not getattr(cfg, key):
             raise StepError(f"mix needs {key}=...", 2)
+    if cfg.phase2_index == NO_SYNTHETIC:
+        raise StepError("mix: phase2_index=none: the phase-2 data is required (only synthetic_index may be none)", 2)
     for prefix in (cfg.synthetic_index, cfg.phase2_index):
-        if not idx_path(prefix).is_file():
+        if prefix != NO_SYNTHETIC and not idx_path(prefix).is_file():
             raise StepError(f"mix: {idx_path(prefix)} not found: build the index with build-index first", 2)
     out = Path(cfg.out)
     fp = _fingerprint(cfg)
@@ -188,6 +198,9 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     counts = {}
     for source, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
         marker = out / f"split-{source}.json"
+        if prefix == NO_SYNTHETIC:
+            counts[source] = {}
+            continue
         if not marker.is_file():
             try:
                 atomic_write_json(marker, split_by_language(prefix, out, source, cfg.progress))
@@ -206,8 +219,14 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
                 v[f"{source}_prefix"] = c["prefix"]
     write_blend_file(out / BLEND, entries, phase=3, budget_tokens=cfg.budget_tokens,
                      python_share=cfg.python_share, note="phase-3 mix: synthetic + phase-2, Python ~50% of tokens")
+    plan["synthetic_documents"] = sum(c["documents"] for c in counts["synthetic"].values())
+    plan["phase2_documents"] = sum(c["documents"] for c in counts["phase2"].values())
+    if not plan["synthetic_documents"]:
+        plan["note"] = "no synthetic files (synthesis kept none): the phase-3 blend is phase-2 data only"
     atomic_write_json(out / REPORT, plan)
     log(report_table(plan))
+    if plan.get("note"):
+        log(f"mix: {plan['note']}")
     return plan
 
 
