@@ -8,7 +8,7 @@ any run laid out like ``examples/tiny/work``:
 - ``**/*.stats.json`` beside each indexed dataset (tokens per language);
 - ``**/metrics.jsonl`` of each training phase (train and validation loss, learning rate);
 - ``**/annotator/metrics.json`` and ``**/alignment.json`` (the paper's Fig. 2);
-- ``**/eval*/results.json`` of ``evaluate`` and ``**/ablation*/ablation.json``.
+- ``**/results.json`` of ``evaluate`` (with the paper's rows) and ``**/ablation.json``.
 Sections with nothing to show are left out. Plots are PNG files beside the report.
 """
 from __future__ import annotations
@@ -17,14 +17,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-# The paper's Table 2 (greedy pass@1); see docs/recipe.md.
-PAPER = {
-    "Arctic-SnowCoder-alpha (phase 1)": {"humaneval+": 14.0, "mbpp+": 27.8, "evoeval": 7.4, "bigcodebench": 10.3},
-    "Arctic-SnowCoder-beta (phase 2)": {"humaneval+": 21.3, "mbpp+": 34.7, "evoeval": 12.8, "bigcodebench": 12.3},
-    "Arctic-SnowCoder-1.3B (phase 3)": {"humaneval+": 28.0, "mbpp+": 42.9, "evoeval": 18.0, "bigcodebench": 19.4},
-}
-
 
 def _load(path: Path):
     try:
@@ -209,22 +201,27 @@ def _section_annotator(run: Path, out_dir: Path, lines: list[str]) -> None:
 
 
 def _section_eval(run: Path, out_dir: Path, lines: list[str]) -> None:
-    results = [(p, _load(p)) for p in sorted(run.rglob("results.json")) if "eval" in str(p.parent).lower()]
-    results = [(p, r) for p, r in results if isinstance(r, dict)]
+    """``evaluate``'s results.json: our row beside the paper's rows it carries (evaluate/paper.py)."""
+    results = [(p, _load(p)) for p in sorted(run.rglob("results.json"))]
+    results = [(p, r) for p, r in results if isinstance(r, dict) and isinstance(r.get("table"), dict)]
     if not results:
         return
     lines += ["## Evaluation (greedy pass@1, %)", ""]
     for p, r in results:
-        scores = r.get("scores") or r.get("summary") or {}
-        flat = {k: (v if not isinstance(v, dict) else v.get("pass@1", v.get("plus", v.get("base"))))
-                for k, v in scores.items()}
-        cols = ["humaneval+", "mbpp+", "evoeval", "bigcodebench"]
-        lines += [f"`{_rel(p, run)}` (model: {r.get('model', '?')})", "",
+        table = r["table"]
+        cols = table.get("columns") or list(table.get("ours", {}))
+        model = r.get("model") or {}
+        subset = (r.get("settings") or {}).get("subset")
+        lines += [f"`{_rel(p, run)}`: model {model.get('name', '?')}"
+                  + (f"; {subset}: not comparable with the paper's numbers" if subset else ""), "",
                   "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        lines.append("| this run | " + " | ".join(
-            f"{flat[c]:.1f}" if isinstance(flat.get(c), (int, float)) else "-" for c in cols) + " |")
-        for name, paper in PAPER.items():
-            lines.append(f"| {name} (paper) | " + " | ".join(f"{paper[c]:.1f}" for c in cols) + " |")
+        ours = table.get("ours", {})
+        lines.append(f"| {model.get('name', 'this run')} (this run) | " + " | ".join(
+            f"{ours[c]:.1f}" if isinstance(ours.get(c), (int, float)) else "-" for c in cols) + " |")
+        for name, paper in (table.get("paper") or {}).items():
+            if "Arctic-SnowCoder" in name:
+                lines.append(f"| {name} (paper) | " + " | ".join(
+                    f"{paper[c]:.1f}" if isinstance(paper.get(c), (int, float)) else "-" for c in cols) + " |")
         lines.append("")
 
 

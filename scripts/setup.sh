@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install megatron-snow and its test tools into the current Python.
+# Install megatron-snow, its test tools and the benchmark evaluators into the current Python.
 # torch is installed first, pinned, only when missing: an unpinned torch would
 # let pip choose a multi-GB CUDA build where the CPU build is what is wanted.
 # On a GPU cluster install your CUDA torch first, then run this script
@@ -11,4 +11,6 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# the benchmarks' own evaluators (EvalPlus, EvoEval, BigCodeBench): --no-deps installs setup.py cannot express
+PYTHON="$PY" bash scripts/install_eval.sh
 "$PY" -c "import megatron.core, torch; print(f'megatron-snow ready: torch {torch.__version__}, megatron-core {megatron.core.__version__}')"

@@ -29,18 +29,27 @@ from __future__ import annotations
 import ast
 import builtins
 import dataclasses
+import gc
+import hashlib
 import io
 import json
 import keyword
+import logging
+import os
 import re
 import tokenize
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import xxhash
 
+from megatron_snow.atomic import atomic_write_bytes, atomic_write_text
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
+
+_log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -66,6 +75,9 @@ class DecontamConfig:
     code_min_grams: int = 6  # functions / test blocks with fewer k-grams (code_ngram + 5 tokens) take no part
     code_max_items: int = 10  # k-grams found in more benchmark items than this are idioms, left out
     code_min_named_grams: int = 3  # short functions as written (names kept): at least code_ngram + 2 tokens
+    # built indexes are kept here, keyed by the benchmark files' content + these settings;
+    # None: $XDG_CACHE_HOME (or ~/.cache)/megatron_snow/decontam; "": not kept on disk
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.ngram < 1 or self.ngram_max_items < 1 or self.min_substring_chars < 1:
@@ -130,6 +142,14 @@ def _low_information(words: list[str]) -> bool:
     """Half or more of the words trivial (digits, 1-2 letters, month/number words): such n-grams
     come from generic literals (``np array 1 2 3 4 5 6 7 8``), not from a benchmark item."""
     return 2 * sum(w.isdigit() or len(w) <= 2 or w in _COMMON for w in words) >= len(words)
+
+
+def _low_information_windows(words: list[str], n: int) -> np.ndarray:
+    """``_low_information`` of every n-word window of ``words`` at once (one flag per word, a running sum)."""
+    trivial = np.fromiter((w.isdigit() or len(w) <= 2 or w in _COMMON for w in words), dtype=np.int64,
+                          count=len(words))
+    run = np.concatenate(([0], np.cumsum(trivial)))
+    return 2 * (run[n:] - run[:-n]) >= n
 
 
 def normalize(text: str) -> str:
@@ -379,7 +399,7 @@ def generic_tokens(text: str, c_comments: bool = False) -> CodeTokens:
 def code_tokens(text: str, language: str | None = None) -> CodeTokens:
     """Python's tokenize for Python (or unknown-language) text it can read, else the generic lexer."""
     lang = (language or "").lower()
-    if lang in ("", "python"):
+    if lang in ("", "python", "jupyter"):  # notebooks reach phase 1 as their Python script
         toks = python_tokens(text)
         if toks is not None:
             return toks
@@ -434,6 +454,12 @@ class _GramIndex:
         self.offsets = np.append(starts, len(arr)).astype(np.int64)
         self.units = arr[:, 1].astype(np.int64)
 
+    @classmethod
+    def from_arrays(cls, keys: np.ndarray, offsets: np.ndarray, units: np.ndarray) -> "_GramIndex":
+        self = cls.__new__(cls)
+        self.keys, self.offsets, self.units = keys.astype(np.uint64), offsets.astype(np.int64), units.astype(np.int64)
+        return self
+
     def hits(self, grams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(unit id, index into ``grams``) for every (file k-gram, unit) pair found."""
         if len(self.keys) == 0 or len(grams) == 0:
@@ -468,63 +494,224 @@ def _specific_name(named: list[str]) -> bool:
 _FIELD_KIND = {(bench, f): kind for bench, _, fields in BENCHMARK_FIELDS.values() for f, kind in fields}
 
 
+def _names_in(code: str) -> set[str] | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    names: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name.lower())
+        elif isinstance(n, ast.arg):
+            names.add(n.arg.lower())
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            names.add(n.id.lower())
+    return names
+
+
 def _defined_names(units: list[tuple[str, str, str, str, str]]) -> dict[tuple[str, str], set[str]]:
     """(benchmark, item) -> lower-cased names (of 3+ characters) its own code defines: functions,
     classes, parameters, assigned variables. A word 10-gram of a solution counts only when it holds
     three of them; library names (``plt``, ``default_backend``) and ``for i in range`` do not."""
     out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    parsed: dict[str, set[str] | None] = {}  # the same code in several benchmarks: parsed once
     for bench, item, _, kind, code in units:
         if kind != "function":
             continue
-        try:
-            tree = ast.parse(code)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        if code not in parsed:
+            parsed[code] = _names_in(code)
+        if parsed[code] is None:
             continue
-        names = out[(bench, item)]
-        for n in ast.walk(tree):
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names.add(n.name.lower())
-            elif isinstance(n, ast.arg):
-                names.add(n.arg.lower())
-            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-                names.add(n.id.lower())
+        out[(bench, item)].update(parsed[code])
     return {k: {x for x in v if len(x) >= 3 and x not in _KEEP_NAMES and x != "self"} for k, v in out.items()}
 
 
-def _cache_key(cfg: DecontamConfig) -> str | None:
-    """Settings + (path, size, mtime) of every benchmark file read: an index built in this process
-    for the same key is reused (building one tokenizes every benchmark solution and test)."""
-    if cfg.online:
-        return None
+INDEX_VERSION = 1  # bump when the index's content or on-disk layout changes
+_SOURCE_SHA = None
+
+
+def _source_sha() -> str:
+    """This module's source: a rule changed without a version bump still invalidates cached indexes."""
+    global _SOURCE_SHA
+    if _SOURCE_SHA is None:
+        with open(__file__, "rb") as f:
+            _SOURCE_SHA = hashlib.sha256(f.read()).hexdigest()
+    return _SOURCE_SHA
+
+
+def _file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def index_key(cfg: DecontamConfig) -> str | None:
+    """sha256 of what the index is built from: the content of every benchmark file read, the settings
+    (not the folder or the cache location) and the index format (version + this module's source).
+    None when some benchmark would come from the Hub (``online``): such an index is not cached."""
     stems = cfg.benchmarks or list(BENCHMARK_FIELDS)
     files = []
     for stem in stems:
         p = benchmark_path(cfg.benchmarks_dir, stem) if stem in BENCHMARK_FIELDS else None
-        if p is not None:
-            st = p.stat()
-            files.append((str(p), st.st_size, st.st_mtime_ns))
-    return json.dumps([dataclasses.asdict(cfg), files], sort_keys=True, default=str)
+        if p is None:
+            if cfg.online:
+                return None
+            continue
+        files.append((stem, p.name, _file_sha256(p)))
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("benchmarks_dir", "cache_dir")}
+    blob = json.dumps({"version": INDEX_VERSION, "source": _source_sha(), "settings": settings, "files": files},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_dir(cfg: DecontamConfig) -> Path | None:
+    """Where built indexes are kept: ``cache_dir``; None: $XDG_CACHE_HOME (or ~/.cache)/megatron_snow/decontam;
+    "": no on-disk cache."""
+    if cfg.cache_dir == "":
+        return None
+    if cfg.cache_dir is not None:
+        return Path(cfg.cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "megatron_snow" / "decontam"
+
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz with fixed timestamps: equal arrays give equal bytes, so ranks writing the same index at
+    once write the same file."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            one = io.BytesIO()
+            np.lib.format.write_array(one, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), one.getvalue())
+    return buf.getvalue()
+
+
+def _meta_text(meta: dict) -> str:
+    return json.dumps(meta, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
+def _write_cache(directory: Path, key: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """``KEY.npz`` (arrays) then ``KEY.json`` (strings and counts, the npz's sha256, its own sha256):
+    the json is written last, so a complete json names a complete npz. Both written atomically."""
+    data = _npz_bytes(arrays)
+    text = _meta_text(meta)
+    head = {"version": INDEX_VERSION, "key": key, "npz_sha256": hashlib.sha256(data).hexdigest(),
+            "meta_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    atomic_write_bytes(directory / f"{key}.npz", data)
+    atomic_write_text(directory / f"{key}.json", json.dumps(head, sort_keys=True) + "\n" + text + "\n")
+    _prune(directory, keep=CACHE_KEEP)
+
+
+CACHE_KEEP = 8  # entries (~25 MB each for every shipped benchmark) kept; least recently used go first
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used entries (a load touches its json)."""
+    entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns if p.exists() else 0, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)  # json first: a half-removed entry is never taken for whole
+        old.with_suffix(".npz").unlink(missing_ok=True)
+
+
+def _read_cache(directory: Path, key: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """(meta, arrays) of a complete, intact cached index; None when missing. A damaged one (checksum,
+    key or parse mismatch) is reported and ignored: the caller rebuilds it. Never unpickles."""
+    jpath, npath = directory / f"{key}.json", directory / f"{key}.npz"
+    if not jpath.is_file():
+        return None
+    try:
+        head_line, text = jpath.read_text(encoding="utf-8").split("\n", 1)
+        head = json.loads(head_line)
+        text = text.rstrip("\n")
+        if head.get("version") != INDEX_VERSION or head.get("key") != key:
+            raise ValueError("key or version mismatch")
+        if hashlib.sha256(text.encode()).hexdigest() != head["meta_sha256"]:
+            raise ValueError("metadata checksum mismatch")
+        data = npath.read_bytes()
+        if hashlib.sha256(data).hexdigest() != head["npz_sha256"]:
+            raise ValueError("array checksum mismatch")
+        meta = json.loads(text)
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        try:
+            os.utime(jpath)  # recently used: kept by _prune
+        except OSError:
+            pass
+        return meta, arrays
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        _log.warning("decontaminate: cached index %s is damaged (%s); rebuilding it", jpath, e)
+        return None
+
+
+_STATE = ("patterns", "anchors", "skipped_short", "anchor_keys", "_pattern_anchor", "ngram_keys", "_ngram_owner",
+          "_owners", "benchmarks", "code_too_short", "_tiny", "code_units", "_need", "_long", "_code_index")
 
 
 class Decontaminator:
-    """Index of the benchmarks' text and code; ``check(text)`` says whether (and why) a file is contaminated."""
+    """Index of the benchmarks' text and code; ``check(text)`` says whether (and why) a file is contaminated.
+
+    Built from the benchmark files unless ``items`` / ``code_units`` are given; a built index is kept in
+    this process and on disk (``cache_dir``), keyed by ``index_key``, and loaded from there next time."""
 
     def __init__(self, cfg: DecontamConfig, items: list[tuple[str, str, str, str]] | None = None,
                  code_units: list[tuple[str, str, str, str, str]] | None = None):
         self.cfg = cfg
-        key = _cache_key(cfg) if items is None and code_units is None else None
-        if key is not None and key in _INDEX_CACHE:  # the same benchmark files, the same settings
-            self.__dict__.update(_INDEX_CACHE[key])
+        self.loaded_from: str = "built"  # built | memory | disk (for tests and logs)
+        key = index_key(cfg) if items is None and code_units is None else None
+        if key is None:
+            self._build(items, code_units)
             return
+        if key in _INDEX_CACHE:  # the same benchmark content, the same settings, in this process
+            self.__dict__.update(_INDEX_CACHE[key])
+            self.loaded_from = "memory"
+            return
+        directory = cache_dir(cfg)
+        cached = _read_cache(directory, key) if directory is not None else None
+        if cached is not None:
+            self._restore(*cached)
+            self.loaded_from = "disk"
+        else:
+            self._build(None, None)
+            if directory is not None:
+                try:
+                    _write_cache(directory, key, *self._export())
+                except OSError as e:  # a read-only home is no reason to fail
+                    _log.warning("decontaminate: cannot cache the index in %s (%s)", directory, e)
+        if len(_INDEX_CACHE) >= 4:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        _INDEX_CACHE[key] = {k: self.__dict__[k] for k in _STATE}
+
+    def _build(self, items, code_units) -> None:
+        # The build allocates ~10^6 small objects and frees few: the cyclic GC would rescan them again
+        # and again (~15% of the time) for no garbage. Paused while it runs, as it was after.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._build_index(items, code_units)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _build_index(self, items, code_units) -> None:
+        cfg = self.cfg
         if items is None:
             items, loaded_units = _load(cfg)
             code_units = loaded_units if code_units is None else code_units
         self.patterns: list[Pattern] = []
         self.anchors: dict[int, list[int]] = defaultdict(list)
+        self._pattern_anchor: list[int] = []
         self.skipped_short = 0
         seen = set()
         ngram_items: dict[int, dict] = defaultdict(dict)  # ordered: first owner in benchmark order
         defined = _defined_names(code_units or [])
+        n = cfg.ngram
         for bench, item, fname, text in items:
             norm = normalize(text)
             words = _WORD.findall(norm)
@@ -532,13 +719,13 @@ class Decontaminator:
             own = defined.get((bench, item), set()) if kind in ("code", "json_list") else None
             # doctest lines of a docstring are code examples (imports, plotting idioms), not its text
             ng_words = _WORD.findall(normalize(_DOCTEST.sub("", text))) if kind == "docstring" else words
-            for i, h in enumerate(_ngram_hashes(ng_words, cfg.ngram).tolist()):
-                gram = ng_words[i:i + cfg.ngram]
-                if _low_information(gram):
-                    continue
-                if own is not None and len(own.intersection(gram)) < 3:
-                    continue  # code n-grams of library names, keywords and loop indices are idioms
-                ngram_items[h][(bench, item, fname)] = None
+            hashes = _ngram_hashes(ng_words, n)
+            if len(hashes):
+                hl = hashes.tolist()
+                for i in np.flatnonzero(~_low_information_windows(ng_words, n)).tolist():
+                    if own is not None and len(own.intersection(ng_words[i:i + n])) < 3:
+                        continue  # code n-grams of library names, keywords and loop indices are idioms
+                    ngram_items[hl[i]][(bench, item, fname)] = None
             if len(norm) < cfg.min_substring_chars or len(words) < 5 or (norm, bench, item) in seen:
                 self.skipped_short += len(norm) < cfg.min_substring_chars
                 continue
@@ -547,20 +734,82 @@ class Decontaminator:
             best = max(range(len(interior) - 2), key=lambda i: len("".join(interior[i:i + 3])))
             anchor = int(_ngram_hashes(interior[best:best + 3], 3)[0])
             self.anchors[anchor].append(len(self.patterns))
+            self._pattern_anchor.append(anchor)
             self.patterns.append(Pattern(norm, bench, item, fname))
         self.anchor_keys = np.array(sorted(self.anchors), dtype=np.uint64)
-        self.ngram_owner: dict[int, tuple[str, str, str]] = {}
+        # n-gram -> its first owner; kept as sorted keys + an index into ``_owners`` (searchsorted at check)
+        owner_ids: dict[tuple[str, str, str], int] = {}
+        keys, owner_of = [], []
         for h, owners in ngram_items.items():
             # count items per benchmark family: HumanEval/0 in humaneval and humaneval+ is one item
             if len({o[1] for o in owners}) <= cfg.ngram_max_items:
-                self.ngram_owner[h] = next(iter(owners))
-        self.ngram_keys = np.array(sorted(self.ngram_owner), dtype=np.uint64)
+                keys.append(h)
+                owner_of.append(owner_ids.setdefault(next(iter(owners)), len(owner_ids)))
+        keys_arr = np.array(keys, dtype=np.uint64)
+        order = np.argsort(keys_arr, kind="stable")
+        self.ngram_keys = keys_arr[order]
+        self._ngram_owner = np.array(owner_of, dtype=np.int64)[order]
+        self._owners: list[tuple[str, str, str]] = list(owner_ids)
         self.benchmarks = sorted({b for b, *_ in items} | {u[0] for u in code_units or []})
         self._build_code_index(code_units or [] if cfg.code_rules else [])
-        if key is not None:
-            if len(_INDEX_CACHE) >= 4:
-                _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
-            _INDEX_CACHE[key] = dict(self.__dict__)
+
+    # -- the on-disk form: strings in JSON, numbers in arrays ---------------------------------------
+
+    def _export(self) -> tuple[dict, dict[str, np.ndarray]]:
+        tiny = [(n, h, u) for n, units in sorted(self._tiny.items()) for h, u in units.items()]
+        units = list(self.code_units) + [u for _, _, u in tiny]
+        streams = [u.stream for u in units]
+        meta = {
+            "patterns": [[p.text, p.benchmark, p.item, p.field] for p in self.patterns],
+            "skipped_short": self.skipped_short,
+            "owners": [list(o) for o in self._owners],
+            "benchmarks": self.benchmarks,
+            "code_too_short": dict(self.code_too_short),
+            "units": [[u.benchmark, u.item, u.field, u.rule, u.mode] for u in units],
+            "n_code_units": len(self.code_units),
+        }
+        arrays = {
+            "pattern_anchor": np.array(self._pattern_anchor, dtype=np.uint64),
+            "ngram_keys": self.ngram_keys, "ngram_owner": self._ngram_owner,
+            "unit_need": np.array([u.need for u in units], dtype=np.int64),
+            "unit_anchor": np.array([u.anchor for u in units], dtype=np.int64),
+            "unit_whole": np.array([u.whole for u in units], dtype=bool),
+            "unit_offsets": np.concatenate([[0], np.cumsum([len(s) for s in streams], dtype=np.int64)]).astype(np.int64),
+            "unit_streams": np.concatenate(streams).astype(np.uint64) if streams else np.empty(0, np.uint64),
+            "tiny_len": np.array([n for n, _, _ in tiny], dtype=np.int64),
+            "tiny_hash": np.array([h for _, h, _ in tiny], dtype=np.uint64),
+        }
+        for mode, index in self._code_index.items():
+            arrays[f"index_{mode}_keys"], arrays[f"index_{mode}_offsets"] = index.keys, index.offsets
+            arrays[f"index_{mode}_units"] = index.units
+        return meta, arrays
+
+    def _restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.patterns = [Pattern(*p) for p in meta["patterns"]]
+        self._pattern_anchor = arrays["pattern_anchor"].tolist()
+        self.anchors = defaultdict(list)
+        for i, h in enumerate(self._pattern_anchor):
+            self.anchors[h].append(i)
+        self.anchor_keys = np.array(sorted(self.anchors), dtype=np.uint64)
+        self.skipped_short = int(meta["skipped_short"])
+        self.ngram_keys, self._ngram_owner = arrays["ngram_keys"], arrays["ngram_owner"]
+        self._owners = [tuple(o) for o in meta["owners"]]
+        self.benchmarks = list(meta["benchmarks"])
+        self.code_too_short = defaultdict(int, meta["code_too_short"])
+        off, streams = arrays["unit_offsets"].tolist(), arrays["unit_streams"]
+        need, anchor, whole = arrays["unit_need"].tolist(), arrays["unit_anchor"].tolist(), arrays["unit_whole"].tolist()
+        units = [CodeUnit(b, item, f, rule, mode, need[i], streams[off[i]:off[i + 1]], anchor[i], whole[i])
+                 for i, (b, item, f, rule, mode) in enumerate(meta["units"])]
+        n_code = int(meta["n_code_units"])
+        self.code_units = units[:n_code]
+        self._tiny = {}
+        for n, h, u in zip(arrays["tiny_len"].tolist(), arrays["tiny_hash"].tolist(), units[n_code:]):
+            self._tiny.setdefault(n, {})[h] = u
+        self._need = np.array([u.need for u in self.code_units], dtype=np.int64)
+        self._long = np.array([not u.whole for u in self.code_units], dtype=bool)
+        self._code_index = {mode: _GramIndex.from_arrays(arrays[f"index_{mode}_keys"], arrays[f"index_{mode}_offsets"],
+                                                         arrays[f"index_{mode}_units"])
+                            for mode in ("abstract", "literal", "named")}
 
     # -- code rules ---------------------------------------------------------------------------------
 
@@ -703,7 +952,7 @@ class Decontaminator:
             mask = _member(ng, self.ngram_keys)
             if mask.any():
                 i = int(np.flatnonzero(mask)[0])  # first shared n-gram in the file
-                bench, item, fname = self.ngram_owner[int(ng[i])]
+                bench, item, fname = self._owners[int(self._ngram_owner[np.searchsorted(self.ngram_keys, ng[i])])]
                 return {"reason": "benchmark_ngram", "benchmark": bench, "item": item, "field": fname,
                         "match": " ".join(words[i:i + self.cfg.ngram])[:200]}
         return self._code_hit(text, language)

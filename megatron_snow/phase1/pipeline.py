@@ -169,7 +169,8 @@ class DecontaminateStep(RecordStep):
         self._dec: Decontaminator | None = None
 
     def fingerprint_settings(self) -> Any:
-        return {"decontaminate": {k: v for k, v in to_dict(self.settings).items() if k != "benchmarks_dir"}}
+        return {"decontaminate": {k: v for k, v in to_dict(self.settings).items()
+                                  if k not in ("benchmarks_dir", "cache_dir")}}  # where, not what
 
     def depends_on(self) -> dict[str, Path]:
         stems = self.settings.benchmarks or list(BENCHMARK_FIELDS)
@@ -179,7 +180,7 @@ class DecontaminateStep(RecordStep):
     def map(self, rec: CodeRecord):
         if self._dec is None:
             self._dec = Decontaminator(self.settings)
-        hit = self._dec.check(rec.content)
+        hit = self._dec.check(rec.content, rec.language)  # the language picks the lexer of the code rules
         if hit is None:
             return rec, None, {}
         return None, hit.pop("reason"), hit

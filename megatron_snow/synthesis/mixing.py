@@ -60,9 +60,14 @@ class MixConfig:
     python_share: float = 0.5  # share of the budget for python_languages (paper: about 50%)
     python_languages: list[str] = field(default_factory=lambda: ["python"])  # counted as "Python"
     synthetic_repetition: float = 1.0  # most times a synthetic file is seen (fewer if its language needs less)
+    # A per-language dataset smaller than this is left out (reported in mix_report.json "left_out"): the
+    # trainer splits each dataset into train/valid by documents and needs a few samples of each.
+    min_documents: int = 1
+    min_tokens: int = 1
     progress: bool = True
 
-    RANGES = {"budget_tokens": ">= 1", "python_share": "[0, 1]", "synthetic_repetition": "> 0"}
+    RANGES = {"budget_tokens": ">= 1", "python_share": "[0, 1]", "synthetic_repetition": "> 0",
+              "min_documents": ">= 1", "min_tokens": ">= 1"}
 
 
 def read_sidecar_languages(prefix: str | Path) -> list[str]:
@@ -207,6 +212,14 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
             except (FileNotFoundError, IndexFormatError) as e:
                 raise StepError(f"mix: {e}", 2) from None
         counts[source] = json.loads(marker.read_text())
+    left_out = []
+    for source in SOURCES:
+        for lang, c in list(counts[source].items()):
+            if c["documents"] < cfg.min_documents or c["tokens"] < cfg.min_tokens:
+                left_out.append({"source": source, "language": lang, "documents": c["documents"],
+                                 "tokens": c["tokens"], "reason": f"fewer than min_documents={cfg.min_documents} "
+                                 f"documents or min_tokens={cfg.min_tokens} tokens"})
+                del counts[source][lang]
     plan = plan_mix({k: v["tokens"] for k, v in counts["synthetic"].items()},
                     {k: v["tokens"] for k, v in counts["phase2"].items()},
                     cfg.budget_tokens, cfg.python_share, cfg.python_languages, cfg.synthetic_repetition)
@@ -219,12 +232,16 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
                 v[f"{source}_prefix"] = c["prefix"]
     write_blend_file(out / BLEND, entries, phase=3, budget_tokens=cfg.budget_tokens,
                      python_share=cfg.python_share, note="phase-3 mix: synthetic + phase-2, Python ~50% of tokens")
+    plan["left_out"] = left_out
     plan["synthetic_documents"] = sum(c["documents"] for c in counts["synthetic"].values())
     plan["phase2_documents"] = sum(c["documents"] for c in counts["phase2"].values())
     if not plan["synthetic_documents"]:
-        plan["note"] = "no synthetic files (synthesis kept none): the phase-3 blend is phase-2 data only"
+        plan["note"] = "no synthetic files in the blend (synthesis kept none, or too few: see left_out): " \
+                       "the phase-3 blend is phase-2 data only"
     atomic_write_json(out / REPORT, plan)
     log(report_table(plan))
+    for x in left_out:
+        log(f"mix: left out {x['source']} {x['language']} ({x['documents']} documents, {x['tokens']} tokens): {x['reason']}")
     if plan.get("note"):
         log(f"mix: {plan['note']}")
     return plan
