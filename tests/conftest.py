@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Benchmark sets: always the copies shipped in the package, never a user's downloaded full sets, so
+# decontamination and alignment results do not depend on the machine.
+os.environ.setdefault("MEGATRON_SNOW_BENCHMARKS", str(REPO_ROOT / "megatron_snow" / "benchmark_data"))
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))

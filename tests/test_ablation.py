@@ -1,0 +1,63 @@
+"""The ablation's random arm: the same selection code driven by a seeded random annotator, so only which
+documents are chosen differs from the annotator's arm (the whole ablation runs in `python -m megatron_snow
+ablation`; its result at tiny scale is docs/ablation.md)."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from megatron_snow.ablation import AblationConfig, heldout_sets, random_scores
+from megatron_snow.config import ConfigError
+
+
+def _scores_dir(d, rows_per_shard):
+    d.mkdir(parents=True)
+    n, shards = 0, []
+    for i, k in enumerate(rows_per_shard):
+        shards.append({"name": f"part-{i:05d}.jsonl.gz", "records": k, "content_bytes": 0})
+        rows = [{"id": f"doc{n + j}", "language": "python", "bytes": 10, "score": 0.9 - 0.01 * (n + j),
+                 "window_scores": [0.5], "dropped": None} for j in range(k)]
+        n += k
+        with gzip.open(d / f"part-{i:05d}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    (d / "manifest.json").write_text(json.dumps({"kind": "annotator-scores", "model": "m", "records": n,
+                                                    "format": "megatron-snow-records-v1", "shards": shards}))
+    return d
+
+
+def _read(d):
+    rows = []
+    for p in sorted(d.glob("part-*.jsonl.gz")):
+        with gzip.open(p, "rt") as f:
+            rows += [json.loads(line) for line in f]
+    return rows
+
+
+def test_random_scores_keep_rows_and_order_and_only_reshuffle_the_ranking(tmp_path):
+    src = _scores_dir(tmp_path / "scores", [30, 25])
+    a = _read(random_scores(src, tmp_path / "r1", seed=1))
+    b = _read(random_scores(src, tmp_path / "r1b", seed=1))
+    c = _read(random_scores(src, tmp_path / "r2", seed=2))
+    orig = _read(src)
+    assert [(r["id"], r["language"], r["bytes"]) for r in a] == [(r["id"], r["language"], r["bytes"]) for r in orig]
+    assert a == b and [r["score"] for r in a] != [r["score"] for r in c]  # seeded: same seed, same scores
+    ranked = [r["id"] for r in sorted(a, key=lambda r: -r["score"])]
+    assert ranked != [r["id"] for r in orig]  # the annotator's order (descending) is not kept
+    assert all(0.0 <= r["score"] < 1.0 for r in a)
+    assert json.loads((tmp_path / "r1/manifest.json").read_text())["model"] == "random(seed=1)"
+
+
+def test_heldout_sets_are_benchmark_solutions(tmp_path, benchmarks_dir):
+    cfg = AblationConfig(corpus=str(tmp_path / "none"), benchmarks_dir=str(benchmarks_dir), heldout_docs=0,
+                         benchmarks=["humanevalplus"])
+    (tmp_path / "none").mkdir()
+    sets = heldout_sets(cfg, [])
+    assert len(sets["humanevalplus"]) == 164 and "def has_close_elements" in sets["humanevalplus"][0]
+
+
+@pytest.mark.parametrize("bad", [{"budget_tokens": 0}, {"repetition": 0}, {"seeds": [1, 1]}, {"seeds": []}])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ConfigError):
+        AblationConfig(**bad)
