@@ -21,8 +21,9 @@ from megatron_snow.training.data import apply_blend_file
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(work: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TINY_WORK=str(work), NPROC="2", NRANKS="2", PYTHONWARNINGS="ignore")
+def _run(work: Path, as_given: str | None = None) -> subprocess.CompletedProcess:
+    """run.sh into ``work``; ``as_given``: the TINY_WORK spelling of an earlier run (its paths are settings)."""
+    env = dict(os.environ, TINY_WORK=as_given or str(work), NPROC="2", NRANKS="2", PYTHONWARNINGS="ignore")
     proc = subprocess.run(["bash", "examples/tiny/run.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=1500)
     assert proc.returncode == 0, f"run.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -58,8 +59,9 @@ def test_tiny_pipeline_end_to_end_and_rerun_is_idempotent(tmp_path):
         work = Path(done_work) if Path(done_work).is_absolute() else REPO / done_work
         log = Path(done_log).read_text()
         # run.sh printed its work directory as given (relative to the repository): the checks below use ours
-        first = subprocess.CompletedProcess(["bash", "examples/tiny/run.sh"], 0, log.replace(done_work, str(work)), "")
+        first = subprocess.CompletedProcess(["bash", "examples/tiny/run.sh"], 0, re.sub(rf"(?<![/\w]){re.escape(done_work)}", str(work), log), "")
     else:
+        done_work = None
         work = tmp_path / "work"
         first = _run(work)
 
@@ -141,7 +143,7 @@ def test_tiny_pipeline_end_to_end_and_rerun_is_idempotent(tmp_path):
         work / "synthetic/funnel.json", work / "phase3_mix/blend.json", work / "checkpoints/phase3/latest",
         work / "hf/phase3/model-00001-of-00001.safetensors", work / "eval/phase3/results.json"]
     before = _digest(outputs)
-    second = _run(work)
+    second = _run(work, done_work)  # the same command as the first run, TINY_WORK spelled the same
     assert _digest(outputs) == before
     assert "saved checkpoint" not in second.stdout  # training found every phase finished
     assert "no server started" in second.stdout and "transformers serve (pid" not in second.stdout
