@@ -46,6 +46,16 @@ class Source:
 
 _GH = "https://raw.githubusercontent.com"
 _EVO = f"{_GH}/evo-eval/evoeval_release/e676c55b2464e9bd8ea7d5ef703dacd230d95c5f"
+# EvoEval v0.1.0 categories (five main ones, then verbose and concise) -> sha256 of the decompressed file
+_EVO_SHA256 = {
+    "difficult": "e725912ed7b5f1756142ab132365c0220681301ea4254f51f4350c4dd354bd73",
+    "creative": "abdda0f006b988d03e724525fec24b52f181ec8a26ff8b4b77ce4c09a6e87f69",
+    "subtle": "19e717d104064dd329d9a1e5f5765179c23adc01e181871a8c580dfc01b14ad6",
+    "combine": "01d6d7ca20589f35f60f24855944d82ae5edc617f7e5611d91f3b7bc31e55413",
+    "tool_use": "e33452b34ada9b7e5e49e5aa2b54ca6130c01d7cfe91a21d10584cb38756dab2",
+    "verbose": "c9659fd42950a2d167b1b8a4fde8315512b1283ac0a260e78f0c36902adee295",
+    "concise": "0857c2985a63aaf8460fadc4b43536f7d4e00d459053b7a198ca955505428f2e",
+}
 
 SOURCES: tuple[Source, ...] = (
     Source("humaneval", "url", f"{_GH}/openai/human-eval/6d43fb980f9fee3c892a914eda09951f772ad10d/data/HumanEval.jsonl.gz",
@@ -62,20 +72,8 @@ SOURCES: tuple[Source, ...] = (
            f"{_GH}/bigcode-project/bigcodebench-annotation/a3b89850db670d7302571142b881e4f85eef18e3/hf_data/BigCodeBench.jsonl.gz",
            "33baf4f414eb34507f1a8fd55ef9bcd79c1f9b4c3e8e2544f023edac1b20afec", licence="Apache-2.0"),
     Source("bigcodebench_hard", "hub", "bigcode/bigcodebench-hard", splits=("v0.1.4",), licence="Apache-2.0"),
-    Source("evoeval_difficult", "url", f"{_EVO}/EvoEval_difficult.jsonl.gz",
-           "e725912ed7b5f1756142ab132365c0220681301ea4254f51f4350c4dd354bd73", licence="Apache-2.0"),
-    Source("evoeval_creative", "url", f"{_EVO}/EvoEval_creative.jsonl.gz",
-           "abdda0f006b988d03e724525fec24b52f181ec8a26ff8b4b77ce4c09a6e87f69", licence="Apache-2.0"),
-    Source("evoeval_subtle", "url", f"{_EVO}/EvoEval_subtle.jsonl.gz",
-           "19e717d104064dd329d9a1e5f5765179c23adc01e181871a8c580dfc01b14ad6", licence="Apache-2.0"),
-    Source("evoeval_combine", "url", f"{_EVO}/EvoEval_combine.jsonl.gz",
-           "01d6d7ca20589f35f60f24855944d82ae5edc617f7e5611d91f3b7bc31e55413", licence="Apache-2.0"),
-    Source("evoeval_tool_use", "url", f"{_EVO}/EvoEval_tool_use.jsonl.gz",
-           "e33452b34ada9b7e5e49e5aa2b54ca6130c01d7cfe91a21d10584cb38756dab2", licence="Apache-2.0"),
-    Source("evoeval_verbose", "url", f"{_EVO}/EvoEval_verbose.jsonl.gz",
-           "c9659fd42950a2d167b1b8a4fde8315512b1283ac0a260e78f0c36902adee295", licence="Apache-2.0"),
-    Source("evoeval_concise", "url", f"{_EVO}/EvoEval_concise.jsonl.gz",
-           "0857c2985a63aaf8460fadc4b43536f7d4e00d459053b7a198ca955505428f2e", licence="Apache-2.0"),
+    *(Source(f"evoeval_{cat}", "url", f"{_EVO}/EvoEval_{cat}.jsonl.gz", sha, licence="Apache-2.0")
+      for cat, sha in _EVO_SHA256.items()),
     Source("gsm8k_test", "url",
            f"{_GH}/openai/grade-school-math/3101c7d5072418e28b9008a6636bde82a006892c/grade_school_math/data/test.jsonl",
            "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14", licence="MIT"),
