@@ -1,7 +1,8 @@
 """Where a model runs and in which precision: the one resolver for every step that runs a model.
 
 ``auto`` means the GPU of this process's local rank in bf16 when CUDA is present,
-else the CPU in fp32 (bf16 matmuls on CPU are slow and fp16 is unsupported).
+else the CPU in fp32 (bf16 matmuls on CPU are slow and fp16 is unsupported). A plain
+``cuda`` is the local rank's GPU too, so N processes on a node (torchrun, MPI) use N GPUs.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:  # plain "cuda": this local rank's GPU, not GPU 0 for all
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
     return dev
 
 

@@ -1,19 +1,34 @@
-"""MPI for the data stages: one API whether run as 1 process or N ranks.
+"""One communicator API for the data steps, whether run as 1 process, N MPI ranks or N torchrun processes.
 
-Data stages run under ``mpiexec -n N`` locally or ``srun`` on Slurm. mpi4py is
-imported lazily so that a plain ``python tool.py`` works as a single rank and
-training processes (torchrun) never initialise MPI.
+Data steps run under ``mpiexec -n N`` locally or ``srun`` on Slurm (MPI through
+mpi4py), or under ``torchrun --nproc-per-node N`` (GPU clusters launch annotate
+that way: one process per GPU, no MPI), where the same API runs over
+torch.distributed's gloo backend and its object collectives. ``get_comm()``
+picks by how the process was started (see ``launcher()``). mpi4py and
+torch.distributed are imported lazily, so a plain ``python tool.py`` is one rank,
+training processes never initialise MPI, and no torch process group is made
+under MPI.
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import operator
 import os
 import sys
+from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
 # World-size variables set by MPI launchers (mpiexec/hydra, Open MPI, srun --mpi=pmi2/pmix).
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+# What torchrun (and any launcher of torch's env:// rendezvous) gives each process.
+_TORCH_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
+# How long a torch collective may wait for the other processes. MPI waits for ever; a step's ranks meet
+# after their whole share of units, which can take hours at scale, so the default is long.
+TIMEOUT_VAR = "MEGATRON_SNOW_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 7 * 24 * 3600
 
 
 def _under_mpi_launcher() -> bool:
@@ -22,13 +37,32 @@ def _under_mpi_launcher() -> bool:
     return any(v.isdigit() and int(v) > 1 for v in sizes) or "PMIX_RANK" in os.environ
 
 
+def _started_by_torchrun() -> bool:
+    """RANK / WORLD_SIZE / MASTER_ADDR set and no MPI launcher around; or a torchrun worker
+    (TORCHELASTIC_RUN_ID), whose MPI variables, if any, are an outer ``srun``'s, not its own."""
+    if not all(os.environ.get(v) for v in _TORCH_VARS):
+        return False
+    return "TORCHELASTIC_RUN_ID" in os.environ or not _under_mpi_launcher()
+
+
+def launcher() -> str:
+    """How this process was started: ``torchrun``, ``mpi`` (mpiexec/srun with several ranks) or ``none``."""
+    if _started_by_torchrun():
+        return "torchrun"
+    return "mpi" if _under_mpi_launcher() else "none"
+
+
 class Comm:
     """A thin wrapper over an mpi4py communicator (or a single process)."""
+
+    backend = "none"  # "none" (one process), "mpi" or "torch"
 
     def __init__(self, mpi_comm: Any | None = None):
         self._c = mpi_comm
         self.rank = mpi_comm.Get_rank() if mpi_comm is not None else 0
         self.size = mpi_comm.Get_size() if mpi_comm is not None else 1
+        if mpi_comm is not None:
+            self.backend = "mpi"
 
     @property
     def is_root(self) -> bool:
@@ -78,13 +112,76 @@ class Comm:
         return self.bcast(result)
 
 
+class TorchComm(Comm):
+    """The same API over torch.distributed (gloo, CPU object collectives), for processes started by torchrun.
+
+    Objects are pickled like mpi4py's lowercase collectives do, so every method returns what the MPI
+    one returns (``gather`` gives None off the root; ``alltoall`` is ``size`` scatter rounds, one per
+    sender, so a rank holds what it sends and receives (padded to the round's largest item), not every
+    rank's data as an allgather would).
+    """
+
+    backend = "torch"
+
+    def __init__(self, group: Any = None):
+        import torch.distributed as td
+
+        self._td, self._group, self._c = td, group, None
+        self.rank = td.get_rank(group)
+        self.size = td.get_world_size(group)
+
+    def barrier(self) -> None:
+        self._td.barrier(group=self._group)
+
+    def allgather(self, obj: T) -> list[T]:
+        out: list[Any] = [None] * self.size
+        self._td.all_gather_object(out, obj, group=self._group)
+        return out
+
+    def gather(self, obj: T, root: int = 0) -> list[T] | None:
+        out: list[Any] | None = [None] * self.size if self.rank == root else None
+        self._td.gather_object(obj, out, group=self._group, group_dst=root)
+        return out
+
+    def bcast(self, obj: T, root: int = 0) -> T:
+        box = [obj if self.rank == root else None]
+        self._td.broadcast_object_list(box, group=self._group, group_src=root)
+        return box[0]
+
+    def alltoall(self, objs: list[Any]) -> list[Any]:
+        """objs[i] goes to rank i; returns what every rank sent to this one."""
+        assert len(objs) == self.size, f"alltoall needs {self.size} items, got {len(objs)}"
+        received: list[Any] = [None] * self.size
+        for src in range(self.size):
+            box: list[Any] = [None]
+            self._td.scatter_object_list(box, list(objs) if self.rank == src else None, group=self._group,
+                                         group_src=src)
+            received[src] = box[0]
+        return received
+
+    def allreduce_sum(self, value: Any) -> Any:
+        """The sum in rank order (``+``, as MPI.SUM does on Python objects)."""
+        return functools.reduce(operator.add, self.allgather(value))
+
+    def fail(self, message: str, code: int = 2) -> None:
+        """Print a one-line error and leave at once (not through the exit meeting in ``close``); torchrun
+        then ends the other processes (it stops every worker once one exits non-zero), so none is left
+        waiting in a collective."""
+        print(message, file=sys.stderr, flush=True)
+        _leave(code)
+
+
 _COMM: Comm | None = None
+_CREATED: list[Any] = []  # torch process groups made here: destroyed at exit (default group: None)
 
 
 def get_comm() -> Comm:
-    """The world communicator; single-process when not launched through MPI."""
+    """The world communicator: torch.distributed under torchrun, MPI under mpiexec/srun, else one process."""
     global _COMM
     if _COMM is not None:
+        return _COMM
+    if _started_by_torchrun():
+        _COMM = _torch_comm()
         return _COMM
     launched = _under_mpi_launcher()
     if os.environ.get("MEGATRON_SNOW_NO_MPI") == "1" and not launched:
@@ -101,6 +198,85 @@ def get_comm() -> Comm:
     if _COMM.size > 1:
         _abort_on_uncaught_exception(MPI.COMM_WORLD)
     return _COMM
+
+
+def _torch_comm() -> Comm:
+    """A gloo communicator over every torchrun process (one process: no group at all).
+
+    Rendezvous is torch's env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). In a process that already
+    has a default group (a training process: NCCL), a gloo group over the same ranks is added instead.
+    """
+    try:
+        size = int(os.environ["WORLD_SIZE"])
+    except ValueError:
+        raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+    if size == 1:
+        return Comm(None)
+    import torch.distributed as td
+
+    try:
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VAR, DEFAULT_TIMEOUT_S)))
+    except ValueError:
+        raise RuntimeError(f"{TIMEOUT_VAR}={os.environ[TIMEOUT_VAR]!r} is not a number of seconds") from None
+    if td.is_initialized():
+        group = td.new_group(backend="gloo", timeout=timeout)
+    else:
+        td.init_process_group(backend="gloo", timeout=timeout)
+        group = None
+    _CREATED.append(group)
+    if len(_CREATED) == 1:
+        atexit.register(close)
+        _leave_on_uncaught_exception()
+    return TorchComm(group)
+
+
+# How long the exit meeting waits for the other processes before leaving anyway.
+EXIT_MEETING_S = 600
+
+
+def close() -> None:
+    """Meet the other torch processes, then destroy the process groups made here (at a normal exit).
+
+    Like MPI_Finalize, a normal exit is a meeting point: when every rank ends a step with the same error,
+    the one that exits first would otherwise make torchrun kill rank 0 before it printed the line. The
+    meeting gives up after EXIT_MEETING_S (a rank that left early by mistake); a rank that dies of an
+    exception or calls ``fail`` leaves at once instead, without it.
+    """
+    global _COMM
+    if not _CREATED:
+        return
+    import torch.distributed as td
+
+    try:
+        td.monitored_barrier(group=_CREATED[0], timeout=timedelta(seconds=EXIT_MEETING_S), wait_all_ranks=True)
+    except RuntimeError as e:  # another rank is gone or late: leave all the same
+        print(f"megatron_snow.dist: leaving without the other processes: {e}".replace("\n", " ")[:500],
+              file=sys.stderr, flush=True)
+    while _CREATED:
+        group = _CREATED.pop()
+        if td.is_initialized():
+            td.destroy_process_group(group)
+    if isinstance(_COMM, TorchComm):
+        _COMM = None
+
+
+def _leave(code: int) -> None:
+    """End this process now, skipping atexit (no exit meeting with ranks that will never come)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _leave_on_uncaught_exception() -> None:
+    """A torchrun process that dies of an exception shows it and exits at once; torchrun then stops the
+    others, which would otherwise wait in their next collective (or in the exit meeting)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        _leave(1)
+
+    sys.excepthook = hook
 
 
 def _abort_on_uncaught_exception(mpi_comm: Any) -> None:

@@ -15,8 +15,8 @@ whole text, so the middle window is then centred on the middle character.
 At scale: windows of many documents are batched together sorted by length
 (little padding), the model runs in bf16 on GPU, and the step runs on the
 stage runner (``megatron_snow.stages``): corpus shards are shared round-robin
-over MPI ranks (``mpiexec``/``srun``, one GPU per local rank), each corpus shard
-gives one score shard, a killed run re-run with the same command skips the
+over the ranks, MPI ones (``mpiexec``/``srun``) or torchrun processes (gloo, no
+MPI needed), each on its local rank's GPU; each corpus shard gives one score shard, a killed run re-run with the same command skips the
 shards already scored, and scores of another annotator (its files' content,
 not its path) or another corpus are refused in one line (``--force`` replaces).
 
@@ -296,8 +296,8 @@ def annotate_corpus(cfg: AnnotateConfig, log=print, show_progress: bool = True, 
                     comm=None) -> dict:
     """Score the corpus into ``cfg.out`` (default ``<corpus>/scores``) on every rank; returns the manifest.
 
-    Resumable (finished shards are skipped); MPI ranks share the shards round-robin
-    (``ranks.json`` says which rank scored which).
+    Resumable (finished shards are skipped); the ranks (MPI or torchrun, ``megatron_snow.dist``) share the
+    shards round-robin (``ranks.json`` says which rank scored which).
     """
     from megatron_snow.stages import run_step
 
@@ -319,8 +319,10 @@ def annotate_corpus(cfg: AnnotateConfig, log=print, show_progress: bool = True, 
 
 
 USAGE = """Resumable: re-run the same command after a failure and finished shards are skipped. Several GPUs or
-nodes: launch with mpiexec -n N (or srun, or torchrun); shards are shared round-robin. Example:
-  mpiexec -n 8 python -m megatron_snow annotate corpus=data/phase1 model=models/annotator batch_size=256"""
+nodes: launch with mpiexec -n N, srun (MPI), or torchrun (no MPI needed); shards are shared round-robin and
+each process uses its local rank's GPU. Examples:
+  mpiexec -n 8 python -m megatron_snow annotate corpus=data/phase1 model=models/annotator batch_size=256
+  torchrun --nproc-per-node 8 -m megatron_snow annotate corpus=data/phase1 model=models/annotator batch_size=256"""
 
 
 def main(argv: list[str] | None = None) -> int:
