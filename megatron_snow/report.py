@@ -45,6 +45,10 @@ def _funnels(run: Path) -> list[tuple[str, dict]]:
     """(label, funnel dict) of every single-stage funnel, in path order (stage order by naming)."""
     out = []
     for p in sorted(run.rglob("funnel.json")) + sorted(run.rglob("*.funnel.json")):
+        step_dir = p.parent
+        if p.name == "funnel.json" and step_dir.suffix == ".step" and \
+                step_dir.with_name(step_dir.stem + ".funnel.json").is_file():
+            continue  # the runner's copy of an index's funnel, which sits beside the index as PREFIX.funnel.json
         d = _load(p)
         if isinstance(d, dict) and "languages" in d:
             out.append((_rel(p.parent, run) + ("" if p.name == "funnel.json" else f" ({p.name})"), d))

@@ -18,7 +18,9 @@ import pytest
 from megatron_snow.dist import Comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.records import CodeRecord, ShardedWriter, iter_records, read_manifest
-from megatron_snow.stages import RANKS_FILE, RecordStep, StaleOutputError, StepError, UnitResult, run_step
+from megatron_snow.stages import (
+    RANKS_FILE, RecordStep, StaleOutputError, StepError, UnitResult, is_complete, run_step,
+)
 from megatron_snow.stages.cli import run_cli
 
 HERE = Path(__file__).resolve()
@@ -205,6 +207,65 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line(tmp_path):
     # and stale output is refused on both ranks with exit 2
     p = _mpi([f"input={inp}", f"output={tmp_path / 'out'}", "min_chars=3"], tmp_path)
     assert p.returncode == 2 and p.stderr.count("was made with other settings (min_chars: 10 -> 3)") == 1
+
+
+class Concat(Upper):
+    """An artefact step (its output is one text file, not a records dataset): each unit writes a part
+    under _work/ (on forked workers when ``workers`` > 1); ``finalize`` joins them in unit order."""
+
+    name = "concat"
+
+    def __init__(self, settings: UpperSettings, target: Path, workers: int = 1, claim: int = 0):
+        super().__init__(settings)
+        self.target, self.workers, self.claim = target, workers, claim
+
+    def outputs(self):
+        return [self.target]
+
+    def process(self, ctx, index, unit):
+        res = super().process(ctx, index, unit)
+        (ctx.work / f"part-{index:05d}.txt").write_text("".join(r.content for r in res.kept))
+        return UnitResult([], res.dropped, res.funnel, represents=len(res.kept),
+                          part={"file": f"part-{index:05d}.txt", "records": len(res.kept), "pid": os.getpid()})
+
+    def finalize(self, ctx, parts, funnel):
+        self.target.write_text("".join((ctx.work / p["file"]).read_text() for p in parts))
+        return sum(p["records"] for p in parts) + self.claim
+
+
+def test_an_artefact_step_on_forked_workers_finalizes_resumes_and_accounts(tmp_path):
+    inp = make_input(tmp_path / "in")
+    cfg = UpperSettings(input=str(inp))
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    f1 = run_step(Concat(cfg, one), tmp_path / "one.step", Comm(None), progress=False)
+    f2 = run_step(Concat(cfg, two, workers=2), tmp_path / "two.step", Comm(None), progress=False)
+    assert one.read_text() == two.read_text() and one.read_text().count("\n") > 10
+    assert f1.to_dict() == f2.to_dict() and f1.total("kept")[0] == 15 and f1.reasons() == {"short": 8}
+    markers = [json.loads(p.read_text()) for p in sorted((tmp_path / "two.step" / "_work").glob("unit-*.json"))]
+    pids = {m["part"]["pid"] for m in markers}
+    assert len(markers) == 6 and os.getpid() not in pids and len(pids) <= 2  # on the forked workers
+    assert all(m["entry"] is None for m in markers) and not list((tmp_path / "two.step").glob("part-*"))
+    manifest = json.loads((tmp_path / "two.step" / "manifest.json").read_text())
+    assert manifest["outputs"] == {"two.txt": two.stat().st_size} and manifest["kept"] == 15
+    assert is_complete(tmp_path / "two.step")
+    # the artefact deleted since: the step is not complete; the same call finalizes again, no unit redone
+    two.unlink()
+    assert not is_complete(tmp_path / "two.step")
+    run_step(Concat(cfg, two, workers=2), tmp_path / "two.step", Comm(None), progress=False)
+    assert two.read_text() == one.read_text()
+    assert json.loads((tmp_path / "two.step" / RANKS_FILE).read_text())["ranks"][0]["units"] == []
+    # output that does not hold what the funnel kept fails loudly, before anything declares it complete
+    with pytest.raises(StepError, match=r"concat: accounting: funnel keeps 15 records but the output holds 16"):
+        run_step(Concat(cfg, tmp_path / "bad.txt", claim=1), tmp_path / "bad.step", Comm(None), progress=False)
+    assert not (tmp_path / "bad.step" / "manifest.json").exists()
+    # an error in a forked worker: one line naming the unit
+    bad = UpperSettings(input=str(inp), fail_on="r9")
+    with pytest.raises(StepError, match=r"^concat: unit 2 \(.*part-00002.jsonl.gz\): ValueError: boom at r9$"):
+        run_step(Concat(bad, tmp_path / "err.txt", workers=2), tmp_path / "err.step", Comm(None), progress=False)
+    # an artefact of unknown origin is not overwritten
+    (tmp_path / "mine.txt").write_text("mine")
+    with pytest.raises(StaleOutputError, match="mine.txt exists but .* unknown origin"):
+        run_step(Concat(cfg, tmp_path / "mine.txt"), tmp_path / "mine.step", Comm(None), progress=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ once, for every step:
 - one output shard per unit (``part-NNNNN.jsonl.gz``, the same bytes whatever
   the number of ranks), set-aside records under ``dropped/`` with their reason,
   and a completion marker ``_work/unit-NNNNN.json`` written last: a killed run
-  re-run with the same command redoes only unfinished units;
+  re-run with the same command redoes only unfinished units (a marker holds a
+  fingerprint of its unit, so a plan that follows the number of processes, as
+  build-index's does, redoes the units that changed);
 - a fingerprint (``step.json``) of the step's settings and of the *content* it
   depends on (the input dataset's manifest, which holds every shard's hash;
   model, tokenizer or benchmark files by hash): output of another fingerprint
@@ -31,6 +33,7 @@ Layout of a step's output directory::
     OUT/dropped/...                          set-aside records, meta["dropped"] = {stage, reason, ...}
     OUT/funnel.json stats.json ranks.json step.json
     OUT/_work/                               unit markers and the step's own resume state
+    (an artefact step: no part-*/dropped/ unless it sets records aside; manifest.json lists its outputs)
 
 Writing a step (a step added in one file; ``tests/test_stages.py`` has this one)::
 
@@ -64,7 +67,28 @@ before the units, for collective work such as the all-to-all exchange of
 dedup (do local work inside ``ctx.agree(fn)`` before a collective, so an
 error on one rank stops every rank with one line instead of a hang);
 ``transforms = True`` when the kept output is not the kept input records
-(then set ``UnitResult.represents``). A command line for a step is
+(then set ``UnitResult.represents``). ``workers = N`` runs ``process`` on N
+forked processes inside each rank (biggest units first by ``weight(unit)``;
+the markers are still written by the rank itself). ``input_records()`` says how
+many records the inputs' manifests hold (default: ``input_dir``'s), which the
+funnel's "in" must equal.
+
+A step whose output is not a records dataset (a tokenizer ``.model``, a
+Megatron ``.bin``/``.idx``) is an *artefact step*: ``outputs()`` lists the files
+it writes outside its directory; each unit writes its part under ``ctx.work``
+and returns ``UnitResult([], dropped, funnel, represents=n, part={...})`` (the
+JSON-able ``part`` goes into the unit's marker); ``finalize(ctx, parts,
+funnel)`` runs on rank 0 after every unit and merges the parts (in unit order)
+into ``outputs()``, returning how many records they hold (checked against the
+funnel's kept). The runner writes funnel, stats, ranks and, last, a
+``manifest.json`` listing the outputs and their sizes: the step is complete
+while they keep them (an output deleted since makes the next run finalize
+again, from the parts if ``cleanup`` left them). Existing outputs without this
+step's ``step.json`` are refused like any other stale output; ``--force``
+removes them. ``tokenization/build_index.py`` and ``tokenization/train.py``
+are the two examples (their directory is ``PREFIX.step/`` / ``X.step/``).
+
+A command line for a step is
 ``megatron_snow.stages.cli.run_cli`` (``--config``, ``key=value``,
 ``--force``, ``--help`` listing every setting with its default and meaning)
 plus one line in ``megatron_snow/__main__.py`` ``STEPS``.

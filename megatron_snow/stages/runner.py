@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
-from megatron_snow.atomic import atomic_write_json, remove_temp_files
+from megatron_snow.atomic import atomic_write_json, atomic_write_text, is_temp, remove_temp_files
 from megatron_snow.config import ConfigError, to_dict
 from megatron_snow.dist import Comm, get_comm, my_items
 from megatron_snow.funnel import Funnel, FunnelError
@@ -69,6 +69,7 @@ class UnitResult:
     funnel: Funnel
     stats: dict = field(default_factory=dict)
     represents: int | None = None
+    part: Any = None  # an artefact step: what the unit wrote under ctx.work (JSON-able); given to finalize
 
 
 class Step:
@@ -79,6 +80,8 @@ class Step:
     input_dir: Path | None = None  # the records dataset this step reads (accounting, fingerprint)
     transforms: bool = False  # kept output is not the kept input records (set UnitResult.represents)
     section: str | None = None  # the settings' key in a larger config (names them in the refusal line)
+    workers: int = 1  # processes per rank that run ``process`` (forked; results come back to this one)
+    weight_unit: str = "unit"  # what ``weight`` counts (the progress bar's unit)
 
     def fingerprint_settings(self) -> Any:
         """What of the settings decides the output (default: all of them)."""
@@ -87,6 +90,19 @@ class Step:
     def depends_on(self) -> dict[str, Path]:
         """Files or datasets the output depends on, fingerprinted by content (input_dir is added)."""
         return {}
+
+    def outputs(self) -> list[Path]:
+        """Files outside the step's directory that ``finalize`` writes (an artefact step: a tokenizer, an
+        index). Empty: a records step, whose output is the directory itself."""
+        return []
+
+    def input_records(self) -> int | None:
+        """Records the input holds by its manifest(s): the funnel's "in" must equal it (None: no check)."""
+        return read_manifest(self.input_dir)["records"] if self.input_dir is not None else None
+
+    def weight(self, unit: Any) -> int:
+        """Relative size of a unit: the progress bar counts it, and forked workers take the biggest first."""
+        return 1
 
     def units(self, ctx: "StepContext") -> list[Any]:
         """The unit plan (JSON-able, deterministic); computed on rank 0 and shared. One output shard each."""
@@ -99,6 +115,12 @@ class Step:
 
     def process(self, ctx: "StepContext", index: int, unit: Any) -> UnitResult:
         raise NotImplementedError
+
+    def finalize(self, ctx: "StepContext", parts: list[Any], funnel: Funnel) -> int | None:
+        """Rank 0, after every unit, before the files that declare the step complete: an artefact step
+        merges its units' parts (``UnitResult.part``, in unit order; ``funnel`` merged and balanced) into
+        ``outputs()``. Returns how many records the output holds (checked against the funnel's kept), or None."""
+        return None
 
     def cleanup(self, ctx: "StepContext") -> None:
         """Rank 0, after the manifest: remove scratch state under ctx.work."""
@@ -183,12 +205,13 @@ class StepContext:
     def __init__(self, step: Step, out: Path, comm: Comm, *, progress: bool, keep_dropped: bool):
         self.step, self.out, self.comm = step, out, comm
         self.work = out / "_work"
+        self.outputs = [Path(p) for p in step.outputs()]  # an artefact step's files (empty: a records step)
         self.progress, self.keep_dropped = progress, keep_dropped
 
-    def bar(self, items: Iterable[T], desc: str, unit: str = "unit") -> Iterable[T]:
-        items = list(items)
-        return tqdm(items, desc=f"{self.step.name}: {desc}", unit=unit, leave=False,
-                    disable=not (self.progress and self.comm.is_root))
+    def bar(self, items: Iterable[T] | None, desc: str, unit: str = "unit", total: int | None = None) -> Any:
+        items = list(items) if items is not None else None
+        return tqdm(items, desc=f"{self.step.name}: {desc}", unit=unit, leave=False, total=total,
+                    unit_scale=unit != "unit", disable=not (self.progress and self.comm.is_root))
 
     def my_items(self, n: int) -> list[int]:
         return my_items(n, self.comm)
@@ -261,18 +284,106 @@ def _marker(work: Path, i: int) -> Path:
     return work / f"unit-{i:05d}.json"
 
 
-def _write_unit(ctx: StepContext, i: int, res: UnitResult) -> None:
-    """Dropped shard, kept shard, then the unit's marker (last: its presence means unit i is finished)."""
+def _finished(ctx: StepContext, i: int, unit: Any) -> bool:
+    """Unit i has a marker made for this very unit (a plan that follows the number of processes, as
+    build-index's does, may give index i another unit in the next run: then it is done again)."""
+    m = _marker(ctx.work, i)
+    if not m.is_file():
+        return False
+    try:
+        made_for = json.loads(m.read_text()).get("unit", _unit_key(unit))
+    except ValueError:
+        return False
+    return made_for == _unit_key(unit)
+
+
+def _unit_key(unit: Any) -> str:
+    """A short fingerprint of a unit (units may hold file names that are not UTF-8)."""
+    return hashlib.blake2b(json.dumps(unit, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
+    """Dropped shard, kept shard (a records step), then the unit's marker (last: its presence means unit i
+    is finished). An artefact step wrote its part under ctx.work itself; the marker records ``res.part``."""
     drop_recs = []
     for d in res.dropped:
         d.record.meta["dropped"] = {"stage": ctx.step.name, "reason": d.reason, **d.details}
         drop_recs.append(d.record)
-    drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [])
+    drop_entry = None
+    if drop_recs or not ctx.outputs:
+        drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [])
     res.funnel.check()
-    entry = write_shard(ctx.out / shard_name(i), res.kept)
-    marker = {"entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(), "stats": res.stats,
-              "represents": len(res.kept) if res.represents is None else res.represents}
-    atomic_write_json(_marker(ctx.work, i), marker, indent=None)
+    if ctx.outputs and res.kept:
+        raise StepError(f"{ctx.step.name}: unit {i}: an artefact step writes its part under ctx.work, not kept records")
+    entry = None if ctx.outputs else write_shard(ctx.out / shard_name(i), res.kept)
+    marker = {"unit": _unit_key(unit), "entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(),
+              "stats": res.stats, "represents": len(res.kept) if res.represents is None else res.represents,
+              "part": res.part}
+    atomic_write_text(_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
+
+
+# -- forked workers inside a rank (Step.workers > 1) ------------------------------
+_POOL: tuple[Step, StepContext] | None = None
+
+
+def _pool_init(step: Step, ctx: StepContext) -> None:
+    global _POOL
+    _POOL = (step, ctx)  # inherited through fork, not pickled
+
+
+def _pool_process(args: tuple[int, Any]) -> tuple[int, Any, tuple[str, int] | None]:
+    """In a worker: (i, result with its funnel as a dict, None) or (i, None, (one-line error, exit code))."""
+    i, unit = args
+    assert _POOL is not None
+    step, ctx = _POOL
+    try:
+        res = step.process(ctx, i, unit)
+        res.funnel = res.funnel.to_dict()  # type: ignore[assignment]  (a Funnel does not pickle)
+        return i, res, None
+    except StepError as e:
+        return i, None, (str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001
+        return i, None, (_unit_error(step, i, unit, e), 1)
+
+
+def _unit_error(step: Step, i: int, unit: Any, e: BaseException) -> str:
+    return f"{step.name}: unit {i} ({step.describe(unit)}): {type(e).__name__}: {e}".replace("\n", " ")
+
+
+def _results(ctx: StepContext, todo: list[int], units: list[Any]) -> Iterator[tuple[int, UnitResult]]:
+    """(i, result) of the units in ``todo``: in this process in order, or on ``step.workers`` forked
+    processes biggest first (workers never call MPI; the markers are written here, in this process)."""
+    step = ctx.step
+    bar = ctx.bar(None, "units", unit=step.weight_unit, total=sum(step.weight(units[i]) for i in todo))
+    try:
+        if step.workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                try:
+                    res = step.process(ctx, i, units[i])
+                except StepError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    raise StepError(_unit_error(step, i, units[i], e)) from e
+                yield i, res
+                bar.update(step.weight(units[i]))
+            return
+        import multiprocessing
+
+        order = sorted(todo, key=lambda i: -step.weight(units[i]))  # a short tail when workers finish
+        pool = multiprocessing.get_context("fork").Pool(min(step.workers, len(todo)), _pool_init, (step, ctx))
+        try:
+            for i, res, error in pool.imap_unordered(_pool_process, [(i, units[i]) for i in order]):
+                if error is not None:
+                    raise StepError(*error)
+                res.funnel = Funnel.from_dict(res.funnel)
+                yield i, res
+                bar.update(step.weight(units[i]))
+            pool.close()
+            pool.join()
+        finally:
+            pool.terminate()
+    finally:
+        bar.close()
 
 
 def merge_stats(into: dict, other: dict) -> dict:
@@ -288,13 +399,34 @@ def merge_stats(into: dict, other: dict) -> dict:
 
 
 def is_complete(out: str | Path) -> bool:
+    """The step's directory is finished; for an artefact step, its outputs also still exist, whole."""
     out = Path(out)
-    return (out / MANIFEST).is_file() and (out / FUNNEL_FILE).is_file() and (out / STEP_FILE).is_file()
+    if not ((out / MANIFEST).is_file() and (out / FUNNEL_FILE).is_file() and (out / STEP_FILE).is_file()):
+        return False
+    try:
+        outputs = json.loads((out / MANIFEST).read_text()).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all((out.parent / name).is_file() and (out.parent / name).stat().st_size == size
+               for name, size in outputs.items())
 
 
-def _check_fingerprint(out: Path, fp: dict, force: bool, name: str) -> None:
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def _remove_output_temps(outputs: list[Path]) -> None:
+    """Temp files of killed writes of the outputs (``.NAME.tmp-PID`` and ``NAME.tmp-PID``)."""
+    for p in outputs:
+        if p.parent.is_dir():
+            for t in list(p.parent.glob(f".{p.name}.tmp-*")) + list(p.parent.glob(f"{p.name}.tmp-*")):
+                t.unlink(missing_ok=True)
+
+
+def _check_fingerprint(out: Path, fp: dict, force: bool, name: str, outputs: list[Path] = ()) -> None:
     """Rank 0: refuse output made with another fingerprint (or wipe it with force); record ours."""
     path = out / STEP_FILE
+    existing = [p for p in outputs if p.exists()]
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -304,10 +436,15 @@ def _check_fingerprint(out: Path, fp: dict, force: bool, name: str) -> None:
             return
         if not force:
             raise StaleOutputError(f"{out} was made with {_first_difference(old, fp)}; re-run with --force to "
-                                   f"replace it, or use a new output directory")
+                                   f"replace it, or use a new output {'path' if outputs else 'directory'}")
+    elif existing and not force:
+        raise StaleOutputError(f"{existing[0]} exists but was made with other settings (output of unknown origin: "
+                               f"no {path}); re-run with --force to replace it, or use a new output path")
     elif out.is_dir() and any(p.name != "_work" for p in out.iterdir()) and not force:
         raise StaleOutputError(f"{out} was made with other settings (it holds output of unknown origin: no "
                                f"{STEP_FILE}); re-run with --force to replace it, or use a new output directory")
+    for p in existing:
+        _remove(p)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -328,20 +465,26 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
 
     def setup() -> bool:
         fp = fingerprint(step)
-        _check_fingerprint(out, fp, force, step.name)
+        _check_fingerprint(out, fp, force, step.name, ctx.outputs)
         remove_temp_files(out)
+        _remove_output_temps(ctx.outputs)
         ctx.work.mkdir(parents=True, exist_ok=True)
-        (out / "dropped").mkdir(exist_ok=True)
+        for p in ctx.work.rglob("*.tmp-*"):  # parts written by other conventions (IndexWriter's)
+            if p.is_file() and not is_temp(p):
+                p.unlink()
+        if not ctx.outputs:
+            (out / "dropped").mkdir(exist_ok=True)
         if is_complete(out):
             step.cleanup(ctx)  # a run killed between the manifest and the cleanup
             return True
+        (out / MANIFEST).unlink(missing_ok=True)  # an artefact step's output changed since: finish again
         return False
 
     if ctx.root_then_share(setup, tag):
         return Funnel.read(out / FUNNEL_FILE)
     units = ctx.root_then_share(lambda: step.units(ctx), tag)
     n = len(units)
-    pending = comm.allreduce_sum(sum(not _marker(ctx.work, i).is_file() for i in ctx.my_items(n)))
+    pending = comm.allreduce_sum(sum(not _finished(ctx, i, units[i]) for i in ctx.my_items(n)))
     done_here: list[int] = []
     if pending:
         try:
@@ -352,29 +495,24 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
             comm.fail(f"{tag}{type(e).__name__}: {e}".replace("\n", " "), code=1)
 
         def work() -> None:
-            for i in ctx.bar([i for i in ctx.my_items(n) if not _marker(ctx.work, i).is_file()], "units"):
-                try:
-                    res = step.process(ctx, i, units[i])
-                except StepError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    raise StepError(f"{tag}unit {i} ({step.describe(units[i])}): {type(e).__name__}: {e}"
-                                    .replace("\n", " ")) from e
-                _write_unit(ctx, i, res)
+            todo = [i for i in ctx.my_items(n) if not _finished(ctx, i, units[i])]
+            for i, res in _results(ctx, todo, units):
+                _write_unit(ctx, i, units[i], res)
                 done_here.append(i)
 
         ctx.agree(work, tag)
     ranks = comm.allgather({"rank": comm.rank, "world_size": comm.size, "host": socket.gethostname(),
-                            "pid": os.getpid(), "units": done_here})
+                            "pid": os.getpid(), "units": sorted(done_here)})
     ctx.root_then_share(lambda: _finish(ctx, n, ranks), tag)
     return Funnel.read(out / FUNNEL_FILE)
 
 
 def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
-    """Rank 0: merge the unit markers, check the accounting, write funnel, stats, manifests (manifest last)."""
+    """Rank 0: merge the unit markers, check the accounting, let an artefact step write its outputs
+    (``finalize``), then funnel, stats, ranks and the manifest (last: the step is complete)."""
     step, out = ctx.step, ctx.out
     funnel = Funnel(step.name)
-    entries, drop_entries, stats, represents = [], [], {}, 0
+    entries, drop_entries, parts, stats, represents = [], [], [], {}, 0
     for i in range(n):
         m = _marker(ctx.work, i)
         if not m.is_file():
@@ -382,6 +520,7 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
         part = json.loads(m.read_text())
         entries.append(part["entry"])
         drop_entries.append(part["dropped_entry"])
+        parts.append(part.get("part"))
         funnel.merge(part["funnel"])
         merge_stats(stats, part["stats"])
         represents += part["represents"]
@@ -390,23 +529,34 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
     except FunnelError as e:
         raise StepError(f"{step.name}: funnel does not balance: {e}") from None
     n_in, n_kept = funnel.total("in")[0], funnel.total("kept")[0]
-    written = sum(e["records"] for e in entries)
-    if n_kept != represents or (not step.transforms and written != n_kept):
+    written = sum(e["records"] for e in entries if e is not None)
+    if n_kept != represents or (not step.transforms and not ctx.outputs and written != n_kept):
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the shards hold {written} "
                         f"(standing for {represents})")
-    if step.input_dir is not None:
-        expected = read_manifest(step.input_dir)["records"]
-        if n_in != expected:
-            raise StepError(f"{step.name}: accounting: {n_in} records in but the input {step.input_dir} "
-                            f"holds {expected}: records were lost")
+    expected = step.input_records()
+    if expected is not None and n_in != expected:
+        raise StepError(f"{step.name}: accounting: {n_in} records in but the input {step.input_dir or 'manifests'} "
+                        f"{'holds' if step.input_dir else 'say'} {expected}: records were lost")
+    held = step.finalize(ctx, parts, funnel)
+    if held is not None and held != n_kept:
+        raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the output holds {held}")
+    missing = [str(p) for p in ctx.outputs if not p.is_file()]
+    if missing:
+        raise StepError(f"{step.name}: finalize did not write {', '.join(missing)}")
     stats.update(step.summary_stats())
     remove_temp_files(out)
-    write_manifest(out / "dropped", drop_entries, stage=step.name, kind="dropped")
+    if not ctx.outputs or any(e is not None for e in drop_entries):
+        write_manifest(out / "dropped", [e for e in drop_entries if e is not None], stage=step.name, kind="dropped")
     funnel.write(out / FUNNEL_FILE)
     atomic_write_json(out / STATS_FILE, stats)
     atomic_write_json(out / RANKS_FILE, {"world_size": len(ranks), "ranks": ranks})
     fp = json.loads((out / STEP_FILE).read_text())["fingerprint"]
-    write_manifest(out, entries, stage=step.name, fingerprint=fp)  # last: the step is complete
+    if ctx.outputs:  # last: the step is complete while these files keep these sizes
+        atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": step.name,
+                                           "fingerprint": fp, "kept": n_kept, "outputs": {
+                                               os.path.relpath(p, out.parent): p.stat().st_size for p in ctx.outputs}})
+    else:
+        write_manifest(out, entries, stage=step.name, fingerprint=fp)  # last: the step is complete
     step.cleanup(ctx)
 
 

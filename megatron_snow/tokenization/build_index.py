@@ -6,20 +6,27 @@ Layout written beside the index::
     PREFIX.docs.jsonl.gz         sidecar: line i = document i of the index {id, language, repo, path, tokens,
                                  file_ids (the files of a grouped repository document, when the record has them)}
     PREFIX.funnel.json           documents in = kept + dropped per reason, per language
-    PREFIX.stats.json            per-language document/token counts, dtype, tokenizer hash, input plan;
-                                 written last, so its presence means the index is complete
+    PREFIX.stats.json            per-language document/token counts, dtype, tokenizer hash, input plan
+    PREFIX.step/                 the stage runner's directory: step.json (fingerprint), funnel.json,
+                                 ranks.json, manifest.json (written last: the index is complete while
+                                 the files above keep the sizes it lists); _work/ holds the parts while
+                                 building (``keep_parts=true`` keeps them)
 
-How the work is split: the input is cut into base units (``inputs.plan_units``)
-that do not depend on the number of workers or ranks; when there are fewer of
-them than processes (``workers`` x ranks), each is cut further by byte ranges
-(plain JSONL) or record ranges (gzip files, records shards) so every process
-has work (the run says how it split). Each unit becomes one partial index
-``PREFIX.parts/unit-NNNNNN.*``; MPI ranks take units round-robin and each rank
-spreads its units over ``workers`` processes. Rank 0 then concatenates the
-parts in order (megatron-core ``add_index``) and compresses the sidecar as one
-stream, so the output bytes are the same for any number of workers or ranks.
-A part whose ``.json`` marker exists is finished: a killed run restarted with
-the same command skips it.
+It is a step of the stage runner (``megatron_snow.stages``): the plan, the
+ranks, resume, the fingerprint (settings, input content, tokenizer by hash),
+the refusal of an index made otherwise (``--force`` replaces it), one-line
+errors on every rank and the accounting are the runner's. How the work is
+split: the input is cut into base units (``inputs.plan_units``) that do not
+depend on the number of workers or ranks; when there are fewer of them than
+processes (``workers`` x ranks), each is cut further by byte ranges (plain
+JSONL) or record ranges (gzip files, records shards) so every process has work
+(the run says how it split). Each unit becomes one partial index
+``PREFIX.step/_work/part-NNNNN.*``; MPI ranks take units round-robin and each
+rank spreads its units over ``workers`` forked processes. Rank 0 then
+concatenates the parts in order (megatron-core ``add_index``) and compresses
+the sidecar as one stream, so the output bytes are the same for any number of
+workers or ranks. A killed run restarted with the same command skips the
+parts whose unit marker exists.
 
 Documents: an empty document is not written (an index entry holding only EOD
 trains nothing) and is counted as ``dropped:empty``; a line that cannot be read
@@ -27,14 +34,14 @@ is counted under its reason (``invalid_json``, ``missing_text``,
 ``corrupt_gzip`` ... see ``inputs.read_unit``); text with lone surrogates (cannot
 be UTF-8) is ``invalid_unicode``. Any token id outside the vocabulary stops the
 build with an error rather than writing it. A records shard holding other than
-its manifest says stops the build (records would be lost without a word).
+its manifest says stops the build (records would be lost without a word), and
+the documents in must add up to the records the input manifests hold.
 """
 from __future__ import annotations
 
 import gc
 import gzip
 import json
-import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -43,11 +50,14 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from megatron_snow.atomic import atomic_write_text
-from megatron_snow.dist import Comm, get_comm, my_items
+from megatron_snow.atomic import atomic_write_text, temp_path
+from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.indexed import IndexFormatError, IndexWriter, check_idx, dtype_code, index_dtype, read_idx
-from megatron_snow.tokenization.inputs import Document, Unit, plan_units, read_unit, split_units
+from megatron_snow.stages.runner import RANKS_FILE, Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.tokenization.inputs import (
+    Document, Unit, input_dependencies, manifest_records, plan_units, read_unit, split_units,
+)
 from megatron_snow.tokenization.tokenizer import CodeTokenizer, load_tokenizer
 
 FORMAT = "megatron-snow-index-v2"
@@ -74,8 +84,11 @@ class BuildIndexConfig:
     RANGES: ClassVar[dict[str, str]] = {"workers": ">= 1", "batch_docs": ">= 1", "chunk_bytes": ">= 1"}
 
 
-class IndexBuildError(RuntimeError):
-    """The index cannot be built as asked; nothing final was written."""
+class IndexBuildError(StepError):
+    """The index cannot be built as asked; nothing final was written (exit code 2: bad input or settings)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message, exit_code)
 
 
 def index_paths(prefix: str | Path) -> dict[str, Path]:
@@ -86,7 +99,7 @@ def index_paths(prefix: str | Path) -> dict[str, Path]:
         "docs": Path(f"{p}.docs.jsonl.gz"),
         "funnel": Path(f"{p}.funnel.json"),
         "stats": Path(f"{p}.stats.json"),
-        "parts": Path(f"{p}.parts"),
+        "step": Path(f"{p}.step"),  # the stage runner's directory (parts under _work/ while building)
     }
 
 
@@ -133,7 +146,7 @@ def _doc_bytes(doc: Document) -> int:
 
 
 def _plan(cfg: BuildIndexConfig, tok: CodeTokenizer, units: list[Unit], dtype: type[np.number]) -> dict:
-    """What determines the output bytes; a resumed run must match it."""
+    """What the output bytes are made from (kept in PREFIX.stats.json; ``--verify`` re-reads the source by it)."""
     from megatron_snow.stages import content_hash
 
     return {
@@ -149,19 +162,9 @@ def _plan(cfg: BuildIndexConfig, tok: CodeTokenizer, units: list[Unit], dtype: t
 
 
 # -- one unit -> one partial index ---------------------------------------------
-_TOK: CodeTokenizer | None = None
-
-
-def _init_worker(tok: CodeTokenizer) -> None:
-    global _TOK
-    _TOK = tok
-
-
-def build_part(unit_index: int, unit: Unit, part_prefix: str, cfg: BuildIndexConfig, dtype: type[np.number],
-               tok: CodeTokenizer | None = None) -> dict:
-    """Tokenize one unit into ``part_prefix.{bin,idx,docs.jsonl}``; ``part_prefix.json`` marks it done."""
-    tok = tok or _TOK
-    assert tok is not None
+def build_part(unit: Unit, part_prefix: str, cfg: BuildIndexConfig, dtype: type[np.number],
+               tok: CodeTokenizer) -> tuple[dict, Funnel]:
+    """Tokenize one unit into ``part_prefix.{bin,idx,docs.jsonl}``; returns its counts and funnel."""
     writer = IndexWriter(part_prefix, dtype)
     funnel = Funnel("build_index")
     languages: dict[str, list[int]] = {}
@@ -177,7 +180,8 @@ def build_part(unit_index: int, unit: Unit, part_prefix: str, cfg: BuildIndexCon
             arr[:-1] = ids
             arr[-1] = tok.eod_id
             if arr.min() < 0 or arr.max() >= tok.vocab_size:
-                raise IndexBuildError(f"document {d.id!r}: token id {int(arr.max())} outside the vocabulary of {tok.vocab_size}")
+                raise IndexBuildError(f"document {d.id!r}: token id {int(arr.max())} outside the vocabulary of "
+                                      f"{tok.vocab_size}", 1)
             writer.add(arr)
             entry = {"id": d.id, "language": d.language, "repo": d.repo, "path": d.path, "tokens": int(arr.size)}
             if d.file_ids:
@@ -206,229 +210,145 @@ def build_part(unit_index: int, unit: Unit, part_prefix: str, cfg: BuildIndexCon
         raise
     writer.finish()
     atomic_write_text(f"{part_prefix}.docs.jsonl", "".join(side))
-    info = {"unit": unit_index, "documents": n_docs, "tokens": n_tokens,
-            "languages": {k: {"documents": v[0], "tokens": v[1]} for k, v in sorted(languages.items())},
-            "funnel": funnel.to_dict()}
-    atomic_write_text(f"{part_prefix}.json", json.dumps(info, sort_keys=True))
-    return info
+    info = {"documents": n_docs, "tokens": n_tokens,
+            "languages": {k: {"documents": v[0], "tokens": v[1]} for k, v in sorted(languages.items())}}
+    return info, funnel
 
 
-def _build_part_star(args: tuple) -> dict:
-    return build_part(*args)
+# -- the whole build: a step of the stage runner ---------------------------------
+def run_dir(prefix: str | Path) -> Path:
+    """The runner's directory of an index: step.json, funnel, ranks, and the parts under _work/."""
+    return index_paths(prefix)["step"]
 
 
-def _part_prefix(parts_dir: Path, i: int) -> str:
-    return str(parts_dir / f"unit-{i:06d}")
+class BuildIndexStep(Step):
+    """Units: the base plan cut for ``workers`` x ranks processes; each writes a partial index under
+    _work/; ``finalize`` concatenates them in order into PREFIX.* (same bytes for any split)."""
 
+    name = "build_index"
+    weight_unit = "B"
 
-def _part_done(part_prefix: str) -> bool:
-    """A part is finished when its marker (written last) and its three files exist."""
-    return all(os.path.isfile(part_prefix + s) for s in (".json", ".bin", ".idx", ".docs.jsonl"))
+    def __init__(self, cfg: BuildIndexConfig, tok: CodeTokenizer, dtype: type[np.number], base: list[Unit], log=print):
+        self.settings, self.tok, self.dtype, self.base, self.log = cfg, tok, dtype, base, log
+        self.workers = cfg.workers
+        self.paths = index_paths(cfg.output_prefix)
 
+    def fingerprint_settings(self) -> dict:
+        cfg = self.settings
+        return {"format": FORMAT, "dtype": np.dtype(self.dtype).name, "chunk_bytes": cfg.chunk_bytes,
+                "fields": [cfg.text_field, cfg.id_field, cfg.language_field]}
 
-# -- the whole build -----------------------------------------------------------
-def _prepare(paths: dict[str, Path], plan: dict, split: list) -> str:
-    """Rank 0: 'done' if the index exists for this plan, 'ok' to build; raises on a conflicting state.
+    def depends_on(self) -> dict[str, str]:
+        return {**input_dependencies(self.settings.inputs), "tokenizer": self.tok.path}
 
-    Parts of an interrupted run are reused when the plan and the split (which follows the
-    number of processes) are the same; parts of another split are discarded.
-    """
-    if paths["stats"].is_file():
+    def outputs(self) -> list[Path]:
+        return [self.paths[k] for k in ("bin", "idx", "docs", "funnel", "stats")]
+
+    def input_records(self) -> int | None:
+        return manifest_records(self.settings.inputs)
+
+    def units(self, ctx: StepContext) -> list:
+        work, how = split_units(self.base, self.workers * ctx.comm.size)
+        self.log(f"build_index: {how}; {ctx.comm.size} rank(s) x {self.workers} worker(s)")
+        return [[base, u.to_dict()] for base, u in work]
+
+    def weight(self, unit: list) -> int:
+        return max(1, int(unit[1]["size"]))
+
+    def describe(self, unit: list) -> str:
+        u = unit[1]
+        return f"{u['path']}[{u['start']}:{'' if u['end'] is None else u['end']}]"
+
+    def prepare(self, ctx: StepContext, units: list) -> None:
+        import megatron.core.datasets.indexed_dataset  # noqa: F401  (once here, not in every forked worker)
+
+    def process(self, ctx: StepContext, index: int, unit: list) -> UnitResult:
+        info, funnel = build_part(Unit(**unit[1]), str(ctx.work / f"part-{index:05d}"), self.settings, self.dtype,
+                                  self.tok)
+        return UnitResult([], [], funnel, stats={k: info[k] for k in ("documents", "tokens")},
+                          represents=info["documents"], part={"base": unit[0], **info})
+
+    def finalize(self, ctx: StepContext, parts: list[dict], funnel: Funnel) -> int:
+        """Concatenate the parts in order into PREFIX.bin/.idx, the sidecar as one gzip stream, then
+        PREFIX.funnel.json and PREFIX.stats.json. Nothing here depends on how the units were split."""
+        paths, cfg = self.paths, self.settings
+        n_docs = sum(p["documents"] for p in parts)
+        if n_docs == 0:
+            raise IndexBuildError(f"no documents to index: the input holds no non-empty documents "
+                                  f"({funnel.total('in')[0]} in, {funnel.reasons() or 'none'} dropped)", 2)
+        languages: dict[str, dict[str, int]] = {}
+        per_unit = [{"documents": 0, "tokens": 0} for _ in self.base]
+        for p in parts:
+            per_unit[p["base"]]["documents"] += p["documents"]
+            per_unit[p["base"]]["tokens"] += p["tokens"]
+            for lang, c in p["languages"].items():
+                t = languages.setdefault(lang, {"documents": 0, "tokens": 0})
+                t["documents"] += c["documents"]
+                t["tokens"] += c["tokens"]
+        writer = IndexWriter(cfg.output_prefix, self.dtype)
+        tmp_docs = temp_path(paths["docs"])
+        # add_index runs gc.collect() for every part; with torch imported that is ~0.3 s a call. Freezing
+        # the objects that exist now keeps those collections short (the merge itself allocates little).
+        gc.freeze()
         try:
-            old_plan = json.loads(paths["stats"].read_text()).get("plan")
-        except ValueError:
-            old_plan = None
-        if old_plan != plan:
-            raise IndexBuildError(f"{paths['stats']} exists but was built from other inputs/tokenizer/settings; "
-                                  "use --force to replace it, or another output prefix")
-        if all(paths[k].is_file() for k in ("bin", "idx", "docs", "funnel")):
-            return "done"
-        paths["stats"].unlink()  # some output was deleted since: build again
-    parts = paths["parts"]
-    parts.mkdir(parents=True, exist_ok=True)
-    plan_file = parts / "plan.json"
-    want = {"plan": plan, "split": split}
-    if plan_file.is_file():
-        try:
-            old = json.loads(plan_file.read_text())
-        except ValueError:
-            old = {}
-        if old.get("plan") != plan:
-            raise IndexBuildError(f"{parts} holds partial results of a different build (inputs, tokenizer or "
-                                  "settings changed); delete it to start over")
-        if old.get("split") != split:  # another number of processes: the parts do not line up
-            shutil.rmtree(parts)
-            parts.mkdir(parents=True)
-            plan_file.write_text(json.dumps(want, indent=1, sort_keys=True))
-    else:
-        plan_file.write_text(json.dumps(want, indent=1, sort_keys=True))
-    return "ok"
+            with open(tmp_docs, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0,
+                                                          filename="") as side:
+                for i in range(len(parts)):
+                    pp = str(ctx.work / f"part-{i:05d}")
+                    writer.add_index(pp)
+                    with open(pp + ".docs.jsonl", "rb") as f:
+                        shutil.copyfileobj(f, side)
+            held = writer.finish()
+        except BaseException:
+            writer.abort()
+            tmp_docs.unlink(missing_ok=True)
+            raise
+        finally:
+            gc.unfreeze()
+        os.replace(tmp_docs, paths["docs"])
+        funnel.write(paths["funnel"])
+        plan = _plan(cfg, self.tok, self.base, self.dtype)
+        stats = {
+            "format": FORMAT,
+            "documents": n_docs,
+            "tokens": sum(p["tokens"] for p in parts),
+            "languages": dict(sorted(languages.items())),
+            "dtype": plan["dtype"],
+            "vocab_size": plan["vocab_size"],
+            "eod_id": plan["eod_id"],
+            "tokenizer": os.path.abspath(self.tok.path),
+            "tokenizer_sha256": plan["tokenizer_sha256"],
+            "tokens_include_eod": True,
+            "units": per_unit,
+            "plan": plan,
+        }
+        atomic_write_text(paths["stats"], json.dumps(stats, indent=1, sort_keys=True) + "\n")
+        self.log(funnel.table())
+        return held
 
-
-def _merge(paths: dict[str, Path], plan: dict, split: list, dtype: type[np.number], cfg: BuildIndexConfig) -> dict:
-    """Rank 0: concatenate parts in order into the final files; stats written last.
-
-    Nothing written here depends on how the units were split: the sidecar is
-    compressed as one stream and counts are kept per base unit.
-    """
-    infos = [json.loads(Path(_part_prefix(paths["parts"], i) + ".json").read_text()) for i in range(len(split))]
-    funnel = Funnel("build_index")
-    languages: dict[str, dict[str, int]] = {}
-    per_unit = [{"documents": 0, "tokens": 0} for _ in plan["units"]]
-    for (base, _), info in zip(split, infos):
-        funnel.merge(info["funnel"])
-        per_unit[base]["documents"] += info["documents"]
-        per_unit[base]["tokens"] += info["tokens"]
-        for lang, c in info["languages"].items():
-            t = languages.setdefault(lang, {"documents": 0, "tokens": 0})
-            t["documents"] += c["documents"]
-            t["tokens"] += c["tokens"]
-    funnel.check()
-    n_docs = sum(i["documents"] for i in infos)
-    if n_docs == 0:
-        raise IndexBuildError(f"no documents to index: the input holds no non-empty documents\n{funnel.table()}")
-
-    writer = IndexWriter(cfg.output_prefix, dtype)
-    tmp_docs = Path(f"{paths['docs']}.tmp-{os.getpid()}")
-    # add_index runs gc.collect() for every part; with torch imported that is ~0.3 s a call. Freezing
-    # the objects that exist now keeps those collections short (the merge itself allocates little).
-    gc.freeze()
-    try:
-        with open(tmp_docs, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0,
-                                                      filename="") as side:
-            for i in range(len(split)):
-                pp = _part_prefix(paths["parts"], i)
-                writer.add_index(pp)
-                with open(pp + ".docs.jsonl", "rb") as f:
-                    shutil.copyfileobj(f, side)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        gc.unfreeze()
-    os.replace(tmp_docs, paths["docs"])
-    funnel.write(paths["funnel"])
-    stats = {
-        "format": FORMAT,
-        "documents": n_docs,
-        "tokens": sum(i["tokens"] for i in infos),
-        "languages": dict(sorted(languages.items())),
-        "dtype": plan["dtype"],
-        "vocab_size": plan["vocab_size"],
-        "eod_id": plan["eod_id"],
-        "tokenizer": os.path.abspath(cfg.tokenizer),
-        "tokenizer_sha256": plan["tokenizer_sha256"],
-        "tokens_include_eod": True,
-        "units": per_unit,
-        "plan": plan,
-    }
-    atomic_write_text(paths["stats"], json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    if not cfg.keep_parts:
-        shutil.rmtree(paths["parts"], ignore_errors=True)
-    return stats
-
-
-def _run_units(todo: list[int], units: list[Unit], paths: dict[str, Path], cfg: BuildIndexConfig,
-               dtype: type[np.number], tok: CodeTokenizer, show: bool) -> None:
-    from tqdm import tqdm
-
-    todo = sorted(todo, key=lambda i: -units[i].size)  # biggest first: a short tail when workers finish
-    args = [(i, units[i], _part_prefix(paths["parts"], i), cfg, dtype) for i in todo]
-    bar = tqdm(total=sum(units[i].size for i in todo), unit="B", unit_scale=True, desc="build_index",
-               disable=not show, dynamic_ncols=True)
-    tokens = done = 0
-    pool = None
-    try:
-        if cfg.workers == 1 or len(todo) <= 1:
-            results = (build_part(*a, tok=tok) for a in args)
-        else:
-            # fork: workers inherit the imported libraries; they never call MPI and leave via os._exit.
-            ctx = multiprocessing.get_context("fork")
-            pool = ctx.Pool(min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(tok,))
-            results = pool.imap_unordered(_build_part_star, args)
-        for info in results:
-            tokens += info["tokens"]
-            done += 1
-            bar.update(units[info["unit"]].size)
-            bar.set_postfix(tokens=f"{tokens:,}", parts=f"{done}/{len(todo)}")
-        if pool is not None:
-            pool.close()
-            pool.join()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
+    def cleanup(self, ctx: StepContext) -> None:
+        if not self.settings.keep_parts:
+            shutil.rmtree(ctx.work, ignore_errors=True)  # a tokenized copy of the corpus
 
 
 def build_index(cfg: BuildIndexConfig, comm: Comm | None = None, log=print, force: bool = False) -> dict:
-    """Build ``cfg.output_prefix`` from ``cfg.inputs``; returns the stats (same on every rank).
+    """Build ``cfg.output_prefix`` from ``cfg.inputs`` on every rank of ``comm``; returns the stats.
 
-    Idempotent: an index already complete for the same plan is left as is;
-    finished parts of an interrupted run are reused.
+    An index already complete for the same settings, inputs and tokenizer is left as is; finished parts
+    of a killed run are reused; an index made otherwise is refused (StaleOutputError) unless ``force``.
     """
     if not cfg.output_prefix or not cfg.tokenizer or not cfg.inputs:
-        raise IndexBuildError("inputs, output_prefix and tokenizer are required")
+        raise IndexBuildError("inputs, output_prefix and tokenizer are required", 2)
     comm = comm or get_comm()
     tok = load_tokenizer(cfg.tokenizer)
     dtype = choose_dtype(tok.vocab_size, cfg.dtype)
-    units = plan_units(cfg.inputs, cfg.chunk_bytes)
-    plan = _plan(cfg, tok, units, dtype)
-    paths = index_paths(cfg.output_prefix)
-    paths["stats"].parent.mkdir(parents=True, exist_ok=True)
-
-    def root_prepare():
-        try:
-            if force:  # replace whatever is there
-                for k, path in paths.items():
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            work, how = split_units(units, cfg.workers * comm.size)
-            split = [[base, u.to_dict()] for base, u in work]
-            return _prepare(paths, plan, split), split, how
-        except Exception as e:  # under MPI the other ranks wait for an answer: send the error instead
-            if comm.size == 1:
-                raise
-            return f"error: {e}", None, None
-
-    state, split, how = comm.run_root_first(root_prepare)
-    if state.startswith("error: "):
-        raise IndexBuildError(state[len("error: "):])
-    if state == "done":
-        if comm.is_root:
-            log(f"{paths['stats']} exists for the same inputs and tokenizer: nothing to do")
-        return json.loads(paths["stats"].read_text())
-    work_units = [Unit(**u) for _, u in split]
-    if comm.is_root:
-        log(f"build_index: {how}; {comm.size} rank(s) x {cfg.workers} worker(s)")
-
-    todo = [i for i in my_items(len(work_units), comm) if not _part_done(_part_prefix(paths["parts"], i))]
-    import megatron.core.datasets.indexed_dataset  # noqa: F401  (once here, not in every forked worker)
-
-    error = None
-    try:
-        _run_units(todo, work_units, paths, cfg, dtype, tok, show=cfg.progress and comm.is_root)
-    except Exception as e:  # every rank must learn of a failure, or the others wait at the barrier forever
-        error = f"{type(e).__name__}: {e}" if comm.size == 1 else f"rank {comm.rank}: {type(e).__name__}: {e}"
+    step = BuildIndexStep(cfg, tok, dtype, plan_units(cfg.inputs, cfg.chunk_bytes),
+                          log if comm.is_root else (lambda *_: None))
+    run_step(step, run_dir(cfg.output_prefix), comm, force=force, progress=cfg.progress)
     if comm.size > 1:
-        print(f"build_index rank {comm.rank}/{comm.size}: built {len(todo)} parts", flush=True)
-    errors = [e for e in comm.allgather(error) if e]
-    if errors:
-        raise IndexBuildError("; ".join(errors))
-
-    def root_merge():
-        try:
-            stats = _merge(paths, plan, split, dtype, cfg)
-            log(Funnel.read(paths["funnel"]).table())
-            return stats
-        except Exception as e:
-            if comm.size == 1:
-                raise
-            return f"error: {e}"
-
-    result = comm.run_root_first(root_merge)
-    if isinstance(result, str):
-        raise IndexBuildError(result[len("error: "):])
-    return result
+        ranks = json.loads((run_dir(cfg.output_prefix) / RANKS_FILE).read_text())["ranks"]
+        print(f"build_index rank {comm.rank}/{comm.size}: built {len(ranks[comm.rank]['units'])} parts", flush=True)
+    return json.loads(index_paths(cfg.output_prefix)["stats"].read_text())
 
 
 # -- verification --------------------------------------------------------------
@@ -632,10 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         try:
             stats = build_index(cfg, comm, force=args.force)
-        except (InputError, TokenizerError) as e:
+        except (InputError, TokenizerError) as e:  # found before the runner starts: the same on every rank
             raise StepError(str(e), 2) from None
-        except IndexBuildError as e:
-            raise StepError(str(e), 1) from None
         if comm.is_root:
             print(f"{cfg.output_prefix}: {stats['documents']:,} documents, {stats['tokens']:,} tokens ({stats['dtype']})")
 

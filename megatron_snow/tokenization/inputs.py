@@ -271,3 +271,21 @@ def read_unit(unit: Unit, text_field: str = "text", id_field: str = "id", langua
             doc.error = "missing_text"
             doc.where = f"{where}: no string field {text_field!r}"
         yield doc
+
+
+def input_dependencies(inputs: list[str]) -> dict[str, str]:
+    """The inputs as a step's ``depends_on`` (fingerprinted by content: a dataset by its manifest)."""
+    if len(inputs) == 1:
+        return {"input": os.path.abspath(inputs[0])}
+    return {f"input[{k}]": os.path.abspath(p) for k, p in enumerate(inputs)}
+
+
+def manifest_records(inputs: list[str]) -> int | None:
+    """Records the inputs hold by their manifests, when every input is a records dataset (plain JSONL
+    files have no manifest to account against: None)."""
+    total = 0
+    for inp in inputs:
+        if not Path(inp).is_dir():
+            return None
+        total += int(read_manifest(inp)["records"])
+    return total

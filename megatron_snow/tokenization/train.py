@@ -18,20 +18,36 @@ the input and the seed only (not on file order), and memory stays bounded.
 SentencePiece's result also depends on ``num_threads``; it is fixed in the
 config (default 8, whatever the machine's core count) so that the same input,
 seed and config give the same model bytes.
+
+It is a step of the stage runner (``megatron_snow.stages``), run over 1 or N
+MPI ranks: each input unit (a records shard, a JSONL file or byte range) is
+read, counted and sampled on its own (its sample, at most ``sample_bytes``,
+is a part under ``X.step/_work/``); rank 0 samples the union of the parts, which
+is exactly the sample of the whole input, and trains. ``X.step/`` holds the
+fingerprint (settings and input content), funnel, ranks and the manifest
+written last; a killed run redoes only unfinished units; a model made
+otherwise is refused unless ``--force``. Beside ``X.model``: ``X.vocab`` and
+``X.json`` (the report, with the funnel).
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import heapq
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator
 
+from megatron_snow.atomic import atomic_write_bytes, atomic_write_text, temp_path
+from megatron_snow.config import to_dict
+from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
-from megatron_snow.tokenization.inputs import plan_units, read_unit
+from megatron_snow.stages.runner import Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.tokenization.inputs import Unit, input_dependencies, manifest_records, plan_units, read_unit
 from megatron_snow.tokenization.tokenizer import (
     CONTROL_TOKENS,
     USER_DEFINED_TOKENS,
@@ -55,6 +71,7 @@ class TrainTokenizerConfig:
     id_field: str = "id"
     language_field: str = "language"
     extra_user_defined_symbols: list[str] = field(default_factory=list)
+    progress: bool = True  # progress bar on rank 0
 
     # vocab_size: byte fallback alone needs 256 pieces plus the special ones
     RANGES: ClassVar[dict[str, str]] = {"vocab_size": ">= 300", "sample_bytes": ">= 1", "max_sentence_length": ">= 64",
@@ -74,7 +91,13 @@ def sample_documents(docs: Iterable[tuple[str, str]], sample_bytes: int, seed: i
     Streams once holding at most ``sample_bytes`` of text; the result is in key
     order and does not depend on the order of ``docs``.
     """
-    heap: list[tuple[bytes, str]] = []  # max-heap on key via inverted bytes
+    return [t for _, t in sample_pairs(docs, sample_bytes, seed)]
+
+
+def sample_pairs(docs: Iterable[tuple[str, str]], sample_bytes: int, seed: int) -> list[tuple[str, str]]:
+    """``sample_documents`` as (id, text) pairs. The sample is the key-sorted prefix that fits: the sample
+    of a union of per-unit samples is therefore the sample of the whole input (how the units combine)."""
+    heap: list[tuple[bytes, str, str]] = []  # max-heap on key via inverted bytes
     total = 0
     cutoff: bytes | None = None  # smallest key ever evicted: later keys >= cutoff can never be in
     for doc_id, text in docs:
@@ -82,13 +105,13 @@ def sample_documents(docs: Iterable[tuple[str, str]], sample_bytes: int, seed: i
         if cutoff is not None and key >= cutoff:
             continue
         n = len(text.encode("utf-8", "surrogatepass"))
-        heapq.heappush(heap, (bytes(255 - b for b in key), text))
+        heapq.heappush(heap, (bytes(255 - b for b in key), text, doc_id))
         total += n
         while total > sample_bytes and heap:
-            inv, t = heapq.heappop(heap)
+            inv, t, _ = heapq.heappop(heap)
             total -= len(t.encode("utf-8", "surrogatepass"))
             cutoff = bytes(255 - b for b in inv)
-    return [t for _, t in sorted(heap, reverse=True)]
+    return [(i, t) for _, t, i in sorted(heap, reverse=True)]
 
 
 def split_for_training(text: str, max_bytes: int) -> Iterator[str]:
@@ -117,32 +140,94 @@ def split_for_training(text: str, max_bytes: int) -> Iterator[str]:
         yield "".join(chunk)
 
 
-def _training_documents(cfg: TrainTokenizerConfig, funnel: Funnel) -> Iterator[tuple[str, str]]:
-    from megatron_snow.tokenization.build_index import unusable_count  # the same rules as the index
-
-    for unit in plan_units(cfg.inputs):
-        for doc in read_unit(unit, cfg.text_field, cfg.id_field, cfg.language_field):
-            nbytes = len(doc.text.encode("utf-8", "surrogatepass")) if doc.text else 0
-            if not unusable_count(funnel, doc, nbytes):
-                funnel.kept(doc.language, nbytes)
-                yield doc.id, doc.text
+def run_dir(output: str | Path) -> Path:
+    """The runner's directory of a tokenizer ``X.model``: ``X.step`` (step.json, funnel, ranks, unit samples)."""
+    return Path(output).with_suffix(".step")
 
 
-def train_tokenizer(cfg: TrainTokenizerConfig) -> dict:
-    """Train and write ``cfg.output``; returns the report also written to ``<output>.json``.
+class TrainTokenizerStep(Step):
+    """Units: the input plan. Each unit counts its documents and keeps its own bounded sample (a part
+    under _work/); ``finalize`` samples the union of the parts, which is the sample of the whole input,
+    and trains SentencePiece on rank 0. The model bytes do not depend on the number of ranks."""
 
-    The funnel counts input documents; "kept" means eligible for the sample
-    (the report gives how many of them the byte-bounded sample took).
-    """
+    name = "train_tokenizer"
+    weight_unit = "B"
+
+    def __init__(self, cfg: TrainTokenizerConfig, base: list[Unit]):
+        self.settings, self.base = cfg, base
+        self.out = Path(cfg.output)
+
+    def fingerprint_settings(self) -> dict:
+        return {k: v for k, v in to_dict(self.settings).items() if k not in ("inputs", "output", "progress")}
+
+    def depends_on(self) -> dict[str, str]:
+        return input_dependencies(self.settings.inputs)
+
+    def outputs(self) -> list[Path]:
+        return [self.out, self.out.with_suffix(".vocab"), self.out.with_suffix(".json")]
+
+    def input_records(self) -> int | None:
+        return manifest_records(self.settings.inputs)
+
+    def units(self, ctx: StepContext) -> list[dict]:
+        return [u.to_dict() for u in self.base]
+
+    def weight(self, unit: dict) -> int:
+        return max(1, int(unit["size"]))
+
+    def describe(self, unit: dict) -> str:
+        return f"{unit['path']}[{unit['start']}:{'' if unit['end'] is None else unit['end']}]"
+
+    def process(self, ctx: StepContext, index: int, unit: dict) -> UnitResult:
+        from megatron_snow.tokenization.build_index import unusable_count  # the same rules as the index
+
+        cfg, funnel = self.settings, Funnel(self.name)
+
+        def eligible() -> Iterator[tuple[str, str]]:
+            for doc in read_unit(Unit(**unit), cfg.text_field, cfg.id_field, cfg.language_field):
+                nbytes = len(doc.text.encode("utf-8", "surrogatepass")) if doc.text else 0
+                if not unusable_count(funnel, doc, nbytes):
+                    funnel.kept(doc.language, nbytes)
+                    yield doc.id, doc.text
+
+        sample = sample_pairs(eligible(), cfg.sample_bytes, cfg.seed)
+        name = f"sample-{index:05d}.jsonl.gz"
+        tmp = temp_path(ctx.work / name)
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
+            for doc_id, text in sample:
+                f.write(json.dumps([doc_id, text]) + "\n")
+        os.replace(tmp, ctx.work / name)
+        n = funnel.total("kept")[0]
+        return UnitResult([], [], funnel, represents=n, part={"file": name, "documents": len(sample), "eligible": n})
+
+    def finalize(self, ctx: StepContext, parts: list[dict], funnel: Funnel) -> int:
+        cfg = self.settings
+
+        def candidates() -> Iterator[tuple[str, str]]:
+            for p in parts:
+                with gzip.open(ctx.work / p["file"], "rt", encoding="utf-8") as f:
+                    for line in f:
+                        doc_id, text = json.loads(line)
+                        yield doc_id, text
+
+        texts = [t for _, t in sample_pairs(candidates(), cfg.sample_bytes, cfg.seed)]
+        if not texts:
+            raise StepError(f"no documents with text in {cfg.inputs}: nothing to train on "
+                            f"({funnel.total('in')[0]} in, dropped: {funnel.reasons() or 'none'})", 2)
+        report = _train(cfg, texts, self.out)
+        report.update(eligible_documents=funnel.total("kept")[0], funnel=funnel.to_dict())
+        atomic_write_text(self.out.with_suffix(".json"), json.dumps(report, indent=2, sort_keys=True) + "\n")
+        print(funnel.table(), flush=True)
+        return sum(p["eligible"] for p in parts)
+
+    def cleanup(self, ctx: StepContext) -> None:
+        shutil.rmtree(ctx.work, ignore_errors=True)  # the units' samples
+
+
+def _train(cfg: TrainTokenizerConfig, texts: list[str], out: Path) -> dict:
+    """SentencePiece BPE on the sampled texts; writes ``out`` and its ``.vocab``; returns the report."""
     import sentencepiece as spm
 
-    if not cfg.output:
-        raise ValueError("output: path of the .model file to write is required")
-    funnel = Funnel("train_tokenizer")
-    texts = sample_documents(_training_documents(cfg, funnel), cfg.sample_bytes, cfg.seed)
-    funnel.check()
-    if not texts:
-        raise ValueError(f"no documents with text in {cfg.inputs}: nothing to train on\n{funnel.table()}")
     chunks = [c for t in texts for c in split_for_training(t, cfg.max_sentence_length)]
     sample_docs, sample_bytes = len(texts), sum(len(t.encode("utf-8")) for t in texts)
     del texts
@@ -171,30 +256,36 @@ def train_tokenizer(cfg: TrainTokenizerConfig) -> dict:
         hard_vocab_limit=True,
         minloglevel=2,
     )
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, out)
-
+    atomic_write_bytes(out, model.getvalue())
     tok = CodeTokenizer(str(out))
     vocab_lines = [f"{tok.id_to_token(i)}\t{tok._sp.get_score(i)}" for i in range(tok.vocab_size)]
-    out.with_suffix(".vocab").write_text("\n".join(vocab_lines) + "\n", encoding="utf-8")
-    report = {
+    atomic_write_text(out.with_suffix(".vocab"), "\n".join(vocab_lines) + "\n")
+    return {
         "model": str(out),
         "sha256": tok.sha256,
         "vocab_size": tok.vocab_size,
         "special_ids": {t: tok.token_to_id(t) for t in CONTROL_TOKENS + USER_DEFINED_TOKENS},
-        "eligible_documents": funnel.total("kept")[0],
         "sample_documents": sample_docs,
         "sample_bytes": sample_bytes,
         "training_chunks": len(chunks),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "funnel": funnel.to_dict(),
     }
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(funnel.table())
-    return report
+
+
+def train_tokenizer(cfg: TrainTokenizerConfig, comm: Comm | None = None, force: bool = False) -> dict:
+    """Train and write ``cfg.output`` on every rank of ``comm`` (the stage runner); returns the report
+    also written to ``<output>.json``. A model already made from the same settings and input content is
+    left as is; one made otherwise is refused (StaleOutputError) unless ``force``.
+
+    The funnel counts input documents; "kept" means eligible for the sample
+    (the report gives how many of them the byte-bounded sample took).
+    """
+    if not cfg.output:
+        raise StepError("output: path of the .model file to write is required", 2)
+    comm = comm or get_comm()
+    step = TrainTokenizerStep(cfg, plan_units(cfg.inputs))
+    run_step(step, run_dir(cfg.output), comm, force=force, progress=cfg.progress)
+    return json.loads(Path(cfg.output).with_suffix(".json").read_text())
 
 
 USAGE = """examples:
@@ -217,14 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         return out + ([f"output={json.dumps(args.output)}"] if args.output else [])
 
     def run(cfg, args, comm):
-        if not comm.is_root:
-            return
         try:
-            report = train_tokenizer(cfg)
-        except (InputError, ValueError) as e:
+            report = train_tokenizer(cfg, comm, force=args.force)
+        except InputError as e:  # found before the runner starts: the same on every rank
             raise StepError(str(e).splitlines()[0], 2) from None
-        print(f"wrote {report['model']}: vocab {report['vocab_size']}, sample {report['sample_documents']:,} "
-              f"documents / {report['sample_bytes']:,} bytes, sha256 {report['sha256'][:12]}")
+        if comm.is_root:
+            print(f"wrote {report['model']}: vocab {report['vocab_size']}, sample {report['sample_documents']:,} "
+                  f"documents / {report['sample_bytes']:,} bytes, sha256 {report['sha256'][:12]}")
 
     return run_cli(argv, prog="train-tokenizer", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
                    config_cls=TrainTokenizerConfig, run=run, add_arguments=add_arguments,

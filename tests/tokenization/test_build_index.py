@@ -15,6 +15,7 @@ import pytest
 
 from megatron_snow.funnel import Funnel
 from megatron_snow.tokenization import load_tokenizer
+from megatron_snow.stages import RANKS_FILE, StaleOutputError, StepError
 from megatron_snow.tokenization.build_index import (
     BuildIndexConfig,
     IndexBuildError,
@@ -27,6 +28,12 @@ from megatron_snow.tokenization.inputs import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = ("bin", "idx", "docs", "stats", "funnel")
+ENV1 = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1"}
+
+
+def _work(prefix) -> Path:
+    """Where the stage runner keeps an index's parts and unit markers while building."""
+    return index_paths(prefix)["step"] / "_work"
 
 
 def _build(records, tok, prefix, **kw) -> dict:
@@ -112,7 +119,8 @@ def test_round_trip_through_megatron_gpt_dataset(single, corpus_records, sp_mode
 def test_one_vs_three_workers_byte_identical(single, corpus_records, sp_model, tmp_path):
     _build([corpus_records[0]], sp_model, tmp_path / "w3", workers=3)
     assert _outputs(tmp_path / "w3") == _outputs(single)
-    assert not index_paths(tmp_path / "w3")["parts"].exists()  # partial shards cleaned up
+    assert not _work(tmp_path / "w3").exists()  # partial indexes cleaned up
+    assert (index_paths(tmp_path / "w3")["step"] / "manifest.json").is_file()
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "records"])
@@ -136,9 +144,10 @@ def test_one_unit_is_split_so_every_worker_works(sp_model, tmp_path, make_jsonl,
     said = capsys.readouterr().out
     assert len(one["plan"]["units"]) == 1 and three["plan"] == one["plan"]
     assert ("byte ranges" if kind == "jsonl" else "record ranges") in said and "-> 3 units" in said, said
-    parts = sorted(index_paths(tmp_path / "three")["parts"].glob("unit-*.json"))
-    infos = [json.loads(p.read_text()) for p in parts]
+    markers = sorted(_work(tmp_path / "three").glob("unit-*.json"))
+    infos = [json.loads(p.read_text())["part"] for p in markers]
     assert len(infos) == 3 and all(i["documents"] > 0 for i in infos)  # three processes, each with documents
+    assert len({p.stat().st_mtime_ns for p in markers}) == 3
     assert _outputs(tmp_path / "three") == _outputs(tmp_path / "one")
 
 
@@ -216,21 +225,28 @@ def test_huggingface_tokenizer_builds_and_verifies(corpus_records, hf_tokenizer_
     assert all(int((ds[i] == tok.eod_id).sum()) == 1 for i in range(len(ds)))
 
 
-def test_resume_reuses_finished_parts(corpus_records, sp_model, tmp_path, single):
+@pytest.mark.slow
+def test_resume_after_sigkill_redoes_only_unfinished_parts(corpus_records, sp_model, tmp_path, single):
+    """SIGKILL after 3 finished units (tests/kill_after.py wraps the runner from outside); the same command
+    then builds only the other units and the index bytes equal an uninterrupted build's."""
     prefix = tmp_path / "r"
-    _build([corpus_records[0]], sp_model, prefix, keep_parts=True)
-    parts = index_paths(prefix)["parts"]
-    # make it look like a run killed after some parts: final files gone, two parts unfinished
-    for k in OUTPUTS:
-        index_paths(prefix)[k].unlink()
-    (parts / "unit-000001.json").unlink()
-    (parts / "unit-000002.bin").unlink()
-    (parts / "unit-000002.json").unlink()
-    kept_part = parts / "unit-000000.bin"
-    before = kept_part.stat().st_mtime_ns, kept_part.stat().st_ino
-    _build([corpus_records[0]], sp_model, prefix, keep_parts=True)
-    assert (kept_part.stat().st_mtime_ns, kept_part.stat().st_ino) == before  # skipped, not rebuilt
-    assert (parts / "unit-000002.json").is_file()
+    cmd = ["build-index", "--input", str(corpus_records[0]), "--tokenizer", str(sp_model), "--output-prefix",
+           str(prefix), "progress=false", "keep_parts=true"]
+    killed = subprocess.run([sys.executable, str(REPO / "tests/kill_after.py"), "3", *cmd], capture_output=True,
+                            text=True, timeout=300, cwd=REPO, env=ENV1)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    markers = sorted(_work(prefix).glob("unit-*.json"))
+    assert len(markers) == 3 and not index_paths(prefix)["bin"].exists()
+    before = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in _work(prefix).glob("part-0000[0-2].*")}
+    assert len(before) == 9  # .bin, .idx, .docs.jsonl of units 0-2
+    r = subprocess.run([sys.executable, "-m", "megatron_snow", *cmd], capture_output=True, text=True, timeout=300,
+                       cwd=REPO, env=ENV1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in _work(prefix).glob("part-0000[0-2].*")}
+    assert after == before  # skipped, not rebuilt
+    n_units = len(json.loads(index_paths(single)["stats"].read_text())["units"])
+    ranks = json.loads((index_paths(prefix)["step"] / RANKS_FILE).read_text())["ranks"]
+    assert ranks[0]["units"] == list(range(3, n_units))
     assert _outputs(prefix) == _outputs(single)
     # a finished index is left alone by the same command
     stat_before = index_paths(prefix)["bin"].stat().st_mtime_ns
@@ -242,14 +258,25 @@ def test_resume_reuses_finished_parts(corpus_records, sp_model, tmp_path, single
     assert _outputs(prefix) == _outputs(single)
 
 
-def test_conflicting_state_is_refused(corpus_records, sp_model, hf_tokenizer_json, tmp_path):
+def test_other_tokenizer_or_unknown_output_is_refused_in_one_line(corpus_records, sp_model, hf_tokenizer_json,
+                                                                   tmp_path, single):
     prefix = tmp_path / "x"
-    _build([corpus_records[0]], sp_model, prefix, keep_parts=True)
-    with pytest.raises(IndexBuildError, match="built from other inputs"):
+    _build([corpus_records[0]], sp_model, prefix)
+    with pytest.raises(StaleOutputError, match=r"was made with other inputs \(tokenizer: .*; re-run with --force"):
         _build([corpus_records[0]], hf_tokenizer_json, prefix)
-    index_paths(prefix)["stats"].unlink()
-    with pytest.raises(IndexBuildError, match="different build"):
-        _build([corpus_records[0]], hf_tokenizer_json, prefix)
+    with pytest.raises(StaleOutputError, match=r"other settings \(dtype: 'uint16' -> 'int32'\)"):
+        _build([corpus_records[0]], sp_model, prefix, dtype="int32")
+    r = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input",
+                        str(corpus_records[0]), "--tokenizer", str(hf_tokenizer_json), "--output-prefix", str(prefix),
+                        "progress=false"], capture_output=True, text=True, timeout=300, cwd=REPO, env=ENV1)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--force" in r.stderr, r.stderr
+    stats = build_index(BuildIndexConfig(inputs=[str(corpus_records[0])], tokenizer=str(hf_tokenizer_json),
+                                         output_prefix=str(prefix), progress=False), force=True)
+    assert stats["tokenizer_sha256"] == load_tokenizer(hf_tokenizer_json).sha256
+    # index files of unknown origin (no PREFIX.step/step.json) are not overwritten
+    _copy_index(single, tmp_path / "copy")
+    with pytest.raises(StaleOutputError, match="unknown origin"):
+        _build([corpus_records[0]], sp_model, tmp_path / "copy")
 
 
 def test_bad_inputs_get_clear_errors_and_no_index(sp_model, tmp_path, make_records, make_jsonl):
@@ -262,11 +289,12 @@ def test_bad_inputs_get_clear_errors_and_no_index(sp_model, tmp_path, make_recor
     with pytest.raises(InputError, match="no such file"):
         _build([tmp_path / "missing.jsonl"], sp_model, tmp_path / "o1")
     only_empty = make_records(tmp_path / "recs", [{"id": "a", "content": ""}, {"id": "b", "content": ""}])
-    with pytest.raises(IndexBuildError, match="no documents to index"):
+    with pytest.raises(StepError, match="no documents to index") as e:
         _build([only_empty], sp_model, tmp_path / "o2")
+    assert e.value.exit_code == 2
     assert not any(index_paths(tmp_path / "o2")[k].exists() for k in OUTPUTS)
     blank = make_jsonl(tmp_path / "blank.jsonl", [])
-    with pytest.raises(IndexBuildError, match="no documents"):
+    with pytest.raises(StepError, match="no documents"):
         _build([blank], sp_model, tmp_path / "o3")
 
 
@@ -284,7 +312,7 @@ def test_large_vocabulary_needs_int32(tmp_path, make_jsonl):
     src = make_jsonl(tmp_path / "d.jsonl", [{"text": "w1 w69999 w65536"}, {"text": "w70000 w5"}])
     with pytest.raises(IndexBuildError, match="does not fit uint16"):
         _build([src], tmp_path / "big.json", tmp_path / "u16", dtype="uint16")
-    assert not index_paths(tmp_path / "u16")["parts"].exists()
+    assert not index_paths(tmp_path / "u16")["step"].exists()
     stats = _build([src], tmp_path / "big.json", tmp_path / "auto")
     assert stats["dtype"] == "int32" and read_idx_header(index_paths(tmp_path / "auto")["idx"]).dtype_code == 4
     ds = IndexedDataset(str(tmp_path / "auto"))
@@ -442,20 +470,25 @@ def test_damaged_shard_is_counted_and_a_lying_manifest_fails(sp_model, tmp_path,
     ids = [s["id"] for s in _sidecar(tmp_path / "t")]
     assert ids == [r["id"] for r in rows[: 10 + (10 - lost)]] + [r["id"] for r in rows[20:]]
 
-    # A manifest that says shard 0 holds 8 records (it holds 10): the build fails, naming the shard.
+    # A manifest that says shard 1 holds 8 records (it holds 10): the build fails, naming the shard.
     liar = make_records(tmp_path / "liar", rows, per_shard=10)
     m = json.loads((liar / "manifest.json").read_text())
-    m["shards"][0]["records"] -= 2
+    m["shards"][1]["records"] -= 2
     m["records"] -= 2
     (liar / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(IndexBuildError, match="holds 10 records but its manifest says 8"):
+    with pytest.raises(StepError, match="part-00001.jsonl.gz holds 10 records but its manifest says 8"):
         _build([liar], sp_model, tmp_path / "l", workers=2)
     assert not index_paths(tmp_path / "l")["stats"].exists()
-    cli = subprocess.run([sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input", str(liar),
-                          "--tokenizer", str(sp_model), "--output-prefix", str(tmp_path / "l2"), "progress=false"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert cli.returncode == 1 and "Traceback" not in cli.stderr
-    assert cli.stderr.strip().splitlines()[-1].startswith("build-index: error:") and "manifest says 8" in cli.stderr
+    # under 2 MPI ranks the unit of shard 1 is rank 1's: every rank ends, rank 0 says the one line
+    cmd = [sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input", str(liar), "--tokenizer",
+           str(sp_model), "--output-prefix", str(tmp_path / "l2"), "progress=false"]
+    if shutil.which("mpiexec"):
+        cmd = ["mpiexec", "-n", "2"] + cmd
+    cli = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr[-2000:]
+    errors = [line for line in cli.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("build-index: error: build_index: unit 1 ("), cli.stderr
+    assert "manifest says 8" in errors[0] and not index_paths(tmp_path / "l2")["bin"].exists()
 
 
 def test_train_tokenizer_counts_a_truncated_gzip(corpus_records, tmp_path):

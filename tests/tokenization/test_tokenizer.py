@@ -1,15 +1,24 @@
 """The code tokenizer: exact round trips of real code, code-specific settings, both backends, training determinism."""
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from megatron_snow.stages import RANKS_FILE, StaleOutputError, StepError
 
 from megatron_snow.tokenization import TokenizerError, load_tokenizer
 from megatron_snow.tokenization.tokenizer import CONTROL_TOKENS, EOD, FILE_SEP, FIM_MIDDLE, PAD
 from megatron_snow.tokenization.train import (
     TrainTokenizerConfig,
+    run_dir,
     sample_documents,
     split_for_training,
     train_tokenizer,
@@ -148,8 +157,9 @@ def test_split_for_training_keeps_text_and_bound():
 
 def test_training_rejects_empty_input(tmp_path, make_jsonl):
     src = make_jsonl(tmp_path / "empty.jsonl", [{"text": ""}, {"other": "x"}])
-    with pytest.raises(ValueError, match="nothing to train on"):
+    with pytest.raises(StepError, match="nothing to train on") as e:
         train_tokenizer(TrainTokenizerConfig(inputs=[str(src)], output=str(tmp_path / "t.model"), vocab_size=500))
+    assert e.value.exit_code == 2 and not (tmp_path / "t.model").exists()
 
 
 def test_megatron_and_hugging_face_read_the_same_ids_as_ours(sp_model, code_corpus, tmp_path):
@@ -197,3 +207,80 @@ def test_megatron_and_hugging_face_read_the_same_ids_as_ours(sp_model, code_corp
         assert core.tokenize(text) + [core.eod] == want
         assert llama(text)["input_ids"] + [llama.eos_token_id] == want
     assert literal_meta == 1 and len(texts) > 80
+
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["vocab_size=600", "sample_bytes=200000", "num_threads=1", "progress=false"]
+
+
+def _cli(args: list[str], kill_after: int | None = None, ranks: int = 1) -> subprocess.CompletedProcess:
+    cmd = [sys.executable] + ([str(REPO / "tests/kill_after.py"), str(kill_after)] if kill_after else
+                              ["-m", "megatron_snow"]) + ["train-tokenizer", *args]
+    env = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1"}
+    if ranks > 1:
+        cmd = ["mpiexec", "-n", str(ranks)] + cmd
+        env.pop("MEGATRON_SNOW_NO_MPI")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="module")
+def small_model(corpus_records, tmp_path_factory) -> Path:
+    """The reference: a small tokenizer trained by one uninterrupted process."""
+    out = tmp_path_factory.mktemp("small") / "ref.model"
+    r = _cli(["--input", str(corpus_records[0]), "--output", str(out), *SMALL])
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_training_resumes_after_sigkill_and_refuses_stale_output(corpus_records, small_model, tmp_path):
+    """Units are the input's shards: SIGKILL after 4, the same command does only the others, and the
+    model bytes equal the uninterrupted run's; other settings or input content are refused in one line."""
+    records = corpus_records[0]
+    out = tmp_path / "tok.model"
+    args = ["--input", str(records), "--output", str(out), *SMALL]
+    assert _cli(args, kill_after=4).returncode == -9
+    work = run_dir(out) / "_work"
+    done = {p.name: p.stat().st_mtime_ns for p in work.glob("*") if p.name.startswith(("unit-", "sample-"))}
+    assert len(done) == 8 and not out.exists()
+    r = _cli(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n_units = len(list(records.glob("part-*.jsonl.gz")))
+    ranks = json.loads((run_dir(out) / RANKS_FILE).read_text())["ranks"]
+    assert ranks[0]["units"] == list(range(4, n_units)) and n_units > 5
+    assert out.read_bytes() == small_model.read_bytes()
+    assert not work.exists()  # the units' samples are removed once the model is written
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["funnel"]["stage"] == "train_tokenizer" and report["sha256"] == load_tokenizer(out).sha256
+
+    r = _cli(["--input", str(records), "--output", str(out), *SMALL, "vocab_size=700"])
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "was made with other settings (vocab_size: 600 -> 700); re-run with --force" in r.stderr
+    changed = tmp_path / "changed"
+    shutil.copytree(records, changed)
+    cfg = TrainTokenizerConfig(inputs=[str(changed)], output=str(out), vocab_size=600, sample_bytes=200_000,
+                               num_threads=1, progress=False)
+    train_tokenizer(cfg)  # another path, the same content: the model is complete already
+    m = json.loads((changed / "manifest.json").read_text())
+    m["note"] = "re-made"
+    (changed / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StaleOutputError, match=r"other inputs \(input: "):
+        train_tokenizer(cfg)
+    assert train_tokenizer(cfg, force=True)["sha256"] == report["sha256"]
+    # a model of unknown origin (no X.step/step.json) is not overwritten
+    other = tmp_path / "other.model"
+    other.write_bytes(b"mine")
+    with pytest.raises(StaleOutputError, match="unknown origin"):
+        train_tokenizer(TrainTokenizerConfig(inputs=[str(records)], output=str(other), vocab_size=600))
+
+
+@pytest.mark.mpi
+def test_two_ranks_train_the_same_model(corpus_records, small_model, tmp_path):
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec not on PATH")
+    out = tmp_path / "mpi.model"
+    r = _cli(["--input", str(corpus_records[0]), "--output", str(out), *SMALL], ranks=2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ranks = json.loads((run_dir(out) / RANKS_FILE).read_text())
+    assert [(x["rank"], x["world_size"]) for x in ranks["ranks"]] == [(0, 2), (1, 2)]
+    assert all(x["units"] for x in ranks["ranks"])  # both ranks read and sampled units
+    assert out.read_bytes() == small_model.read_bytes()
