@@ -25,6 +25,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,23 @@ def _bad(reason: str, file: str, line: int | None, error: str, d: Any = None) ->
     return BadRecord(reason, file, line, error[:200], rec)
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj) -> bool:
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return False
+        except UnicodeEncodeError:
+            return True
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False
+
+
 def iter_json_lines(path: str | Path, name: str | None = None) -> Iterator[tuple[int, dict] | BadRecord]:
     """(line number, object) for every JSON object line of a .jsonl / .jsonl.gz file, or a BadRecord.
 
@@ -149,6 +167,10 @@ def iter_json_lines(path: str | Path, name: str | None = None) -> Iterator[tuple
                     continue
                 if not isinstance(d, dict):
                     yield _bad("not_an_object", where, lineno, f"a JSON {type(d).__name__}, not an object")
+                    continue
+                if "\\u" in line and _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(d):
+                    # valid JSON, but a lone \\uD800-\\uDFFF escape is no text: it cannot be written back as UTF-8
+                    yield _bad("invalid_utf8", where, lineno, "a lone surrogate escape (\\uD800-\\uDFFF)")
                     continue
                 yield lineno, d
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:

@@ -294,3 +294,100 @@ def write_bad_records_dataset(directory: str | Path, n_good: int = 20) -> dict:
     manifest = write_manifest(d, entries, stage="bad_inputs")
     good_ids = {r["id"] for r in good} | {f"tail-{i}" for i in range(survivors)}
     return {"good_ids": good_ids, "expected": expected, "records": manifest["records"]}
+
+
+# -- phase 3 (synthesize): seeds that cannot be used, and answers a server can give ----------------------
+# The scripted server (tests/synthesis/script_server.py) answers a seed by the CASE word of its snippet.
+SERVER_CASES = {  # case -> the synthesize funnel reason of its seed (None: kept)
+    "500": "request_failed", "400": "request_failed", "hang": "request_failed", "garbage": "request_failed",
+    "badbytes": "request_failed", "cut": "request_failed", "nochoices": "request_failed", "empty": "no_code",
+    "null": "no_code", "length": "truncated", "nul": "binary", "surrogate": "invalid_utf8",
+    "wronglang": "wrong_language", "numbercontent": "request_failed", "badusage": None, "flaky": None, "huge": None,
+}
+
+
+def append_seed_cases(directory: str | Path) -> dict:
+    """Append a shard of phase-3 seed cases to a dataset of ``write_bad_records_dataset`` and write the
+    scores of every document (``directory/seed_scores``, the ``scores=`` of synthesize).
+
+    Returns {"scores": dir, "expected": {reason: records} for this shard, "kept_seeds": seed ids whose
+    synthetic file must be kept (with the good records of the dataset), "per_language": the
+    "eligible": documents of this shard that pass every seed check (with the dataset's good records,
+    seeds_per_language of their number makes exactly one document ``not_a_seed``), "kinds": [...]}.
+    """
+    from megatron_snow.records import read_manifest, write_manifest
+
+    d = Path(directory)
+    rows: list[bytes] = []
+    scores: dict[str, object] = {}
+    expected: dict[str, int] = {}
+    kinds: list[str] = []
+    kept: set[str] = set()
+    eligible = [0]  # documents that pass every seed check (the top seeds_per_language of them are seeds)
+
+    def add(rec: dict, score, reason: str | None, kind: str, raw: bytes | None = None, seed: bool = False) -> None:
+        rows.append(raw if raw is not None else json.dumps(rec).encode())
+        eligible[0] += seed
+        if score is not None:
+            scores[rec["id"]] = score
+        if reason:
+            expected[reason] = expected.get(reason, 0) + 1
+        else:
+            kept.add(rec["id"])
+        kinds.append(f"{reason or 'kept'}: {kind}")
+
+    base = {"language": "python", "repo": "o/seeds", "path": "s.py", "source": "test", "license": None, "meta": {}}
+    for case, reason in SERVER_CASES.items():
+        add({**base, "id": f"case-{case}", "content": f"# CASE:{case} seed snippet\n"}, 0.8, reason,
+            f"the server answers {case}", seed=True)
+    add({**base, "id": "seed-blank", "content": "  \n\n\t\n"}, 0.8, "empty", "a seed of blank lines only")
+    add({**base, "id": "seed-minified", "content": "var a=1;" * 10_000}, 0.8, "snippet_too_long",
+        "a seed that is one 80 kB line (no snippet fits snippet_max_chars)")
+    add({**base, "id": "seed-huge", "content": "".join(f"value_{i} = {i} * 2\n" for i in range(100_000))}, 0.8,
+        None, "a 2 MB seed (its snippet is 1-15 of its lines)", seed=True)
+    add({**base, "id": "seed-unscored", "content": "x = 1\n"}, None, "unscored", "a seed without a score")
+    add({**base, "id": "seed-nan", "content": "x = 2\n"}, float("nan"), "unscored", "a NaN score")
+    add({**base, "id": "seed-strscore", "content": "x = 3\n"}, "high", "unscored", "a score that is a string")
+    add({**base, "id": "seed-cobol", "language": "cobol", "content": "DISPLAY 'HI'.\n"}, 0.8,
+        "unsupported_language", "a language without a prompt")
+    add({**base, "id": "seed-dup", "content": good_python(7001)}, 0.8, None, "an id used twice (first kept)",
+        seed=True)
+    add({**base, "id": "seed-dup", "content": good_python(7002)}, None, "duplicate_id",
+        "an id used twice (the second)", seed=True)
+    add({**base, "id": "seed-nul", "content": "x = 1\x00\n"}, 0.8, "binary", "a seed with a NUL",
+        raw=json.dumps({**base, "id": "seed-nul", "content": "x = 1\x00\n"}).encode())
+    add({**base, "id": "seed-surrogate", "content": "x"}, 0.8, "invalid_utf8", "a seed with a lone surrogate",
+        raw=b'{"id": "seed-surrogate", "content": "s = \'\\ud800\'\\n", "language": "python", "meta": {}}')
+    add({**base, "id": "seed-low", "content": good_python(7003)}, -1.0, "not_a_seed",
+        "the lowest score, one more than seeds_per_language")
+    manifest = read_manifest(d)
+    name = f"part-{len(manifest['shards']):05d}.jsonl.gz"
+    (d / name).write_bytes(gzip.compress(b"\n".join(rows) + b"\n", mtime=0))
+    entries = manifest["shards"] + [{"name": name, "records": len(rows), "content_bytes": 0}]
+    write_manifest(d, entries, stage="bad_inputs")
+    # scores of every readable record of the dataset: the good ones high, the cases as above
+    score_rows = [json.dumps({"id": i, "score": s}).encode() for i, s in scores.items()]
+    for p in sorted(d.glob("part-0000[0-2].jsonl.gz")):
+        for line in _readable_lines(p):
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("content"), str):
+                score_rows.append(json.dumps({"id": rec["id"], "score": 0.9}).encode())
+    sd = d / "seed_scores"
+    sd.mkdir(exist_ok=True)
+    (sd / "part-00000.jsonl.gz").write_bytes(gzip.compress(b"\n".join(score_rows) + b"\n", mtime=0))
+    return {"scores": sd, "expected": expected, "kept_seeds": kept, "kinds": kinds, "eligible": eligible[0]}
+
+
+def _readable_lines(path: Path) -> list[bytes]:
+    """The whole lines a reader gets out of a (possibly truncated) .jsonl.gz."""
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = d.decompress(path.read_bytes())
+    except zlib.error:
+        data = b""
+    return [ln for ln in data.split(b"\n")[:data.count(b"\n")] if ln.strip()]

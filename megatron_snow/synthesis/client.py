@@ -7,7 +7,12 @@ per-request timeout, retries with exponential backoff and jitter on timeouts,
 dropped connections, malformed answers and 408/409/429/5xx answers (other 4xx
 are not retried), and a progress bar with requests/s and output tokens/s. A
 request that still fails is returned with its error kind (the caller counts
-it), never raised.
+it), never raised - unless the server itself is gone: requests that could not
+connect (or timed out) after every attempt are held back, and when
+``max_unreachable`` of them are held, or some are left at the end, the
+server is asked for its model list; if that fails too the run stops with
+``ServerGone`` (held requests are not reported, so a resumed run asks again),
+else they are reported as the failures of their own prompts.
 
 Sampling settings reach every server: ``temperature``, ``top_p``,
 ``max_tokens`` and ``seed`` are standard fields (vLLM and SGLang honour them).
@@ -29,6 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 RETRYABLE_STATUS = {408, 409, 429}
+SERVER_KINDS = ("connection", "timeout")  # failures that may mean the server is gone, not the prompt is bad
+
+
+class ServerGone(RuntimeError):
+    """The server stopped answering altogether (not one request's failure): stop, so a re-run resumes."""
 
 
 @dataclass
@@ -42,6 +52,7 @@ class ServerConfig:
     max_attempts: int = 5  # tries per request before it is counted as failed
     backoff_s: float = 1.0  # first retry delay; doubles per retry, with jitter
     backoff_max_s: float = 60.0
+    max_unreachable: int = 8  # this many requests unable to connect (or timed out) and GET /models failing: stop (0: never)
 
 
 @dataclass
@@ -113,6 +124,15 @@ def make_client(cfg: ServerConfig):
                               http_client=http)
 
 
+async def server_answers(client, cfg: ServerConfig) -> bool:
+    """Whether the server still answers (GET /models within the request timeout, at most 30 s)."""
+    try:
+        await asyncio.wait_for(client.models.list(), min(cfg.timeout_s, 30.0))
+        return True
+    except Exception:  # noqa: BLE001 - any failure: it does not answer
+        return False
+
+
 async def resolve_model(cfg: ServerConfig) -> str:
     """The configured model, or the first one the server lists."""
     if cfg.model:
@@ -140,10 +160,17 @@ async def request_once(client, cfg: ServerConfig, model: str, prompt: Any, body:
         text = choice.text or ""
     else:
         raise ValueError(f"server.api must be chat or completions, got {cfg.api!r}")
+    if not isinstance(text, str):  # the client does not validate types: a server can send anything
+        raise ValueError(f"the answer's content is a {type(text).__name__}, not text")
+    finish = choice.finish_reason if isinstance(choice.finish_reason, str) else None
     usage = r.usage
-    return Result(index=-1, text=text, finish_reason=choice.finish_reason,
-                  prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                  completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+
+    def count(name: str) -> int:
+        v = getattr(usage, name, 0)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+    return Result(index=-1, text=text, finish_reason=finish, prompt_tokens=count("prompt_tokens"),
+                  completion_tokens=count("completion_tokens"))
 
 
 async def request_with_retries(client, cfg: ServerConfig, model: str, index: int, prompt: Any, body: dict) -> Result:
@@ -209,19 +236,48 @@ async def run_requests(cfg: ServerConfig, model: str, items: Iterable[tuple[int,
     client = make_client(cfg)
     bar = Progress(total, desc, progress)
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * cfg.concurrency)
+    held: list[Result] = []  # failed to reach the server after every attempt: reported once it answers again
+    probe = asyncio.Lock()
+    stop = asyncio.Event()  # the server is gone: send nothing more, let the requests in flight end
+    gone: list[ServerGone] = []
+
+    def report(res: Result) -> None:
+        on_result(res)
+        bar.update(res)
+
+    async def check_server() -> None:
+        async with probe:
+            if not held or stop.is_set():
+                return
+            if not await server_answers(client, cfg):
+                kinds = sorted({r.error for r in held})
+                gone.append(ServerGone(f"the server at {cfg.base_url} stopped answering ({len(held)} requests "
+                                       f"failed after every attempt: {', '.join(kinds)}; GET /models fails too)"))
+                stop.set()
+                return
+            while held:
+                report(held.pop(0))
 
     async def worker() -> None:
         while True:
             item = await queue.get()
             if item is None:
                 return
+            if stop.is_set():
+                continue  # drain the queue so that the producer ends
             index, prompt, seed = item
             res = await request_with_retries(client, cfg, model, index, prompt, request_body(sampling, seed, cfg.api))
-            on_result(res)
-            bar.update(res)
+            if cfg.max_unreachable and res.error in SERVER_KINDS:
+                held.append(res)
+                if len(held) >= cfg.max_unreachable:
+                    await check_server()
+                continue
+            report(res)
 
     async def producer() -> None:
         for item in items:
+            if stop.is_set():
+                break
             await queue.put(item)
         for _ in range(cfg.concurrency):
             await queue.put(None)
@@ -230,6 +286,9 @@ async def run_requests(cfg: ServerConfig, model: str, items: Iterable[tuple[int,
     tasks = [asyncio.create_task(producer())] + [asyncio.create_task(worker()) for _ in range(cfg.concurrency)]
     try:
         await asyncio.gather(*tasks)
+        await check_server()  # the last requests failed to connect: is the server still there?
+        if gone:
+            raise gone[0]
     finally:
         for t in tasks:
             t.cancel()

@@ -37,6 +37,17 @@ TREE_SITTER = {
 }
 
 
+def text_problem(text: str) -> str | None:
+    """``binary`` (a NUL), ``invalid_utf8`` (lone surrogates: not encodable text), or None for text."""
+    if "\x00" in text:
+        return "binary"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_utf8"
+    return None
+
+
 def _same_language(tag: str, language: str) -> bool | None:
     """True/False when ``tag`` names one of our languages; None for an empty or unknown tag."""
     lang = normalize_language(tag)

@@ -11,12 +11,25 @@ A killed run re-run with the same command reads those logs and asks only for
 seeds that have no answer yet: a finished generation is never requested
 again (a request in flight at the kill is, since its answer was never kept).
 A seed whose every attempt failed is logged with its error and counted, not
-retried on resume (``retry_failed=true`` asks again).
+retried on resume (``retry_failed=true`` asks again). When the server itself is
+gone (requests cannot connect and ``GET /models`` fails, see ``client.py``), the
+step stops with one line (exit 1) without counting those seeds: the same
+command, once a server answers again, resumes.
+
+Accounting: the funnel's input is every record of the phase-2 dataset (checked
+against its manifest). A record that is not a seed is counted in unit 0 by why
+(``seeds.NOT_SEED_REASONS``: not a requested or supported language, unscored,
+empty, no line fits ``snippet_max_chars``, an id already used, below the top
+``seeds_per_language``); a damaged line (bad JSON, wrong field types, a cut
+gzip, NUL or lone surrogates: ``binary`` / ``invalid_utf8``) is set aside as a
+stand-in naming its shard and line. Each seed then ends in one of the reasons
+below or kept.
 
 Filtering (rank 0, in seed order, so the result does not depend on the
 number of ranks, the completion order or a resume): extraction of the code
 file from the answer, then each rejection counted in the funnel by reason:
-``request_failed``, ``truncated`` (finish reason not ``stop``), ``no_code``,
+``request_failed``, ``truncated`` (finish reason not ``stop``), ``binary`` / ``invalid_utf8`` (a NUL or
+a lone surrogate in the answer), ``no_code``,
 ``wrong_language``, ``syntax_error``, ``contaminated`` (the phase-1
 decontaminator), ``duplicate_of_seed`` / ``near_duplicate_of_seed`` (against
 every seed document, exact and MinHash-LSH), ``duplicate`` /
@@ -43,7 +56,6 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from megatron_snow import records
 from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
 from megatron_snow.config import to_dict
 from megatron_snow.funnel import Funnel
@@ -53,17 +65,21 @@ from megatron_snow.phase1.minhash import (
     NearDedupConfig, ShingleHasher, band_hashes, exact_jaccard, lsh_params, signature,
 )
 from megatron_snow.phase2.score_store import read_scores
+from megatron_snow.records import BadRecord, encode_shard
 from megatron_snow.stages import CodeRecord, Dropped, Step, StepContext, StepError, UnitResult, run_step
-from megatron_snow.synthesis.client import Result, SamplingConfig, ServerConfig, resolve_model, run_requests
-from megatron_snow.synthesis.filters import extract_code, parser_name, parses
+from megatron_snow.synthesis.client import (
+    Result, SamplingConfig, ServerConfig, ServerGone, resolve_model, run_requests,
+)
+from megatron_snow.synthesis.filters import extract_code, parser_name, parses, text_problem
 from megatron_snow.synthesis.prompts import PROMPTS_DIR, load_template
-from megatron_snow.synthesis.seeds import Seed, select_seeds
+from megatron_snow.synthesis.seeds import NOT_SEED_REASONS, Seed, select_seeds
 
 SEEDS_FILE = "seeds.jsonl.gz"
 MODEL_FILE = "model.json"
 GEN_DIR = "generated"
-REASONS = ("request_failed", "truncated", "no_code", "wrong_language", "syntax_error", "contaminated",
-           "duplicate_of_seed", "near_duplicate_of_seed", "duplicate", "near_duplicate")
+SEED_REJECTS = "seed_rejects.jsonl.gz"  # damaged phase-2 lines (stand-ins naming file and line), for unit 0
+REASONS = ("request_failed", "truncated", "binary", "invalid_utf8", "no_code", "wrong_language", "syntax_error",
+           "contaminated", "duplicate_of_seed", "near_duplicate_of_seed", "duplicate", "near_duplicate")
 
 
 @dataclass
@@ -77,6 +93,7 @@ class SynthesizeConfig:
     seeds_per_language: int = 1000  # top-scored documents per language used as seeds
     snippet_min_lines: int = 1  # OSS-Instruct: 1-15 consecutive lines
     snippet_max_lines: int = 15
+    snippet_max_chars: int = 4000  # a snippet is shortened to fit; a document without such a line is no seed
     random_seed: int = 0  # snippet positions and per-request sampling seeds derive from it
     prompt: str = "code_file"  # template name in megatron_snow/synthesis/prompts/, or a path to one
     seeds_per_unit: int = 1000  # seeds per output shard (and per resume marker)
@@ -88,8 +105,9 @@ class SynthesizeConfig:
     decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
 
     RANGES = {"seeds_per_language": ">= 1", "snippet_min_lines": ">= 1", "snippet_max_lines": ">= 1",
-              "seeds_per_unit": ">= 1", "server.concurrency": ">= 1", "server.timeout_s": "> 0",
-              "server.max_attempts": ">= 1", "server.backoff_s": ">= 0", "sampling.temperature": ">= 0",
+              "snippet_max_chars": ">= 1", "seeds_per_unit": ">= 1", "server.concurrency": ">= 1",
+              "server.timeout_s": "> 0", "server.max_attempts": ">= 1", "server.backoff_s": ">= 0",
+              "server.max_unreachable": ">= 0", "sampling.temperature": ">= 0",
               "sampling.top_p": "(0, 1]", "sampling.max_tokens": ">= 1", "near_dedup.threshold": "(0, 1]",
               "near_dedup.num_perm": ">= 1"}
 
@@ -104,7 +122,8 @@ def _exact_key(text: str) -> int:
 
 
 def _read_log(path: Path) -> dict[int, dict]:
-    """Seed index -> its last logged answer; a torn last line (killed mid-write) is cut off."""
+    """Seed index -> its last logged answer; a torn last line (killed mid-write) is cut off, and a
+    damaged line is ignored (its seed is asked again)."""
     out: dict[int, dict] = {}
     if not path.is_file():
         return out
@@ -114,9 +133,11 @@ def _read_log(path: Path) -> dict[int, dict]:
         with open(path, "r+b") as f:
             f.truncate(end)
     for line in data[:end].splitlines():
-        if line.strip():
+        try:
             row = json.loads(line)
-            out[row["index"]] = row
+            out[int(row["index"])] = row
+        except (ValueError, TypeError, KeyError):
+            continue
     return out
 
 
@@ -134,6 +155,7 @@ class Synthesize(Step):
             raise StepError(f"server.api must be chat or completions, got {cfg.server.api!r}", 2)
         self.cfg = cfg
         self.settings = cfg
+        self.input_dir = Path(cfg.phase2)  # every phase-2 record is counted: a seed, or why not
         try:
             self.template = load_template(cfg.prompt)
         except ValueError as e:
@@ -145,11 +167,13 @@ class Synthesize(Step):
         d = to_dict(self.cfg)
         d.pop("out")
         d.pop("progress")
+        d.pop("retry_failed")  # asking again for failed seeds is how to finish, not another output
+        d.pop("phase2")  # by content (the runner fingerprints input_dir)
         d["server"] = {"model": self.cfg.server.model, "api": self.cfg.server.api}
         return d
 
     def depends_on(self):
-        deps = {"phase2": Path(self.cfg.phase2), "prompt_template": self.template_path}
+        deps = {"prompt_template": self.template_path}
         if self.cfg.scores:
             deps["scores"] = Path(self.cfg.scores)
         return deps
@@ -158,37 +182,78 @@ class Synthesize(Step):
     def units(self, ctx: StepContext) -> list[dict]:
         path = ctx.work / SEEDS_FILE
         if not path.is_file():
-            seeds, counts = self._select(ctx)
+            bad: list[BadRecord] = []
+            seeds, counts = self._select(ctx, bad)
             if not seeds:
-                raise StepError(f"synthesize: no scored documents in {self.cfg.phase2} to seed from", 2)
-            self._write_seed_plan(ctx, seeds, counts)
+                why = {}
+                for c in counts.values():
+                    for k in NOT_SEED_REASONS:
+                        why[k] = why.get(k, 0) + c.get(k, 0)
+                for b in bad:
+                    why[b.reason] = why.get(b.reason, 0) + b.count
+                why = ", ".join(f"{k} {v}" for k, v in sorted(why.items()) if v)
+                raise StepError(f"synthesize: no document of {self.cfg.phase2} can be a seed "
+                                f"({why or 'no records'})", 2)
+            self._write_seed_plan(ctx, seeds, counts, bad)
         seeds = self.read_seeds(ctx)
         k = self.cfg.seeds_per_unit
         return [{"first": a, "count": min(k, len(seeds) - a)} for a in range(0, len(seeds), k)]
 
-    def _select(self, ctx):
+    def _phase2(self, ctx, bad: list[BadRecord] | None = None):
+        """The phase-2 records in dataset order; damaged lines are collected in ``bad`` (never raised)."""
+        for i, entry in enumerate(ctx.input_shards_cached()):
+            for item in ctx.read_input(i):
+                if isinstance(item, BadRecord):
+                    if bad is not None:
+                        bad.append(item)
+                    continue
+                problem = text_problem(item.content)  # NUL or lone surrogates: not text to show a model
+                if problem:
+                    if bad is not None:
+                        stand_in = CodeRecord(id=item.id, content="", language=item.language, path=item.path,
+                                              source=item.source)
+                        bad.append(BadRecord(problem, str(self.input_dir / entry["name"]), None,
+                                             f"record {item.id!r}", stand_in))
+                    continue
+                yield item
+
+    def _select(self, ctx, bad: list[BadRecord]):
         scores = None
         if self.cfg.scores:
             scores = {row["id"]: row["score"] for row in read_scores(self.cfg.scores) if row.get("score") is not None}
-        return select_seeds(self.cfg.phase2, self.cfg.seeds_per_language, self.cfg.languages or None, scores,
-                            self.cfg.random_seed, self.cfg.snippet_min_lines, self.cfg.snippet_max_lines)
+        first = [True]
 
-    def _write_seed_plan(self, ctx, seeds: list[Seed], counts: dict) -> None:
+        def read():  # damaged lines are collected on the first pass only
+            b = bad if first[0] else None
+            first[0] = False
+            return self._phase2(ctx, b)
+
+        try:
+            return select_seeds(read, self.cfg.seeds_per_language, self.cfg.languages or None, scores,
+                                self.cfg.random_seed, self.cfg.snippet_min_lines, self.cfg.snippet_max_lines,
+                                self.cfg.snippet_max_chars)
+        except ValueError as e:
+            raise StepError(f"synthesize: {e}", 2) from None
+
+    def _write_seed_plan(self, ctx, seeds: list[Seed], counts: dict, bad: list[BadRecord]) -> None:
         """Seeds (with snippets), and the MinHash signatures and exact keys of the seed documents (dedup
         against seeds: a seed can be a whole repository, so it is compared by signature, 4 x num_perm bytes)."""
         nd = self.cfg.near_dedup
-        wanted = {s.id for s in seeds}
+        wanted = {s.position for s in seeds}
         hasher = ShingleHasher()
         sigs, exact = {}, {}
-        for r in records.iter_records(self.cfg.phase2):
-            if r.id in wanted and r.id not in sigs:
+        for pos, r in enumerate(self._phase2(ctx)):
+            if pos in wanted:
                 sh = hasher.shingles(r.content, nd.ngram)
-                sigs[r.id] = signature(sh, nd.num_perm, nd.seed, nd.block).astype(np.uint32)
-                exact[r.id] = _exact_key(r.content)
-        np.save(ctx.work / "seed_signatures.npy", np.stack([sigs[s.id] for s in seeds]))
-        np.save(ctx.work / "seed_exact.npy", np.array([exact[s.id] for s in seeds], dtype=np.uint64))
+                sigs[pos] = signature(sh, nd.num_perm, nd.seed, nd.block).astype(np.uint32)
+                exact[pos] = _exact_key(r.content)
+        np.save(ctx.work / "seed_signatures.npy", np.stack([sigs[s.position] for s in seeds]))
+        np.save(ctx.work / "seed_exact.npy", np.array([exact[s.position] for s in seeds], dtype=np.uint64))
         atomic_write_json(ctx.work / "seed_counts.json", counts)
-        data, _, _ = records.encode_shard([s.to_dict() for s in seeds])
+        rejects = [{"reason": b.reason, "count": b.count, "details": b.details(), "record": b.record.to_dict()}
+                   for b in bad]
+        atomic_write_bytes(ctx.work / SEED_REJECTS, encode_shard(rejects)[0])
+        data, _, _ = encode_shard([s.to_dict() for s in seeds])
         atomic_write_bytes(ctx.work / SEEDS_FILE, data)  # last: its presence means the plan is whole
 
     def read_seeds(self, ctx) -> list[Seed]:
@@ -246,7 +311,8 @@ class Synthesize(Step):
             row = {**asdict(res), "seed_id": s.id, "language": s.language, "model": self.model, "rank": ctx.comm.rank,
                    "host": host, "pid": os.getpid()}
             f = files[unit_of[res.index]]
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            # ASCII: an answer with lone surrogates (a server can send any \\uXXXX) stays writable
+            f.write(json.dumps(row, ensure_ascii=True, sort_keys=True) + "\n")
             f.flush()
 
         items = ((j, self.prompt_of(seeds[j]), (self.cfg.sampling.seed * 1_000_003 + _stable_int(seeds[j].id)) % 2**31)
@@ -257,6 +323,9 @@ class Synthesize(Step):
                                                  on_result, progress=self.progress(ctx),
                                                  desc=f"synthesize r{ctx.comm.rank}"))
                 atomic_write_json(gen_dir / f"throughput-rank{ctx.comm.rank:05d}.json", stats)
+        except ServerGone as e:
+            raise StepError(f"synthesize: {e}; the answers received are kept: start the server again and re-run "
+                            "the same command to resume", 1) from None
         finally:
             for f in files.values():
                 f.close()
@@ -325,6 +394,8 @@ class Synthesize(Step):
                     reason, details = "request_failed", {"error": row["error"], "attempts": row["attempts"]}
                 elif row.get("finish_reason") != "stop":
                     reason, details = "truncated", {"finish_reason": row.get("finish_reason")}
+                elif text_problem(row["text"]):
+                    reason = text_problem(row["text"])
                 else:
                     code, reason = extract_code(row["text"], seeds[j].language, fence_opened)
                 if reason is None and parses(code, seeds[j].language) is False:
@@ -375,7 +446,7 @@ class Synthesize(Step):
             for kind in row["errors"]:
                 stats["errors"][kind] = stats["errors"].get(kind, 0) + 1
             answer = row["text"]
-            funnel.seen(s.language, len(answer.encode("utf-8")))
+            funnel.seen(s.language, len(answer.encode("utf-8", "surrogatepass")))
             meta = {"synthesis": {
                 "seed_id": s.id, "seed_score": s.score, "seed_language": s.language, "seed_index": j,
                 "snippet_start_line": s.start_line, "snippet_lines": s.num_lines, "model": row["model"],
@@ -397,10 +468,30 @@ class Synthesize(Step):
                 kept.append(CodeRecord(id=rid, content=code, language=s.language, path=f"synthetic/{rid}{ext}",
                                        source="synthetic", meta=meta))
             else:
-                funnel.dropped(s.language, len(answer.encode("utf-8")), v["reason"])
-                dropped.append(Dropped(CodeRecord(id=rid, content=answer, language=s.language, source="synthetic",
+                funnel.dropped(s.language, len(answer.encode("utf-8", "surrogatepass")), v["reason"])
+                safe = answer.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates, escaped
+                dropped.append(Dropped(CodeRecord(id=rid, content=safe, language=s.language, source="synthetic",
                                                   meta=meta), v["reason"], v["details"]))
+        if index == 0:
+            self._count_non_seeds(ctx, funnel, dropped)
         return UnitResult(kept, dropped, funnel, stats, represents=len(kept))
+
+    def _count_non_seeds(self, ctx: StepContext, funnel: Funnel, dropped: list[Dropped]) -> None:
+        """Unit 0 also accounts for every phase-2 record that is not a seed: counted by reason (the
+        damaged ones set aside as stand-ins naming their file and line)."""
+        counts = json.loads((ctx.work / "seed_counts.json").read_text())
+        for lang, c in sorted(counts.items()):
+            for reason in NOT_SEED_REASONS:
+                if c.get(reason):
+                    funnel.seen(lang, 0, c[reason])
+                    funnel.dropped(lang, 0, reason, c[reason])
+        with gzip.open(ctx.work / SEED_REJECTS, "rt", encoding="utf-8") as f:
+            for line in f:
+                x = json.loads(line)
+                rec = CodeRecord.from_dict(x["record"])
+                funnel.seen(rec.language, 0, x["count"])
+                funnel.dropped(rec.language, 0, x["reason"], x["count"])
+                dropped.append(Dropped(rec, x["reason"], x["details"]))
 
 
 def synthesize(cfg: SynthesizeConfig, comm=None, force: bool = False, progress: bool = True) -> Funnel:

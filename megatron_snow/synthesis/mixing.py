@@ -21,6 +21,14 @@ When synthesis kept no file (a small model writes little valid code), build-inde
 has nothing to index: pass ``synthetic_index=none`` and the blend is the phase-2
 data alone, the report saying so (``synthetic_documents: 0`` and a note).
 
+Either input may also be a blend file (select's ``blend.json``): its datasets are
+that input. Inputs are checked before anything is written, each problem one line
+(exit 2): a missing or malformed blend file, one naming a missing dataset or a
+weight <= 0, a missing, truncated or inconsistent ``.idx`` (against its ``.bin``),
+a damaged sidecar or ``.stats.json``, inputs made with different tokenizers.
+Every document of the inputs is in ``funnel.json``: kept (in the blend) or left
+out by reason (``below_min_size``, ``language_not_in_phase2``, ``no_share``).
+
 Resumable: a finished split of a source is marked (``split-<source>.json``) and
 skipped; the step's settings and its inputs' content are fingerprinted
 (``mix_settings.json``): other settings or inputs need ``--force`` or a new out.
@@ -38,7 +46,10 @@ import numpy as np
 
 from megatron_snow.atomic import atomic_write_json
 from megatron_snow.config import to_dict
-from megatron_snow.indexed import BlendEntry, IndexFormatError, IndexWriter, bin_path, idx_path, read_idx, write_blend_file
+from megatron_snow.funnel import Funnel
+from megatron_snow.indexed import (
+    BlendEntry, IndexFormatError, IndexWriter, bin_path, check_idx, idx_path, read_blend_file, read_idx, write_blend_file,
+)
 from megatron_snow.languages import canonical_language
 from megatron_snow.stages.runner import StepError, content_hash
 
@@ -53,8 +64,8 @@ NO_SYNTHETIC = "none"  # synthetic_index when synthesis kept no file
 class MixConfig:
     """Settings of the ``mix`` step."""
 
-    synthetic_index: str = ""  # build-index prefix of the synthesize output; "none": synthesis kept no file
-    phase2_index: str = ""  # build-index prefix of the phase-2 selection
+    synthetic_index: str = ""  # build-index prefix of the synthesize output (or a blend .json); "none": synthesis kept no file
+    phase2_index: str = ""  # build-index prefix of the phase-2 selection, or select's blend.json naming it
     out: str = ""  # directory: per-language indexed datasets, blend.json, mix_report.json
     budget_tokens: int = 5_000_000_000  # training tokens of phase 3 (paper: 5B)
     python_share: float = 0.5  # share of the budget for python_languages (paper: about 50%)
@@ -71,36 +82,106 @@ class MixConfig:
 
 
 def read_sidecar_languages(prefix: str | Path) -> list[str]:
-    """Language of each document of a build-index dataset (its ``.docs.jsonl.gz`` sidecar)."""
+    """Language of each document of a build-index dataset (its ``.docs.jsonl.gz`` sidecar).
+    A damaged sidecar raises IndexFormatError naming the file (and line)."""
     path = Path(f"{prefix}.docs.jsonl.gz")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: mix reads datasets made by build-index (with their sidecar)")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [canonical_language(json.loads(line).get("language")) or "unknown" for line in f if line.strip()]
+    langs, line_no = [], 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                d = json.loads(line)
+                if not isinstance(d, dict):
+                    raise ValueError("not a JSON object")
+                lang = d.get("language")
+                langs.append((canonical_language(lang) if isinstance(lang, str) else "") or "unknown")
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise IndexFormatError(f"{path}:{line_no}: damaged sidecar ({type(e).__name__}: {e}); build the index "
+                               "again") from None
+    return langs
 
 
-def split_by_language(prefix: str | Path, out: Path, source: str, progress: bool = False) -> dict[str, dict]:
-    """Copy each document of ``prefix`` into ``out/<source>_<language>``; returns {language: {documents, tokens}}."""
-    from tqdm import tqdm
+def input_prefixes(value: str) -> list[str]:
+    """The dataset prefixes of one input: a build-index prefix, or the datasets of a blend file (``.json``)."""
+    if not value.endswith(".json"):
+        return [value]
+    try:
+        entries = read_blend_file(value)
+    except ValueError as e:
+        raise StepError(f"mix: {e}", 2) from None
+    for i, e in enumerate(entries):
+        if not idx_path(e.prefix).is_file():
+            raise StepError(f"mix: {value}: datasets[{i}] names {e.prefix}, which has no .idx (build-index first)", 2)
+    return [e.prefix for e in entries]
 
+
+def check_input(prefix: str) -> dict:
+    """One line (StepError, exit 2) for whatever is wrong with a build-index dataset; returns its tokenizer facts."""
+    ip, bp = idx_path(prefix), bin_path(prefix)
+    for p in (ip, bp):
+        if not p.is_file():
+            raise StepError(f"mix: {p} not found: build the index with build-index first", 2)
     try:
         idx = read_idx(prefix)
+    except IndexFormatError as e:
+        raise StepError(f"mix: {e}", 2) from None
+    problems = check_idx(idx, bp.stat().st_size)
+    if problems:
+        raise StepError(f"mix: {ip}: damaged index ({'; '.join(problems)}); build it again", 2)
+    stats_path = Path(f"{prefix}.stats.json")
+    try:
+        stats = json.loads(stats_path.read_text())
+        facts = {"tokenizer_sha256": str(stats["tokenizer_sha256"]), "vocab_size": int(stats["vocab_size"]),
+                 "eod_id": int(stats["eod_id"]), "dtype": np.dtype(stats["dtype"]).name}
     except FileNotFoundError:
-        raise FileNotFoundError(f"{idx_path(prefix)} not found: build the index with build-index first") from None
-    langs = read_sidecar_languages(prefix)
-    n = int(idx.sequence_lengths.size)
-    if len(langs) != n:
-        raise IndexFormatError(f"{prefix}: the sidecar lists {len(langs)} documents, the index holds {n}")
-    data = np.memmap(bin_path(prefix), dtype=idx.dtype, mode="r")
+        raise StepError(f"mix: {stats_path} not found: mix reads datasets made by build-index", 2) from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise StepError(f"mix: {stats_path}: damaged ({type(e).__name__}: {e}); build the index again", 2) from None
+    if facts["dtype"] != idx.dtype.name:
+        raise StepError(f"mix: {ip} holds {idx.dtype.name} tokens but {stats_path} says {facts['dtype']}", 2)
+    return facts
+
+
+def check_same_tokenizer(facts: dict[str, dict]) -> None:
+    """Every input must come from one tokenizer: mixing token ids of two vocabularies trains on nonsense."""
+    first_prefix, first = next(iter(facts.items()))
+    for prefix, f in facts.items():
+        diff = [k for k in ("tokenizer_sha256", "vocab_size", "eod_id", "dtype") if f[k] != first[k]]
+        if diff:
+            k = diff[0]
+            raise StepError(f"mix: {first_prefix} and {prefix} were made with different tokenizers ({k} "
+                            f"{str(first[k])[:16]} vs {str(f[k])[:16]}); build both indexes with the same one", 2)
+
+
+def split_by_language(prefix: str | Path | list, out: Path, source: str, progress: bool = False) -> dict[str, dict]:
+    """Copy each document of ``prefix`` (or of each of a list of prefixes, in order) into
+    ``out/<source>_<language>``; returns {language: {documents, tokens, prefix}}."""
+    from tqdm import tqdm
+
+    prefixes = prefix if isinstance(prefix, list) else [prefix]
     writers: dict[str, IndexWriter] = {}
     try:
-        step = idx.dtype.itemsize
-        for i in tqdm(range(n), desc=f"mix: split {source}", unit="doc", disable=not progress, mininterval=1.0):
-            lang = langs[i]
-            if lang not in writers:
-                writers[lang] = IndexWriter(out / f"{source}_{lang}", idx.dtype)
-            start = int(idx.sequence_pointers[i]) // step
-            writers[lang].add(data[start:start + int(idx.sequence_lengths[i])])
+        for prefix in prefixes:
+            try:
+                idx = read_idx(prefix)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{idx_path(prefix)} not found: build the index with build-index first") from None
+            langs = read_sidecar_languages(prefix)
+            n = int(idx.sequence_lengths.size)
+            if len(langs) != n:
+                raise IndexFormatError(f"{prefix}: the sidecar lists {len(langs)} documents, the index holds {n}")
+            data = np.memmap(bin_path(prefix), dtype=idx.dtype, mode="r")
+            step = idx.dtype.itemsize
+            for i in tqdm(range(n), desc=f"mix: split {source}", unit="doc", disable=not progress, mininterval=1.0):
+                lang = langs[i]
+                if lang not in writers:
+                    writers[lang] = IndexWriter(out / f"{source}_{lang}", idx.dtype)
+                start = int(idx.sequence_pointers[i]) // step
+                writers[lang].add(data[start:start + int(idx.sequence_lengths[i])])
+            del data
         counts = {lang: {"documents": w.documents, "tokens": w.tokens, "prefix": f"{source}_{lang}"}
                   for lang, w in sorted(writers.items())}
         for w in writers.values():
@@ -133,6 +214,7 @@ def plan_mix(synthetic: dict[str, int], phase2: dict[str, int], budget: int, pyt
             target = budget * (1 - python_share) * (p / other_p2) if other_p2 else 0.0
         syn_rep = min(synthetic_repetition, target / s) if s else 0.0
         rest = target - syn_rep * s
+        rest = rest if rest >= 0.5 else 0.0  # a float residue is no share (not a dataset seen 1e-18 times)
         p2_rep = rest / p if p else 0.0
         if not p and rest > 0.5:  # nothing to fill with: the synthetic files are repeated more
             syn_rep = target / s
@@ -172,11 +254,13 @@ def _fingerprint(cfg: MixConfig) -> dict:
     for k in ("out", "progress", "synthetic_index", "phase2_index"):
         settings.pop(k)
     inputs = {}
-    for src, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
-        if prefix == NO_SYNTHETIC:
+    for src, value in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
+        if value == NO_SYNTHETIC:
             inputs[src] = NO_SYNTHETIC
             continue
-        inputs[src] = {"idx": content_hash(idx_path(prefix)), "docs": content_hash(f"{prefix}.docs.jsonl.gz")}
+        hashes = [{"idx": content_hash(idx_path(p)), "docs": content_hash(f"{p}.docs.jsonl.gz")}
+                  for p in input_prefixes(value)]
+        inputs[src] = hashes + [{"blend": content_hash(value)}] if value.endswith(".json") else hashes[0]
     return {"settings": settings, "inputs": inputs}
 
 
@@ -187,9 +271,13 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
             raise StepError(f"mix needs {key}=...", 2)
     if cfg.phase2_index == NO_SYNTHETIC:
         raise StepError("mix: phase2_index=none: the phase-2 data is required (only synthetic_index may be none)", 2)
-    for prefix in (cfg.synthetic_index, cfg.phase2_index):
-        if prefix != NO_SYNTHETIC and not idx_path(prefix).is_file():
-            raise StepError(f"mix: {idx_path(prefix)} not found: build the index with build-index first", 2)
+    prefixes = {source: [] if value == NO_SYNTHETIC else input_prefixes(value)
+                for source, value in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index))}
+    facts = {p: check_input(p) for ps in prefixes.values() for p in ps}
+    check_same_tokenizer(facts)
+    for p in prefixes["phase2"]:
+        if p in prefixes["synthetic"]:
+            raise StepError(f"mix: {p} is both the synthetic and the phase-2 input", 2)
     out = Path(cfg.out)
     fp = _fingerprint(cfg)
     stamp = out / SETTINGS
@@ -201,17 +289,21 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(stamp, fp)
     counts = {}
-    for source, prefix in (("synthetic", cfg.synthetic_index), ("phase2", cfg.phase2_index)):
+    for source in SOURCES:
         marker = out / f"split-{source}.json"
-        if prefix == NO_SYNTHETIC:
+        if not prefixes[source]:
             counts[source] = {}
             continue
         if not marker.is_file():
             try:
-                atomic_write_json(marker, split_by_language(prefix, out, source, cfg.progress))
+                atomic_write_json(marker, split_by_language(prefixes[source], out, source, cfg.progress))
             except (FileNotFoundError, IndexFormatError) as e:
                 raise StepError(f"mix: {e}", 2) from None
         counts[source] = json.loads(marker.read_text())
+    funnel = Funnel("mix")  # documents (bytes: 0; tokens are in the report)
+    for source in SOURCES:
+        for lang, c in counts[source].items():
+            funnel.seen(lang, 0, c["documents"])
     left_out = []
     for source in SOURCES:
         for lang, c in list(counts[source].items()):
@@ -219,6 +311,7 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
                 left_out.append({"source": source, "language": lang, "documents": c["documents"],
                                  "tokens": c["tokens"], "reason": f"fewer than min_documents={cfg.min_documents} "
                                  f"documents or min_tokens={cfg.min_tokens} tokens"})
+                funnel.dropped(lang, 0, "below_min_size", c["documents"])
                 del counts[source][lang]
     plan = plan_mix({k: v["tokens"] for k, v in counts["synthetic"].items()},
                     {k: v["tokens"] for k, v in counts["phase2"].items()},
@@ -230,6 +323,11 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
             if c and rep > 0:
                 entries.append(BlendEntry(c["prefix"], c["tokens"], rep))
                 v[f"{source}_prefix"] = c["prefix"]
+                funnel.kept(lang, 0, c["documents"])
+            elif c:
+                funnel.dropped(lang, 0, "language_not_in_phase2" if v["note"] else "no_share", c["documents"])
+    funnel.check()
+    funnel.write(out / "funnel.json")
     write_blend_file(out / BLEND, entries, phase=3, budget_tokens=cfg.budget_tokens,
                      python_share=cfg.python_share, note="phase-3 mix: synthetic + phase-2, Python ~50% of tokens")
     plan["left_out"] = left_out
@@ -252,9 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_snow.stages.cli import run_cli
 
     def run(cfg, args, comm):
-        if comm.is_root:
-            mix(cfg, force=args.force, log=lambda s: print(s, file=sys.stderr))
-        comm.barrier()
+        error = None
+        if comm.is_root:  # one process copies; the others wait for its outcome (and exit with its code)
+            try:
+                mix(cfg, force=args.force, log=lambda s: print(s, file=sys.stderr))
+            except StepError as e:
+                error = (str(e), e.exit_code)
+            except Exception as e:  # noqa: BLE001 - one line, never a traceback
+                error = (f"mix: {type(e).__name__}: {e}".replace("\n", " "), 1)
+        error = comm.bcast(error)
+        if error:
+            raise StepError(*error)
 
     return run_cli(argv, prog="mix", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE, config_cls=MixConfig, run=run)
 

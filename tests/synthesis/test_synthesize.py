@@ -56,6 +56,10 @@ def expected_counts() -> dict[str, dict[str, int]]:
         lang = {"py": "python", "sh": "shell", "js": "javascript"}[seed_id.split("-")[0]]
         want[lang]["in"] += 1
         want[lang]["kept" if reason is None else f"dropped:{reason}"] += 1
+    # every phase-2 record is counted: the two python documents that are not seeds too
+    want["python"]["in"] += 2
+    want["python"]["dropped:not_a_seed"] += 1  # py-low: below the top PER_LANGUAGE
+    want["python"]["dropped:unscored"] += 1  # py-unscored
     return want
 
 
@@ -132,7 +136,7 @@ def test_completions_api(trained_server, synth_inputs, tmp_path):
     phase2, template = synth_inputs
     funnel = run(phase2, template, tmp_path / "out", trained_server.base_url, "server.api=completions",
                  "languages=[shell]")
-    assert funnel.total("in")[0] == 2 and funnel.total("kept")[0] == 2
+    assert funnel.total("in")[0] == 16 and funnel.total("kept")[0] == 2
     got = {r.meta["synthesis"]["seed_id"]: r.content for r in records.iter_records(tmp_path / "out")}
     assert got == {k: v.split("```")[0] for k, v in completion_answers().items()}
 
@@ -151,19 +155,31 @@ def test_faults_are_retried(reference, trained_server, synth_inputs, tmp_path):
     assert stats["attempts"] == stats["requests"] + 5
 
 
-@pytest.mark.parametrize("mode", ["500", "no_server"])
-def test_failing_server_is_counted(trained_server, synth_inputs, tmp_path, mode):
-    """A server that always fails (or none at all): every seed counted as request_failed, the run ends."""
+def test_failing_server_is_counted(trained_server, synth_inputs, tmp_path):
+    """A server that always answers 500: every seed counted as request_failed, the run ends."""
     phase2, template = synth_inputs
     extra = ["server.max_attempts=2", f"server.model={trained_server.model}", "languages=[shell]"]
-    if mode == "500":
-        with FaultyServer(trained_server.base_url, always="500") as proxy:
-            funnel = run(phase2, template, tmp_path / "out", proxy.base_url, *extra)
-    else:
-        funnel = run(phase2, template, tmp_path / "out", f"http://127.0.0.1:{free_port()}/v1", *extra)
-    assert funnel.total("in")[0] == 2 and funnel.reasons() == {"request_failed": 2}
+    with FaultyServer(trained_server.base_url, always="500") as proxy:
+        funnel = run(phase2, template, tmp_path / "out", proxy.base_url, *extra)
+    # the 11 python and 1 javascript documents: another language than asked for
+    assert funnel.total("in")[0] == 2 + 14 and funnel.reasons() == {"request_failed": 2, "language_not_requested": 14}
     rows = gen_rows(tmp_path / "out")
-    assert all(r["attempts"] == 2 and r["error"] == ("http_500" if mode == "500" else "connection") for r in rows)
+    assert len(rows) == 2 and all(r["attempts"] == 2 and r["error"] == "http_500" for r in rows)
+
+
+def test_no_server_stops_and_resumes(trained_server, synth_inputs, tmp_path):
+    """No server at all: the run stops with one line (exit 1) instead of counting every seed as failed,
+    keeps nothing as an answer, and the same run against a server then finishes."""
+    from megatron_snow.stages import StepError
+
+    phase2, template = synth_inputs
+    extra = ["server.max_attempts=2", f"server.model={trained_server.model}", "languages=[shell]"]
+    with pytest.raises(StepError, match="stopped answering") as e:
+        run(phase2, template, tmp_path / "out", f"http://127.0.0.1:{free_port()}/v1", *extra)
+    assert e.value.exit_code == 1 and gen_rows(tmp_path / "out") == []
+    funnel = run(phase2, template, tmp_path / "out", trained_server.base_url, *extra)
+    assert funnel.total("kept")[0] == 1 and funnel.reasons() == {"syntax_error": 1, "language_not_requested": 14}
+    assert len(gen_rows(tmp_path / "out")) == 2  # sh-0 kept, sh-1 answered with bad shell (as planned)
 
 
 def test_killed_run_resumes_without_duplicates(reference, trained_server, synth_inputs, tmp_path):

@@ -65,3 +65,34 @@ def test_request_body_and_errors():
     assert comp["stop"] == ["```"] and '"do_sample": true' in comp["extra_body"]["generation_config"]
     assert classify_error(TimeoutError()) == ("timeout", True)
     assert classify_error(RuntimeError("x")) == ("RuntimeError", False)
+
+
+def test_text_problem_and_snippet_max_chars():
+    from megatron_snow.synthesis.filters import text_problem
+
+    assert text_problem("x = 1\n") is None and text_problem("x\x00") == "binary"
+    assert text_problem("\ud800") == "invalid_utf8"
+    doc = "short line\n" + "y" * 500 + "\n" + "\n".join(f"line {i}" for i in range(30))
+    for k in range(30):
+        start, text = snippet(doc, f"k{k}", 1, 15, max_chars=100)
+        assert 0 < len(text) <= 100 and text.strip()  # shortened to fit, never the 500-char line
+    assert len(snippet("z" * 300, "k", max_chars=100)[1]) == 300  # no line fits: the caller checks first
+
+
+def test_select_seeds_counts_every_document():
+    from megatron_snow.records import CodeRecord
+    from megatron_snow.synthesis.seeds import select_seeds
+
+    def rec(i, content="x = 1\n", score=0.5, lang="python"):
+        return CodeRecord(i, content, lang, meta={"annotator": {"score": score}} if score is not None else {})
+
+    docs = [rec("a", score=0.9), rec("b", score=0.8), rec("a", score=0.7), rec("c", score=None),
+            rec("d", score=float("nan")), rec("e", content=" \n"), rec("f", content="m" * 99), rec("g", lang="cobol"),
+            rec("h", score=0.1), rec("s", lang="shell")]
+    seeds, counts = select_seeds(lambda: iter(docs), 3, max_chars=50)
+    assert [s.id for s in seeds] == ["a", "b", "s"] and [s.position for s in seeds] == [0, 1, 9]
+    assert counts["python"] == {"documents": 8, "seeds": 2, "duplicate_id": 1, "unscored": 2, "empty": 1,
+                                "snippet_too_long": 1, "not_a_seed": 1}
+    assert counts["cobol"] == {"documents": 1, "seeds": 0, "unsupported_language": 1, "not_a_seed": 0}
+    _, counts = select_seeds(lambda: iter(docs), 3, languages=["shell"])
+    assert counts["python"]["language_not_requested"] == 8 and counts["shell"]["seeds"] == 1
