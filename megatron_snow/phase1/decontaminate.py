@@ -20,6 +20,15 @@ the drop records benchmark, item, field and the matched text:
                        one-liners too when the function's name is specific (``count_charac``).
   benchmark_test       test blocks (HumanEval ``check``, MBPP asserts, BigCodeBench unittest classes)
                        on the stream with numbers and strings kept as values, as for functions.
+  benchmark_code_file  the file is a short benchmark function and nothing else (leading imports,
+                       comments, docstrings and layout aside): its whole abstract stream from ``def``
+                       equals the function's. Renamed one-liners (``def f(x): return sum(x)``) are
+                       ordinary code inside a file; a file that is only that is a pasted solution.
+  benchmark_code_literal  a short function (9+ tokens) whose literals carry information (a rare regex
+                       or message string, numbers other than 0 / 1 / 2: ``return n % 11 == 0``, not
+                       ``x % 2 == 0``), whole and contiguous on the literal stream (names abstracted,
+                       values kept) anywhere in the file; strings found in more than 3 benchmark items
+                       (``'utf-8'``, MBPP+'s ``'invalid inputs'``) count as common.
 k-grams found in more than ``code_max_items`` benchmark items are idioms and count for nobody.
 Python is read with ``tokenize``; other languages (and text tokenize rejects) with a generic lexer
 that gives the same stream on Python code.
@@ -38,6 +47,7 @@ import logging
 import os
 import re
 import tokenize
+import warnings
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -316,11 +326,23 @@ _STR_BODY = re.compile(r"^[rRbBuUfF]{0,2}(\"\"\"|'''|\"|'|`)(.*)\1$", re.DOTALL)
 
 
 def _literal_value(text: str, kind: str) -> str:
-    """A literal as the literal stream sees it: a string's body whatever its quotes, a number's digits."""
+    """A literal as the literal stream sees it: a string's body whatever its quotes, a number's digits.
+    A non-raw Python string with escapes is read for its value: ``r"\\b\\w"`` and ``'\\\\b\\\\w'`` are one string."""
     if kind == "N":
         return text.lower().replace("_", "")
     m = _STR_BODY.match(text)
-    return "S" + (m.group(2) if m else text)
+    if m is None:
+        return "S" + text
+    body = m.group(2)
+    if "\\" in body and "r" not in text[:m.start(1)].lower() and m.group(1) != "`":
+        try:
+            with warnings.catch_warnings():  # "\\d": an invalid escape warns, and stays as written
+                warnings.simplefilter("ignore")
+                value = ast.literal_eval(text)
+            body = value if isinstance(value, str) else body
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+    return "S" + body
 
 
 def python_tokens(text: str) -> CodeTokens | None:
@@ -491,6 +513,50 @@ def _specific_name(named: list[str]) -> bool:
         return False
     name = named[1]
     return len(name) >= 8 and ("_" in name.strip("_") or any(c.isupper() for c in name[1:]))
+
+
+_IMPORT_TAIL = frozenset({"I", ".", ",", "as", "import", "*"})
+_WHOLE_MIN = 7  # benchmark_code_file: ``def I I : return sum I`` at least; ``def I I : return I`` is nothing
+_LIT_MIN = 9  # benchmark_code_literal: ``def I I : return I % N11 == N0`` at least
+_LIT_ANCHOR = 6  # tokens of the anchor window (the one holding the most literals) of a literal-rule function
+_LIT_WEIGHT = 1.5  # literal information a short function needs for benchmark_code_literal
+_LIT_MAX_ITEMS = 3  # a string literal found in more benchmark items than this is common ('utf-8', ', ')
+_REGEXY = re.compile(r"[\\()\[\]{}*+?^$| %]")
+
+
+def _def_start(symbols: list[str]) -> int | None:
+    """Offset of the ``def`` that follows the leading import statements, or None when the code is not
+    imports then a function (a script, a class, a decorated function)."""
+    i = 0
+    while i < len(symbols) and symbols[i] in ("import", "from"):
+        i += 1
+        while i < len(symbols) and symbols[i] in _IMPORT_TAIL:
+            i += 1
+    return i if i < len(symbols) and symbols[i] == "def" else None
+
+
+_LIT_SALT = 0x5BD1E9955BD1E995
+
+
+def _whole_hash(symbols: list[str]) -> int:
+    return int(_kgrams(_symbol_hashes(symbols), len(symbols))[0])
+
+
+def _literal_weight(abstract: list[str], literal: list[str], string_items: dict[str, int]) -> float:
+    """How much a short function's literals say: a rare string that reads like a regex, format or
+    message (a space or punctuation, 4+ characters, in at most ``_LIT_MAX_ITEMS`` benchmark items) 2,
+    another number 1, 0 / 1 / 2 and other strings 0.5. ``return n % 11 == 0`` has 1.5, ``return x % 2 == 0``
+    (a parity test in any codebase) 1, ``return n // m`` 0."""
+    w = 0.0
+    for a, lit in zip(abstract, literal):
+        if a == "N":
+            w += 0.5 if lit in ("0", "1", "2", "0.0", "1.0", "2.0") else 1.0
+        elif a == "S":
+            body = lit[1:].strip()
+            rare = (len(body) >= 4 and _REGEXY.search(body) is not None
+                    and string_items.get(lit, 0) <= _LIT_MAX_ITEMS)
+            w += 2.0 if rare else 0.5 if body else 0.0
+    return w
 _FIELD_KIND = {(bench, f): kind for bench, _, fields in BENCHMARK_FIELDS.values() for f, kind in fields}
 
 
@@ -527,7 +593,7 @@ def _defined_names(units: list[tuple[str, str, str, str, str]]) -> dict[tuple[st
     return {k: {x for x in v if len(x) >= 3 and x not in _KEEP_NAMES and x != "self"} for k, v in out.items()}
 
 
-INDEX_VERSION = 1  # bump when the index's content or on-disk layout changes
+INDEX_VERSION = 2  # bump when the index's content or on-disk layout changes
 _SOURCE_SHA = None
 
 
@@ -651,7 +717,8 @@ def _read_cache(directory: Path, key: str) -> tuple[dict, dict[str, np.ndarray]]
 
 
 _STATE = ("patterns", "anchors", "skipped_short", "anchor_keys", "_pattern_anchor", "ngram_keys", "_ngram_owner",
-          "_owners", "benchmarks", "code_too_short", "_tiny", "code_units", "_need", "_long", "_code_index")
+          "_owners", "benchmarks", "code_too_short", "_tiny", "_whole", "_lit_units",
+          "_lit_keys", "_lit_of_key", "code_units", "_need", "_long", "_code_index")
 
 
 class Decontaminator:
@@ -757,7 +824,8 @@ class Decontaminator:
 
     def _export(self) -> tuple[dict, dict[str, np.ndarray]]:
         tiny = [(n, h, u) for n, units in sorted(self._tiny.items()) for h, u in units.items()]
-        units = list(self.code_units) + [u for _, _, u in tiny]
+        whole = sorted(self._whole.items())
+        units = list(self.code_units) + [u for _, _, u in tiny] + [u for _, u in whole] + self._lit_units
         streams = [u.stream for u in units]
         meta = {
             "patterns": [[p.text, p.benchmark, p.item, p.field] for p in self.patterns],
@@ -767,6 +835,7 @@ class Decontaminator:
             "code_too_short": dict(self.code_too_short),
             "units": [[u.benchmark, u.item, u.field, u.rule, u.mode] for u in units],
             "n_code_units": len(self.code_units),
+            "n_lit_units": len(self._lit_units),
         }
         arrays = {
             "pattern_anchor": np.array(self._pattern_anchor, dtype=np.uint64),
@@ -778,6 +847,7 @@ class Decontaminator:
             "unit_streams": np.concatenate(streams).astype(np.uint64) if streams else np.empty(0, np.uint64),
             "tiny_len": np.array([n for n, _, _ in tiny], dtype=np.int64),
             "tiny_hash": np.array([h for _, h, _ in tiny], dtype=np.uint64),
+            "whole_hash": np.array([h for h, _ in whole], dtype=np.uint64),
         }
         for mode, index in self._code_index.items():
             arrays[f"index_{mode}_keys"], arrays[f"index_{mode}_offsets"] = index.keys, index.offsets
@@ -803,8 +873,13 @@ class Decontaminator:
         n_code = int(meta["n_code_units"])
         self.code_units = units[:n_code]
         self._tiny = {}
-        for n, h, u in zip(arrays["tiny_len"].tolist(), arrays["tiny_hash"].tolist(), units[n_code:]):
+        n_tiny, n_whole, n_lit = len(arrays["tiny_len"]), len(arrays["whole_hash"]), int(meta["n_lit_units"])
+        for n, h, u in zip(arrays["tiny_len"].tolist(), arrays["tiny_hash"].tolist(), units[n_code:n_code + n_tiny]):
             self._tiny.setdefault(n, {})[h] = u
+        self._whole = dict(zip(arrays["whole_hash"].tolist(), units[n_code + n_tiny:n_code + n_tiny + n_whole]))
+        self._lit_units = units[n_code + n_tiny + n_whole:]
+        assert len(self._lit_units) == n_lit
+        self._index_lit_units()
         self._need = np.array([u.need for u in self.code_units], dtype=np.int64)
         self._long = np.array([not u.whole for u in self.code_units], dtype=bool)
         self._code_index = {mode: _GramIndex.from_arrays(arrays[f"index_{mode}_keys"], arrays[f"index_{mode}_offsets"],
@@ -835,11 +910,19 @@ class Decontaminator:
             cand.append((CodeUnit(bench, item, fname, rule, mode, 0, stream, 0), _kgrams(stream, k)))
             item_ids.setdefault(item, len(item_ids))
 
+        short: list[tuple[str, str, str, CodeTokens, int]] = []  # functions for the file / literal rules
+        string_items: dict[str, set[tuple[str, str]]] = defaultdict(set)  # string literal -> items holding it
         for bench, item, fname, kind, code in units:
             toks = code_tokens(code, "python")
+            for a, lit in zip(toks.abstract, toks.literal):
+                if a == "S":  # MBPP/7 and MBPP+/Mbpp/7 are one item
+                    string_items[lit].add((bench.rstrip("+"), item.split("/")[-1]))
             if kind == "tests":
                 add(bench, item, fname, "benchmark_test", "literal", toks.literal)
             else:
+                d = _def_start(toks.abstract)
+                if d is not None and _WHOLE_MIN <= len(toks) - d < k + cfg.code_long_grams:
+                    short.append((bench, item, fname, toks, d))
                 add(bench, item, fname, "benchmark_code", "abstract", toks.abstract)
                 if len(toks) < k + cfg.code_long_grams:  # short: also as written (names kept)
                     add(bench, item, fname, "benchmark_code_verbatim", "named", toks.named)
@@ -847,6 +930,7 @@ class Decontaminator:
                     h = int(_kgrams(_symbol_hashes(toks.named), len(toks))[0])  # a one-liner, whole
                     self._tiny.setdefault(len(toks), {}).setdefault(h, CodeUnit(
                         bench, item, fname, "benchmark_code_verbatim", "named", 0, _symbol_hashes(toks.named), 0, True))
+        self._build_short_rules(short, {lit: len(items) for lit, items in string_items.items()})
         salt = {"abstract": np.uint64(0), "literal": np.uint64(0x5BD1E9955BD1E995), "named": np.uint64(0x27D4EB2F165667C5)}
         pairs = [np.stack([np.unique(g ^ salt[u.mode]), np.full(len(np.unique(g)), item_ids[u.item], np.uint64)], axis=1)
                  for u, g in cand]
@@ -879,6 +963,65 @@ class Decontaminator:
         self._code_index = {mode: _GramIndex(np.concatenate(p) if p else np.empty((0, 2), np.uint64))
                             for mode, p in index_pairs.items()}
 
+    def _build_short_rules(self, short: list[tuple[str, str, str, CodeTokens, int]],
+                           string_items: dict[str, int]) -> None:
+        """benchmark_code_file: the abstract stream of a short function from its ``def`` (leading imports
+        left out), hashed whole, for files that are that function and nothing else. benchmark_code_literal:
+        short functions with literal information (``_literal_weight``) on the literal stream from ``def``,
+        anchored on the window holding the most literals."""
+        self._whole: dict[int, CodeUnit] = {}
+        self._lit_units: list[CodeUnit] = []
+        seen: set[bytes] = set()
+        for bench, item, fname, toks, d in short:
+            abstract, literal = toks.abstract[d:], toks.literal[d:]
+            unit = CodeUnit(bench, item, fname, "benchmark_code_file", "abstract", 0, _symbol_hashes(abstract), 0, True)
+            self._whole.setdefault(_whole_hash(abstract), unit)
+            self._whole.setdefault(_whole_hash(literal) ^ _LIT_SALT, unit)  # the item with these literals first
+            if len(literal) < _LIT_MIN or _literal_weight(abstract, literal, string_items) < _LIT_WEIGHT:
+                continue
+            lstream = _symbol_hashes(literal)
+            if lstream.tobytes() in seen:
+                continue
+            seen.add(lstream.tobytes())
+            is_lit = np.array([a in ("N", "S") for a in abstract], dtype=np.int64)
+            run = np.concatenate(([0], np.cumsum(is_lit)))
+            at = int(np.argmax(run[_LIT_ANCHOR:] - run[:-_LIT_ANCHOR]))  # first window with the most literals
+            self._lit_units.append(CodeUnit(bench, item, fname, "benchmark_code_literal", "literal", 0, lstream, at, True))
+        self._index_lit_units()
+
+    def _index_lit_units(self) -> None:
+        of_key: dict[int, list[int]] = defaultdict(list)
+        for i, u in enumerate(self._lit_units):
+            of_key[int(_kgrams(u.stream[u.anchor:u.anchor + _LIT_ANCHOR], _LIT_ANCHOR)[0])].append(i)
+        self._lit_keys = np.array(sorted(of_key), dtype=np.uint64)
+        self._lit_of_key = dict(of_key)
+
+    def _short_hit(self, text: str, toks: CodeTokens) -> dict | None:
+        """benchmark_code_file, then benchmark_code_literal (see ``_build_short_rules``)."""
+        u = span = None
+        if self._whole and len(toks) < self.cfg.code_ngram + self.cfg.code_long_grams + 64:
+            d = _def_start(toks.abstract)
+            if d is not None:
+                u = (self._whole.get(_whole_hash(toks.literal[d:]) ^ _LIT_SALT)  # same literals: that item
+                     or self._whole.get(_whole_hash(toks.abstract[d:])))
+                span = (d, len(toks) - 1)
+        if u is None and len(self._lit_keys) and len(toks) >= _LIT_MIN:
+            lit = _symbol_hashes(toks.literal)
+            grams = _kgrams(lit, _LIT_ANCHOR)
+            for p in np.flatnonzero(_member(grams, self._lit_keys)).tolist():
+                for i in self._lit_of_key[int(grams[p])]:
+                    c = self._lit_units[i]
+                    s = p - c.anchor
+                    if s >= 0 and np.array_equal(lit[s:s + len(c.stream)], c.stream):
+                        u, span = c, (s, s + len(c.stream) - 1)
+                        break
+                if u is not None:
+                    break
+        if u is None:
+            return None
+        a, b = toks.offset(toks.start[span[0]]), _line_end(text, toks.offset(toks.end[span[1]]))
+        return {"reason": u.rule, "benchmark": u.benchmark, "item": u.item, "field": u.field, "match": text[a:b][:200]}
+
     def _code_hit(self, text: str, language: str | None) -> dict | None:
         if not self.code_units:
             return None
@@ -895,7 +1038,7 @@ class Decontaminator:
                         return {"reason": u.rule, "benchmark": u.benchmark, "item": u.item, "field": u.field,
                                 "match": text[a:b][:200]}
         if len(toks) < k:
-            return None
+            return self._short_hit(text, toks)
         for mode, index in self._code_index.items():
             if len(index.keys) == 0:
                 continue
@@ -913,7 +1056,7 @@ class Decontaminator:
                     continue
                 fired.append((uid, pos, not self._long[uid]))
         if not fired:
-            return None
+            return self._short_hit(text, toks)
         uid, pos, whole = min(fired, key=lambda x: x[0])  # the first unit in benchmark order
         u = self.code_units[uid]
         if whole:

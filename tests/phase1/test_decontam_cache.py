@@ -61,6 +61,8 @@ def planted(bench: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         ("\n".join(mb[20]["test_list"]) + "\n", "python"),  # its test block
         ("# notes\n" + mb[40]["text"] + "\n" + "x = 1\n", "python"),  # the task text
         (he[50]["test"], "python"),
+        (rename(mb[58]["code"], rng), "python"),  # a renamed one-liner, alone in its file
+        (host[:cut] + rename(mb[562]["code"], rng) + host[cut:], "python"),  # a one-liner with a rare regex
     ]
     return bad, clean
 
@@ -89,7 +91,8 @@ def test_fresh_cached_and_uncached_indexes_give_the_same_verdicts(bench, tmp_pat
     assert all(v is not None for v in ref[:len(bad)]), ref[:len(bad)]
     assert ref[len(bad):] == [None] * len(clean)
     reasons = {v["reason"] for v in ref[:len(bad)]}
-    assert {"benchmark_substring", "benchmark_code", "benchmark_test"} <= reasons, reasons
+    assert {"benchmark_substring", "benchmark_code", "benchmark_test", "benchmark_code_file",
+            "benchmark_code_literal"} <= reasons, reasons
     for other in (loaded, in_memory, uncached):
         assert verdicts(other, bad + clean) == ref  # same reasons, items, fields and matched text
 

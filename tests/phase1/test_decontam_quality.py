@@ -7,7 +7,13 @@ the function defines - function, arguments, variables - replaced, docstrings gon
 embedded in the middle of a real standard-library module, and the test block alone. Without
 docstrings, the text rules cannot help: renamed copies are caught by the code rules or not at all.
 Clean code: Python files of the standard library and installed packages (benchmark packages such
-as evalplus left out: they hold the benchmarks) and C headers from /usr/include.
+as evalplus left out: they hold the benchmarks), C/C++ headers from /usr/include and Perl, JavaScript
+and shell files found on the machine.
+
+Measured (seeded; 40 items each): recall verbatim / reformatted / renamed / embedded / tests only
+HumanEval+ 1.00/0.975/0.975/0.925/1.00, MBPP+ 1.00/1.00/1.00/0.825/1.00, BigCodeBench 1.00 everywhere;
+clean files flagged 2 / 2000. The MBPP+ renamed one-liners are caught because the planted file is the
+function alone (benchmark_code_file); pasted into a module, only those with rare literals are.
 """
 from __future__ import annotations
 
@@ -86,14 +92,29 @@ def top_level_cut(text: str) -> int:
     return m.start() if m else len(text)
 
 
+_OTHER_LANGS = {".pl": "perl", ".pm": "perl", ".js": "javascript", ".sh": "shell"}
+
+
+def _files(roots, suffixes) -> list[Path]:
+    return sorted({p for r in roots if r.is_dir() for s in suffixes for p in r.rglob(f"*{s}")
+                   if not _BENCHMARK_PACKAGES & set(p.parts) and p.is_file() and 200 < p.stat().st_size < 300_000})
+
+
 def clean_files(n: int, seed: int = 0) -> list[tuple[Path, str, str]]:
+    """``n`` files of real code nobody here wrote: 60% Python (standard library and installed packages,
+    benchmark packages left out), 20% C/C++ headers, 20% other languages found on the machine (Perl
+    modules, npm's JavaScript, shell scripts); a language that is missing is made up with Python."""
     roots = {Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])}
-    py = sorted({p for r in roots for p in r.rglob("*.py")
-                 if not _BENCHMARK_PACKAGES & set(p.parts) and 200 < p.stat().st_size < 300_000})
-    hdr = sorted(p for p in Path("/usr/include").rglob("*.h") if 200 < p.stat().st_size < 300_000)
+    py = _files(roots, [".py"])
+    hdr = _files([Path("/usr/include")], [".h", ".hpp"])
+    other = _files([Path("/usr/share/perl5"), *Path("/usr/share/perl").glob("5*"),
+                    *Path("/usr/lib/x86_64-linux-gnu/perl").glob("5*"), Path("/usr/lib/node_modules"),
+                    Path("/usr/lib/git-core"), Path("/usr/share/doc")], list(_OTHER_LANGS))
     rng = random.Random(seed)
-    pick = rng.sample(py, min(len(py), n * 3 // 4)) + rng.sample(hdr, min(len(hdr), n - n * 3 // 4))
-    return [(p, p.read_text(errors="replace"), "python" if p.suffix == ".py" else "c") for p in pick]
+    rest = rng.sample(hdr, min(len(hdr), n // 5)) + rng.sample(other, min(len(other), n // 5))
+    pick = rng.sample(py, min(len(py), n - len(rest))) + rest  # Python first: hosts for pasted copies
+    lang = {".py": "python", ".h": "c", ".hpp": "c++", **_OTHER_LANGS}
+    return [(p, p.read_text(errors="replace"), lang[p.suffix]) for p in pick]
 
 
 @pytest.fixture(scope="module")
@@ -162,15 +183,14 @@ def test_planted_copies_are_caught_with_their_record(dec, planted):
         same = sum(h is not None and str(h["item"]).split("/")[-1] == i for h, i in zip(hits, ids)) / len(hits)
         recall[(stem, variant)] = caught
         print(f"{stem:14s} {variant:12s} {caught:6.3f} {same:10.3f}  {dict(Counter(h and h['reason'] for h in hits))}")
-    for stem in BENCHES:
-        assert recall[(stem, "tests_only")] >= 0.9
-    for stem in ("humanevalplus", "bigcodebench"):  # the issue's bar: >= 0.9 renamed and reformatted
-        for variant in ("verbatim", "reformatted", "renamed", "embedded"):
-            assert recall[(stem, variant)] >= 0.9, (stem, variant)
-    # MBPP+: a third of its solutions are one-liners under 15 tokens (``return max(nums) - min(nums)``);
-    # renamed, they are ordinary code and no rule may flag them. As written they are caught by name.
-    assert recall[("mbppplus", "verbatim")] >= 0.85 and recall[("mbppplus", "reformatted")] >= 0.8
-    assert recall[("mbppplus", "renamed")] >= 0.6
+    for stem in BENCHES:  # the issue's bar: >= 0.9 on renamed and reformatted copies of all three
+        for variant in ("verbatim", "reformatted", "renamed", "tests_only"):
+            assert recall[(stem, variant)] >= 0.9, (stem, variant, recall[(stem, variant)])
+    for stem in ("humanevalplus", "bigcodebench"):
+        assert recall[(stem, "embedded")] >= 0.9, (stem, recall[(stem, "embedded")])
+    # MBPP+ one-liners under 15 tokens (``return sum(arr)``, ``return n // m``), renamed and pasted into
+    # a larger file, are ordinary code: only those with rare literals are caught there (measured 0.825).
+    assert recall[("mbppplus", "embedded")] >= 0.75, recall[("mbppplus", "embedded")]
 
 
 @pytest.mark.slow
@@ -218,10 +238,40 @@ def test_pipeline_drop_records_rule_benchmark_item_field_and_match(tmp_path, ben
     assert {"benchmark_code", "benchmark_test"} <= set(reasons), reasons
 
 
+GENERIC = [  # helpers any codebase has; several are, renamed, the whole of an MBPP solution
+    "def is_even(x):\n    return x % 2 == 0\n", "def total(values):\n    return sum(values)\n",
+    "def smaller(a, b):\n    return min(a, b)\n", "def concat(parts):\n    return ''.join(parts)\n",
+    "def shout(s):\n    return s.upper()\n", "def code_of(c):\n    return ord(c)\n",
+    "def div(n, m):\n    return n // m\n", "def odd(n):\n    return 2 * n + 1\n",
+    "def to_bytes(s):\n    return s.encode('utf-8')\n", "def numbers(s):\n    return re.findall(r'\\d+', s)\n",
+    "def longest(words):\n    return max(len(w) for w in words)\n",
+]
+
+
+def test_short_rules_leave_generic_code_in_real_files(dec):
+    """Short generic functions inside a real module are never flagged; a file that is nothing but a
+    short benchmark function (renamed) is, by benchmark_code_file; a short function with a rare
+    literal (an MBPP regex) is caught inside a real module too, by benchmark_code_literal."""
+    host = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    cut = top_level_cut(host)
+    for fn in GENERIC:
+        assert dec.check(host[:cut] + "\n" + fn + "\n" + host[cut:], "python") is None, fn
+    same = {"563", "725"}  # MBPP items 563 and 725 have this one solution
+    lone = dec.check("import re\n\n\ndef pick(t):\n    return re.findall('\"(.*?)\"', t)\n", "python")
+    assert lone and lone["reason"] == "benchmark_code_file" and lone["item"].split("/")[-1] in same, lone
+    inside = dec.check(host[:cut] + "\ndef pick(t):\n    return re.findall(r'\"(.*?)\"', t)\n" + host[cut:], "python")
+    assert inside and inside["reason"] == "benchmark_code_literal" and inside["item"].split("/")[-1] in same, inside
+    assert inside["match"].startswith("def pick(t):")
+    # the file rule needs the file to be the function: one more statement and it is ordinary code again
+    assert dec.check("def total(values):\n    return sum(values)\n\nprint(total([1]))\n", "python") is None
+
+
 @pytest.mark.slow
 def test_clean_real_code_false_positive_rate(dec):
-    """All rules together on 1500 files of real code (3/4 Python, 1/4 C headers): <= 0.2% flagged."""
-    files = clean_files(1500)
+    """All rules together on 2000 files of real code (60% Python, 20% C/C++ headers, 20% Perl /
+    JavaScript / shell where present): <= 0.2% flagged."""
+    files = clean_files(2000)
+    assert len(files) >= 1500, len(files)  # enough files that 0.2% is 3 of them, not a rounding
     flagged = [(str(p), h["reason"], h["item"], h["match"][:80]) for p, text, lang in files
                if (h := dec.check(text, lang))]
     rate = len(flagged) / len(files)
