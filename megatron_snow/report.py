@@ -41,10 +41,16 @@ def _plt():
     return plt
 
 
+def _rglob(run: Path, pattern: str) -> list[Path]:
+    """Sorted matches under ``run``, leaving out ablation directories (reported in their own section)."""
+    ablations = {p.parent for p in run.rglob("ablation.json")}
+    return [p for p in sorted(run.rglob(pattern)) if not ablations & set(p.parents)]
+
+
 def _funnels(run: Path) -> list[tuple[str, dict]]:
     """(label, funnel dict) of every single-stage funnel, in path order (stage order by naming)."""
     out = []
-    for p in sorted(run.rglob("funnel.json")) + sorted(run.rglob("*.funnel.json")):
+    for p in _rglob(run, "funnel.json") + _rglob(run, "*.funnel.json"):
         step_dir = p.parent
         if p.name == "funnel.json" and step_dir.suffix == ".step" and \
                 step_dir.with_name(step_dir.stem + ".funnel.json").is_file():
@@ -101,7 +107,7 @@ def _section_funnels(run: Path, out_dir: Path, lines: list[str]) -> None:
 
 
 def _section_tokens(run: Path, out_dir: Path, lines: list[str]) -> None:
-    stats = [(p, _load(p)) for p in sorted(run.rglob("*.stats.json"))]
+    stats = [(p, _load(p)) for p in _rglob(run, "*.stats.json")]
     stats = [(p, d) for p, d in stats if isinstance(d, dict) and "languages" in d and "index_cache" not in str(p)]
     if not stats:
         return
@@ -114,7 +120,7 @@ def _section_tokens(run: Path, out_dir: Path, lines: list[str]) -> None:
         shares = [f"{100 * per.get(l, {}).get('tokens', 0) / max(total, 1):.1f}%" for l in langs]
         lines.append(f"| {_rel(p, run).removesuffix('.stats.json')} | {d.get('documents', '')} | {total} | "
                      + " | ".join(shares) + " |")
-    blends = sorted(run.rglob("blend*.json"))
+    blends = _rglob(run, "blend*.json")
     for b in blends:
         d = _load(b)
         if d is not None:
@@ -133,7 +139,7 @@ def _read_metrics(path: Path) -> list[dict]:
 
 
 def _section_training(run: Path, out_dir: Path, lines: list[str]) -> None:
-    phases = [(p.parent.name, _read_metrics(p)) for p in sorted(run.rglob("metrics.jsonl"))]
+    phases = [(p.parent.name, _read_metrics(p)) for p in _rglob(run, "metrics.jsonl")]
     phases = [(n, r) for n, r in phases if any(x.get("split") == "train" for x in r)]
     if not phases:
         return
@@ -168,8 +174,8 @@ def _section_training(run: Path, out_dir: Path, lines: list[str]) -> None:
 
 
 def _section_annotator(run: Path, out_dir: Path, lines: list[str]) -> None:
-    metrics = [(p, _load(p)) for p in sorted(run.rglob("annotator/metrics.json"))]
-    align = [(p, _load(p)) for p in sorted(run.rglob("alignment.json"))]
+    metrics = [(p, _load(p)) for p in _rglob(run, "annotator/metrics.json")]
+    align = [(p, _load(p)) for p in _rglob(run, "alignment.json")]
     if not metrics and not align:
         return
     lines += ["## Quality annotator", ""]
@@ -206,7 +212,7 @@ def _section_annotator(run: Path, out_dir: Path, lines: list[str]) -> None:
 
 def _section_eval(run: Path, out_dir: Path, lines: list[str]) -> None:
     """``evaluate``'s results.json: our row beside the paper's rows it carries (evaluate/paper.py)."""
-    results = [(p, _load(p)) for p in sorted(run.rglob("results.json"))]
+    results = [(p, _load(p)) for p in _rglob(run, "results.json")]
     results = [(p, r) for p, r in results if isinstance(r, dict) and isinstance(r.get("table"), dict)]
     if not results:
         return

@@ -61,3 +61,26 @@ def test_heldout_sets_are_benchmark_solutions(tmp_path, benchmarks_dir):
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         AblationConfig(**bad)
+
+
+def test_heldout_loss_in_padded_batches_equals_one_window_at_a_time(tmp_path):
+    """Batching is only for speed: padding at the end of a window must not change any real position's loss."""
+    import sentencepiece as spm
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from megatron_snow.ablation import cached_heldout_loss, heldout_loss
+
+    texts = [f"def f{i}(x):\n    return x * {i} + {'y' * i}\n" * (1 + i % 5) for i in range(30)]
+    (tmp_path / "corpus.txt").write_text("".join(texts) * 3)
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=120, model_type="bpe", minloglevel=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, max_position_embeddings=64)).save_pretrained(tmp_path / "hf")
+    tok = str(tmp_path / "sp.model")
+    one = heldout_loss(tmp_path / "hf", tok, texts, seq_length=16, batch_size=1)
+    batched = heldout_loss(tmp_path / "hf", tok, texts, seq_length=16, batch_size=8)
+    assert batched == pytest.approx(one, rel=1e-5)
+    assert cached_heldout_loss(tmp_path / "hf", tok, "s", texts, 16) == pytest.approx(one, rel=1e-5)
+    assert json.loads((tmp_path / "hf" / "heldout_loss.json").read_text())  # remembered for the next seeds
