@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from megatron_snow.config import ConfigError
+from megatron_snow.training.model import SHAPE_FIELDS, config_kwargs
 
 # Megatron stacked key -> (HF per-layer names, alternative megatron keys)
 EMBEDDING = "embedding.word_embeddings.weight"
@@ -129,6 +130,9 @@ def from_hf_tensors(role: str, ws: list[torch.Tensor], s: Shape, padded_vocab: i
 # --- Hugging Face config <-> our ModelConfig -------------------------------------------------
 
 _HF_ARCH = "LlamaForCausalLM"
+# LlamaConfig's names for the Shape fields it calls otherwise (the others share their names).
+_HF_NAMES = {"num_hidden_layers": "num_layers", "intermediate_size": "ffn_hidden_size",
+             "num_key_value_heads": "num_query_groups", "tie_word_embeddings": "tie_embeddings"}
 
 
 def hf_config_dict(s: Shape, rotary_base: float, norm_epsilon: float, init_std: float, max_positions: int,
@@ -138,19 +142,12 @@ def hf_config_dict(s: Shape, rotary_base: float, norm_epsilon: float, init_std: 
     from transformers import LlamaConfig
 
     cfg = LlamaConfig(
-        vocab_size=s.vocab_size,
-        hidden_size=s.hidden_size,
-        intermediate_size=s.ffn_hidden_size,
-        num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_attention_heads,
-        num_key_value_heads=s.num_query_groups,
-        head_dim=s.head_dim,
+        **config_kwargs(s, "vocab_size", "hidden_size", "num_attention_heads", "head_dim", **_HF_NAMES),
         hidden_act="silu",
         max_position_embeddings=max_positions,
         initializer_range=init_std,
         rms_norm_eps=norm_epsilon,
         rope_theta=float(rotary_base),
-        tie_word_embeddings=s.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
         **token_ids,
@@ -208,12 +205,6 @@ def read_hf_config(hf: dict, where: str) -> dict:
 
 
 def shape_of(model_cfg, vocab_size: int) -> Shape:
-    return Shape(
-        num_layers=model_cfg.num_layers,
-        hidden_size=model_cfg.hidden_size,
-        ffn_hidden_size=model_cfg.ffn_hidden_size,
-        num_attention_heads=model_cfg.num_attention_heads,
-        num_query_groups=model_cfg.num_query_groups or model_cfg.num_attention_heads,
-        vocab_size=vocab_size,
-        tie_embeddings=model_cfg.tie_embeddings,
-    )
+    shape = config_kwargs(model_cfg, *SHAPE_FIELDS, "tie_embeddings")
+    shape["num_query_groups"] = model_cfg.num_query_groups or model_cfg.num_attention_heads
+    return Shape(**shape, vocab_size=vocab_size)

@@ -20,6 +20,20 @@ from megatron_snow.config import ConfigError
 from megatron_snow.training.config import ModelConfig, ParallelConfig, TrainingConfig, padded_vocab_size
 
 
+# The decoder's shape fields, named alike in ModelConfig, megatron's TransformerConfig and the converter's Shape.
+SHAPE_FIELDS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")
+
+
+def config_kwargs(obj, *names: str, **renamed: str) -> dict:
+    """Keyword arguments for another library's config, copied from the fields of ``obj``: each of
+    ``names`` under its own name, each ``theirs="ours"`` of ``renamed`` under theirs. The one place
+    the trainer (megatron's OptimizerConfig), the model (TransformerConfig) and the converter
+    (Shape, transformers' LlamaConfig) copy fields that map one to one."""
+    kwargs = {name: getattr(obj, name) for name in names}
+    kwargs.update({theirs: getattr(obj, ours) for theirs, ours in renamed.items()})
+    return kwargs
+
+
 def te_available() -> bool:
     if not torch.cuda.is_available():
         return False
@@ -116,13 +130,7 @@ def transformer_config(cfg: ModelConfig, par: ParallelConfig, dtype: torch.dtype
             recompute["recompute_modules"] = list(t.recompute_modules)
     try:
         return TransformerConfig(
-            num_layers=cfg.num_layers,
-            hidden_size=cfg.hidden_size,
-            ffn_hidden_size=cfg.ffn_hidden_size,
-            num_attention_heads=cfg.num_attention_heads,
-            num_query_groups=cfg.num_query_groups,
-            init_method_std=cfg.init_method_std,
-            layernorm_epsilon=cfg.norm_epsilon,
+            **config_kwargs(cfg, *SHAPE_FIELDS, "init_method_std", layernorm_epsilon="norm_epsilon"),
             normalization="RMSNorm",
             activation_func=F.silu,
             gated_linear_unit=True,  # SwiGLU

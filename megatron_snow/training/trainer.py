@@ -308,7 +308,7 @@ class Trainer:
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-        from megatron_snow.training.model import build_model, kernels
+        from megatron_snow.training.model import build_model, config_kwargs, kernels
 
         self.cfg, self.plan = cfg, plan
         # SIGTERM / SIGUSR1 / training.exit_duration_mins: save at the next iteration boundary and exit.
@@ -358,13 +358,7 @@ class Trainer:
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
                 optimizer="adam",
-                lr=o.lr,
-                min_lr=o.min_lr,
-                weight_decay=o.weight_decay,
-                adam_beta1=o.adam_beta1,
-                adam_beta2=o.adam_beta2,
-                adam_eps=o.adam_eps,
-                clip_grad=o.clip_grad,
+                **config_kwargs(o, "lr", "min_lr", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "clip_grad"),
                 bf16=plan.dtype == torch.bfloat16,
                 fp16=plan.dtype == torch.float16,
                 params_dtype=plan.dtype,

@@ -1,7 +1,7 @@
 """FLOPs by Megatron-LM's formula and the per-rank memory estimate: the paper's
 1.3B gives Megatron's 10.60 GFLOP per token at sequence 8192; the trainer's log
 and tools/model_info.py print the same FLOPs and memory estimate; the estimate
-is within 20% of the peak memory a real CPU run adds, with and without full
+is within 15% of the peak memory a real CPU run adds, with and without full
 recomputation (which must really save memory)."""
 from __future__ import annotations
 
@@ -67,14 +67,12 @@ def test_memory_estimate_matches_measured_peak_and_model_info(tiny_data, tmp_pat
     full, _, _ = _probe(tiny_data, tmp_path / "full", **{"training.recompute_granularity": "full",
                                                           "training.recompute_method": "uniform",
                                                           "training.recompute_num_layers": 1})
-    # Run alone, both probes measure 0.89-1.02x their estimates. Inside the full suite in CI both once
-    # measured the same 576 MB whatever the config: the process peak then comes from an allocation outside
-    # training (cause not found yet), and the measurement says nothing about the estimate, so do not judge.
-    if abs(plain["measured"] - full["measured"]) < 0.05 * plain["measured"]:
-        pytest.skip(f"peak RSS {plain['measured'] / 2**20:.0f} MiB with and without recomputation: dominated by "
-                    "an allocation outside training in this process context; run this test alone")
+    # The peak is the probe's own VmHWM, reset after its imports (memory_probe.py says why not ru_maxrss,
+    # which a vfork'd child inherits from pytest: inside the full suite it read 576 MB for both configs).
+    # Measured 1.02x and 0.90x the estimates, the same to 3 digits alone and after pytest grew to 1.5 GB.
     for r in (plain, full):
-        assert 0.8 <= r["measured"] / r["estimate"] <= 1.25, r
+        assert r["peak"] > r["peak_before"], r  # training set this process's peak, not imports or the parent
+        assert 0.85 <= r["measured"] / r["estimate"] <= 1.15, r
     assert plain["activations"] > plain["weights"] + plain["optimizer"]  # activations dominate: a real check
     assert full["measured"] < 0.6 * plain["measured"]  # recomputation really keeps less
 
