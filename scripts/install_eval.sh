@@ -7,12 +7,20 @@
 #     below what tensorboard needs (tensorboard then fails to import);
 #   - bigcodebench hard-requires the CUDA build of vllm (another torch);
 #   - evoeval pins an older evalplus.
-# Generation backends: openai (--server URL); vllm is used when importable (GPU nodes).
+#   - BigCodeBench's tests also import a few small pure-Python libraries that its tasks'
+#     `libs` field does not name (faker in 29 tasks, pytz, requests_mock, pyfakefs;
+#     openpyxl, which pandas imports for Excel files):
+#     installed at the versions of its Requirements/requirements-eval.txt (openpyxl: 3.1.5,
+#     the oldest pandas 3 accepts, for its 3.1.2; seeded Faker
+#     values are part of some expected outputs).
+# Generation backends: openai (--server URL); vllm is used when importable (GPU nodes; not
+# installed here: it is a CUDA build that pins its own torch).
 # Run it after `pip install -e .` (scripts/setup.sh): the evaluators also import the
 # project's own dependencies (numpy, datasets, psutil, tqdm, transformers).
 set -euo pipefail
 PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet "openai>=1.0" appdirs fire multipledispatch tempdir termcolor \
-  tree-sitter tree-sitter-python wget pqdm gradio-client e2b matplotlib
+  tree-sitter tree-sitter-python wget pqdm gradio-client e2b matplotlib \
+  "Faker==20.1.0" "pytz==2023.3.post1" "requests_mock==1.11.0" "pyfakefs==5.4.1" "openpyxl==3.1.5"
 "$PY" -m pip install --quiet --no-deps "evalplus==0.3.1" "evoeval==0.1.0" "bigcodebench==0.2.5"
 "$PY" -c "import evalplus.evaluate, evoeval.evaluate, bigcodebench.evaluate, openai; print('evaluators ready: evalplus', evalplus.__version__, '| bigcodebench', bigcodebench.__version__)"

@@ -2,8 +2,8 @@
 
     # a converted checkpoint, every benchmark of the paper's table
     python tools/evaluate.py --model HF_DIR --benchmarks humaneval+,mbpp+,evoeval,bigcodebench --out DIR
-    # through an OpenAI-compatible server (vLLM, SGLang, transformers serve)
-    python tools/evaluate.py --server http://HOST:PORT/v1 --benchmarks humaneval+ --out DIR
+    # through an OpenAI-compatible server (vLLM, SGLang, transformers serve), e.g. `vllm serve HF_DIR --port 8000`
+    python tools/evaluate.py --server http://HOST:8000/v1 --benchmarks humaneval+ --out DIR
     # completions made elsewhere (EvalPlus samples: task_id + solution or completion)
     python tools/evaluate.py --samples FILE.jsonl --benchmarks humaneval+ --out DIR
 
@@ -28,7 +28,8 @@ from importlib import metadata
 from pathlib import Path
 
 from megatron_snow.config import ConfigError, load_config, to_dict
-from megatron_snow.evaluate.generate import DEFAULT_MAX_NEW_TOKENS, GenerationConfig, make_backend
+from megatron_snow.evaluate.generate import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
+                                             make_backend, require_vllm)
 from megatron_snow.evaluate.report import build_report, to_markdown, write_report
 from megatron_snow.evaluate.sandbox import SandboxConfig, ScoringError
 from megatron_snow.evaluate.score import SamplesError, read_samples, score_unit
@@ -99,6 +100,13 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"--samples {cfg.samples}: not found")
     if cfg.limit < 0:
         raise InputError("--limit must be >= 0")
+    if cfg.generation.backend not in BACKENDS:
+        raise InputError(f"generation.backend: expected one of {', '.join(BACKENDS)}, got {cfg.generation.backend!r}")
+    if cfg.model and cfg.generation.backend == "vllm":
+        try:
+            require_vllm()
+        except BackendUnavailable as e:
+            raise InputError(str(e)) from None
 
 
 def _assign_samples(cfg: EvalConfig, units: list[Unit], problems: dict[str, dict]) -> tuple[dict, dict]:
@@ -135,6 +143,8 @@ def _generate(cfg: EvalConfig, units: list[Unit], problems: dict[str, dict], out
     per_unit, used = {}, {"backend": backend.name, "max_new_tokens": {}}
     if hasattr(backend, "device"):
         used.update(device=backend.device, dtype=backend.dtype, batch_size=backend.batch_size)
+    if backend.name == "vllm":
+        used.update(dtype=backend.dtype, tensor_parallel_size=cfg.generation.tensor_parallel_size)
     if hasattr(backend, "model") and isinstance(backend.model, str):
         used.update(server=cfg.server, server_model=backend.model, concurrency=backend.concurrency)
     (out / "samples").mkdir(parents=True, exist_ok=True)

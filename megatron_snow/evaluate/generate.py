@@ -9,7 +9,14 @@ bar. Decoding is greedy: ``do_sample=False`` (transformers), temperature 0
 - ``TransformersBackend``: ``AutoModelForCausalLM`` on CPU or GPU; prompts
   sorted by length and left-padded in batches of ``batch_size``; generation
   stops per sequence at a stop string (``stop_strings``) or EOS.
-- ``VLLMBackend``: ``vllm.LLM`` when the package imports (GPU nodes).
+- ``VLLMBackend``: vLLM's offline API (``vllm.LLM(model, tensor_parallel_size,
+  dtype)``, ``LLM.generate(prompts, SamplingParams(temperature=0, max_tokens,
+  stop), use_tqdm=True)``, ``RequestOutput.outputs[0].text``: the same in the
+  docs of vLLM 0.5 to 0.14 and main's ``entrypoints/llm.py``; read, not run
+  here) when the package imports (GPU nodes). ``dtype`` auto means
+  bfloat16, as for ``transformers`` on GPU: vLLM's own ``auto`` runs a float32
+  checkpoint (the converter's default) in float16. Without vLLM installed,
+  ``require_vllm`` names the alternatives in one line.
 - ``ServerBackend``: ``/v1/completions`` of any OpenAI-compatible server
   (vLLM, SGLang, ``transformers serve``) through the ``openai`` client,
   ``concurrency`` requests in flight. ``transformers serve`` decodes as the
@@ -45,6 +52,7 @@ class GenerationConfig:
               "tensor_parallel_size": "[1, inf)", "request_timeout_s": "(0, inf)"}
 
 
+BACKENDS = ("auto", "transformers", "vllm")
 DEFAULT_MAX_NEW_TOKENS = {"evalplus": 768, "evoeval": 768, "bigcodebench": 1280}
 
 
@@ -93,14 +101,33 @@ class TransformersBackend:
         return out
 
 
+class BackendUnavailable(ValueError):
+    """The backend asked for cannot run here (one line naming the alternatives)."""
+
+
+VLLM_MISSING = ("generation.backend=vllm: the vllm package is not installed here (it is a CUDA build for GPU nodes); "
+                "serve the model with `vllm serve HF_DIR` and pass --server http://HOST:8000/v1 "
+                "(any OpenAI-compatible server), or use generation.backend=transformers")
+
+
+def require_vllm() -> None:
+    """Fail in one line, before any work, when vLLM is asked for and absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(VLLM_MISSING)
+
+
 class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_dir: str, cfg: GenerationConfig):
+        require_vllm()
         from vllm import LLM
 
-        self.llm = LLM(model=model_dir, tensor_parallel_size=cfg.tensor_parallel_size,
-                       dtype="auto" if cfg.dtype == "auto" else cfg.dtype)
+        # vLLM's "auto" would run a float32 checkpoint in float16; bfloat16 is what the model was trained in
+        self.dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+        self.llm = LLM(model=model_dir, tensor_parallel_size=cfg.tensor_parallel_size, dtype=self.dtype)
 
     def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
         from vllm import SamplingParams
@@ -159,4 +186,4 @@ def make_backend(cfg: GenerationConfig, model_dir: str | None = None, server: st
         return VLLMBackend(model_dir, cfg)
     if backend == "transformers":
         return TransformersBackend(model_dir, cfg)
-    raise ValueError(f"generation.backend: expected auto, transformers or vllm, got {backend!r}")
+    raise BackendUnavailable(f"generation.backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -39,7 +39,8 @@ def build_report(results: dict[str, UnitResult], model: dict, data: dict, settin
                   "paper": {name: vals for name, (_, vals) in PAPER_TABLE.items()},
                   "paper_reference_model": REFERENCE_MODEL, "paper_source": CITATION},
         "units": {name: {"n_tasks": r.n_tasks, "scores": r.scores, "set_aside": r.set_aside,
-                         "reference": r.reference, "network": r.network} for name, r in results.items()},
+                         "reference": r.reference, "network": r.network, "excluded": r.excluded,
+                         "missing_modules": r.missing_modules} for name, r in results.items()},
         "skipped_units": skipped,
         "data": data,
         "settings": settings,
@@ -65,15 +66,17 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {'**' + name + '**' if bold else name} (paper) | {tokens} | " + " | ".join(cells) + " |")
     ours = [_fmt(t["ours"][c]) + (f" ({t['notes'][c]})" if c in t["notes"] else "") for c in cols]
     lines.append(f"| **{model['name']} (ours)** | {model.get('tokens', '-')} | " + " | ".join(ours) + " |")
-    lines += ["", "## Per unit", "", "| unit | tasks | pass@1 | base pass@1 | set aside | reference fails here |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Per unit", "", "| unit | tasks | pass@1 | base pass@1 | set aside | reference fails here "
+              "| excluded (known to fail here) |", "|---|---|---|---|---|---|---|"]
     for name, u in report["units"].items():
         aside = ", ".join(f"{k}: {v}" for k, v in u["set_aside"].items()) or "-"
         ref = u["reference"].get("reference_failed")
         lines.append(f"| {name} | {u['n_tasks']} | {_fmt(u['scores']['pass@1'])} | "
-                     f"{_fmt(u['scores'].get('base_pass@1'))} | {aside} | {len(ref) if ref is not None else '-'} |")
+                     f"{_fmt(u['scores'].get('base_pass@1'))} | {aside} | {len(ref) if ref is not None else '-'} | "
+                     + (f"{len(u['excluded'])} (pass@1 without them: "
+                        f"{_fmt(u['scores'].get('pass@1_without_excluded'))})" if u.get("excluded") else "-") + " |")
     for name, why in report["skipped_units"].items():
-        lines.append(f"| {name} | - | - | - | skipped: {why} | - |")
+        lines.append(f"| {name} | - | - | - | skipped: {why} | - | - |")
     lines += ["", "## Data", ""]
     for name, d in report["data"].items():
         lines.append(f"- {name}: `{d.get('file')}` ({d.get('records', '-')} records, sha256 {str(d.get('sha256'))[:16]})")

@@ -14,7 +14,8 @@ Layers, outermost first:
    and everything beyond are unreachable). Where the kernel refuses,
    Python-level sockets other than AF_UNIX are disabled in each sample
    process instead, and the results say so. Every process of the run dies
-   with its parent (``PR_SET_PDEATHSIG``): killing the run kills its samples.
+   with its parent (``PR_SET_PDEATHSIG``, set after every fork, the
+   evaluators' own process pools included): killing the run kills its samples.
 3. Each sample in its own process, forked per sample by the evaluator
    (``evalplus`` / ``evoeval`` / ``bigcodebench`` ``untrusted_check``), with a
    wall-clock limit per test input (``max(min_time_limit, factor x the
@@ -239,7 +240,7 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
     directory, one thread per math library, and the evaluators' caches under
     ``cache_dir`` when given (``XDG_CACHE_HOME``).
     """
-    with tempfile.TemporaryDirectory(prefix="snow-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="snow_eval_") as tmp:
         tmp = Path(tmp)
         job_path, out_path = tmp / "job.json", tmp / "result.json"
         job_path.write_text(json.dumps(job))
@@ -249,6 +250,9 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
                    TOKENIZERS_PARALLELISM="false", TMPDIR=str(work), MPLBACKEND="Agg", PYTHONHASHSEED="0")
         if cache_dir is not None:
             env["XDG_CACHE_HOME"] = str(cache_dir)
+        # the scoring process imports this very copy of megatron_snow (not another one installed elsewhere)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         cmd = [sys.executable, "-m", "megatron_snow.evaluate.harness", str(job_path), str(out_path)]
         proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent)
         try:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_snow.evaluate.known_failures import BIGCODEBENCH_EXCLUDED, missing_modules
 from megatron_snow.evaluate.sandbox import SandboxConfig, run_isolated, sandbox_settings
 from megatron_snow.evaluate.tasks import Unit, solution_for, unit_path
 
@@ -27,6 +28,8 @@ class UnitResult:
     set_aside: dict = field(default_factory=dict)  # reason -> count
     reference: dict = field(default_factory=dict)  # what the reference solutions did (BigCodeBench)
     network: str = ""
+    excluded: dict = field(default_factory=dict)  # task_id -> "excluded: <reason>" (known_failures; still counted)
+    missing_modules: dict = field(default_factory=dict)  # task_id -> modules it imports that are not installed here
 
 
 class SamplesError(ValueError):
@@ -88,7 +91,17 @@ def score_unit(unit: Unit, problems: dict, samples: list[dict], benchmarks_dir, 
         scores = {"pass@1": 100.0 * plus / n, "base_pass@1": 100.0 * base / n}
     else:
         scores = {"pass@1": 100.0 * base / n}
+    excluded, absent = {}, {}
+    if unit.harness == "bigcodebench":
+        # scored and counted like every task (the paper's denominator), named, and left out of a second score
+        excluded = {t: f"excluded: {BIGCODEBENCH_EXCLUDED[t]}" for t in problems if t in BIGCODEBENCH_EXCLUDED}
+        for t, why in excluded.items():
+            tasks[t]["excluded"] = why
+        kept = [t for t in problems if t not in excluded]
+        scores["pass@1_without_excluded"] = 100.0 * sum(tasks[t]["base"] == PASS for t in kept) / max(1, len(kept))
+        absent = {t: m for t in problems if (m := missing_modules(problems[t]))}
     if missing:
         aside["missing_task"] = len(missing)
     ordered = {t: tasks[t] for t in problems}
-    return UnitResult(unit.name, n, scores, ordered, aside, out.get("reference", {}), out.get("network", ""))
+    return UnitResult(unit.name, n, scores, ordered, aside, out.get("reference", {}), out.get("network", ""),
+                      excluded, absent)

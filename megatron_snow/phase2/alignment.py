@@ -121,5 +121,4 @@ def main(argv: list[str] | None = None) -> int:
             alignment(cfg)
 
     return run_cli(argv, prog="alignment", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=AlignmentConfig, run=run,
-                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="(accepted; no bars)"))
+                   config_cls=AlignmentConfig, run=run)

@@ -348,5 +348,4 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved {cfg.out}: best epoch {result.best_epoch}; test {result.test.line()}")
 
     return run_cli(argv, prog="train-annotator", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=TrainAnnotatorConfig, run=run,
-                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="(accepted; no bars)"))
+                   config_cls=TrainAnnotatorConfig, run=run)

@@ -333,5 +333,4 @@ def main(argv: list[str] | None = None) -> int:
         annotate_corpus(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
 
     return run_cli(argv, prog="annotate", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=AnnotateConfig, run=run,
-                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="no progress bars"))
+                   config_cls=AnnotateConfig, run=run)

@@ -328,5 +328,4 @@ def main(argv: list[str] | None = None) -> int:
         select(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
 
     return run_cli(argv, prog="select", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=SelectConfig, run=run,
-                   add_arguments=lambda ap: ap.add_argument("--quiet", action="store_true", help="no progress bars"))
+                   config_cls=SelectConfig, run=run)

@@ -88,6 +88,7 @@ def build_parser(prog: str, doc: str, config_cls: type) -> argparse.ArgumentPars
     ap.add_argument("--config", help=f"YAML file for {config_cls.__name__}")
     ap.add_argument("--force", action="store_true",
                     help="replace existing output made with other settings or inputs (default: refuse)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the settings below")
     return ap
 
@@ -114,6 +115,8 @@ def run_cli(argv: list[str] | None, *, prog: str, doc: str, config_cls: type,
     except ConfigError as e:  # deterministic: the same on every rank
         say(str(e))
         return 2
+    if args.quiet and hasattr(cfg, "progress"):
+        cfg.progress = False
     try:
         run(cfg, args, comm)
     except StepError as e:  # agreed: raised on every rank with the same line

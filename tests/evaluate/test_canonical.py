@@ -1,21 +1,22 @@
 """Every canonical solution passes through our harness (sandbox, time limits, the HumanEval/32 fix).
 
 HumanEval+ and MBPP+: all tasks, base and plus tests, 100%. EvoEval: all five
-default categories, 100%. BigCodeBench: the tasks whose imports are installed
-here; a canonical solution must pass through our sandbox whenever it passes
-bigcodebench's own reference check (some fail that check here for reasons of
-the environment: library versions, fonts, files; they are reported). All of
-them with ``MEGATRON_SNOW_EVAL_FULL=1``; by default a fixed spread of them
-(every 40th) to keep the suite short on 2 cores.
+default categories, 100%. BigCodeBench: the tasks whose imports (the test's
+included) are installed here, 100% except the tasks listed with their reason in
+``megatron_snow.evaluate.known_failures.BIGCODEBENCH_EXCLUDED``, which must be
+exactly those whose reference solution fails bigcodebench's own check here, and
+are reported as excluded. All of them with ``MEGATRON_SNOW_EVAL_FULL=1``; by
+default a fixed sample (every 40th, one excluded task per reason and the tasks
+that once failed) to keep the suite short on 2 cores.
 """
 from __future__ import annotations
 
-import ast
-import importlib.util
 import os
 
 import pytest
 
+from megatron_snow.evaluate.known_failures import (BIGCODEBENCH_EXCLUDED, FLAKY_REASONS, NOT_RUN_IN_TESTS,
+                                                   missing_modules)
 from megatron_snow.evaluate.tasks import ALL_UNITS, EVOEVAL_CATEGORIES, canonical_solution, load_problems
 
 pytestmark = pytest.mark.slow
@@ -48,19 +49,39 @@ def test_evoeval_canonical_all_pass(score, benchmarks_dir):
         assert _not_passed(r) == {}, unit
 
 
-def _installed(libs: str) -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ast.literal_eval(libs))
+# Tasks that failed here before their cause was fixed: a test-only import (295, 799: faker), the sandbox's temporary
+# directory name (1127 splits paths on "-"), openpyxl missing (360), a file another task left behind (288).
+ONCE_FAILING = ("BigCodeBench/295", "BigCodeBench/799", "BigCodeBench/1127", "BigCodeBench/360", "BigCodeBench/288")
+SLOW_REASONS = ("timeout",)  # 4 minutes each: full runs only
+
+
+def _bigcodebench_sample(problems: dict, full: bool) -> list[str]:
+    """Runnable tasks (full), else every 40th, one excluded task per reason (not the slow ones) and ONCE_FAILING."""
+    ids = [t for t, p in problems.items() if not missing_modules(p) and t not in NOT_RUN_IN_TESTS]
+    assert len(ids) >= 800  # 835 with scripts/install_eval.sh
+    if full:
+        return ids
+    one_per_reason = {}
+    for t, why in BIGCODEBENCH_EXCLUDED.items():
+        if t not in NOT_RUN_IN_TESTS and not why.startswith(SLOW_REASONS):
+            one_per_reason.setdefault(why.split(":")[0], t)
+    keep = set(ids[::40]) | set(one_per_reason.values()) | set(ONCE_FAILING)
+    return [t for t in ids if t in keep]
 
 
 def test_bigcodebench_canonical_pass_where_installed(score, benchmarks_dir):
+    """100% of the runnable tasks except the documented exclusions, which are reported as such and fail here."""
     unit = ALL_UNITS["bigcodebench/full"]
     problems = load_problems(unit, benchmarks_dir)
-    ids = [t for t, p in problems.items() if _installed(p["libs"])]
-    assert len(ids) >= 300  # at least the standard-library tasks
-    if os.environ.get("MEGATRON_SNOW_EVAL_FULL") != "1":
-        ids = ids[::40]
+    ids = _bigcodebench_sample(problems, full=os.environ.get("MEGATRON_SNOW_EVAL_FULL") == "1")
     r = score("bigcodebench/full", _canonical_samples("bigcodebench/full", benchmarks_dir, ids))
-    reference_failed = set(r.reference["reference_failed"])
-    assert len(reference_failed) <= len(ids) // 4, sorted(reference_failed)
-    failed_here = {t: v for t, v in _not_passed(r).items() if t not in reference_failed}
-    assert failed_here == {}
+    excluded = {t: BIGCODEBENCH_EXCLUDED[t] for t in ids if t in BIGCODEBENCH_EXCLUDED}
+    assert r.excluded == {t: f"excluded: {why}" for t, why in excluded.items()}
+    assert all(r.tasks[t]["excluded"] == f"excluded: {why}" for t, why in excluded.items())
+    # every failure of bigcodebench's own reference check here is on the list, and the list is not stale
+    failed = set(r.reference["reference_failed"])
+    assert failed <= set(excluded), sorted(failed - set(excluded))
+    assert {t for t, why in excluded.items() if not why.startswith(FLAKY_REASONS)} <= failed
+    assert {t: v for t, v in _not_passed(r).items() if t not in excluded} == {}
+    assert r.scores["pass@1_without_excluded"] == 100.0
+    assert r.missing_modules == {}
