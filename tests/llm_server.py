@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ScriptProcess:
+    """A small HTTP server script of the tests run as its own process on a free port (killed on exit).
+
+    ``probe`` is a path that must answer (any HTTP status) before the server counts as started.
+    """
+
+    def __init__(self, script: Path, *args: str, probe: str = "/v1/models", **opts):
+        self.port = free_port()
+        cmd = [sys.executable, str(script), "--port", str(self.port), *args]
+        for k, v in opts.items():
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{probe}", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # answering, with an error status
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError(f"{Path(script).name} did not start")
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def chat_prompt(messages: Messages) -> str:

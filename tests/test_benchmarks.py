@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from megatron_snow import benchmarks
 from megatron_snow.benchmarks_fetch import BY_STEM, SOURCES, fetch, main

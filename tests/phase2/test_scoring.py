@@ -87,7 +87,6 @@ def test_document_score_is_the_mean_of_its_window_scores(scorer, trained_annotat
     model = AutoModelForSequenceClassification.from_pretrained(trained_annotator[0]).eval()
     c_code = open("/usr/include/stdio.h").read()
     py_code = "\n".join(open(p).read() for p in sorted(Path(os.__file__).parent.glob("[a-c]*.py"))[:3])
-    w = scorer.window
     docs = [py_code[:20000], c_code[:20000], "x = 1\n", "   \n\t"]
     results = scorer.score_texts(docs)
     for doc, res in zip(docs, results):

@@ -24,14 +24,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bad_inputs import SERVER_CASES, append_seed_cases, write_bad_records_dataset
-from llm_server import free_port
+from llm_server import ScriptProcess, free_port
 from megatron_snow import records
 from megatron_snow.funnel import Funnel
 from megatron_snow.indexed import BLEND_FORMAT, read_idx
@@ -45,41 +43,15 @@ ENV1 = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1", "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow  # about 2 minutes in all on 2 cores (the synthesize runs and the indexes)
 
 
-class ScriptServer:
+class ScriptServer(ScriptProcess):
     """tests/synthesis/script_server.py as a process (killed on exit)."""
 
     def __init__(self, tmp: Path, **opts):
-        self.port = free_port()
-        self.log = tmp / f"requests-{self.port}.jsonl"
-        cmd = [sys.executable, str(HERE / "script_server.py"), "--port", str(self.port), "--log", str(self.log)]
-        for k, v in opts.items():
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.base_url}/models", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    raise RuntimeError("script server did not start")
-                time.sleep(0.1)
+        self.log = tmp / f"requests-{time.monotonic_ns()}.jsonl"
+        super().__init__(HERE / "script_server.py", "--log", str(self.log), **opts)
 
     def requests(self) -> list[dict]:
         return [json.loads(x) for x in self.log.read_text().splitlines()] if self.log.is_file() else []
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_server import free_port
+from llm_server import ScriptProcess, free_port
 from megatron_snow import records
 from megatron_snow.config import load_config
 from megatron_snow.funnel import Funnel
@@ -76,40 +76,12 @@ def reference(trained_server, synth_inputs, tmp_path_factory):
     return out, Funnel.read(out / "funnel.json")
 
 
-class FaultyServer:
+class FaultyServer(ScriptProcess):
     """tests/synthesis/faulty_server.py as a process (killed on exit)."""
 
     def __init__(self, upstream: str = "", **opts):
-        self.port = free_port()
-        cmd = [sys.executable, str(HERE / "faulty_server.py"), "--port", str(self.port)]
-        if upstream:
-            cmd += ["--upstream", upstream.removesuffix("/v1")]
-        for k, v in opts.items():
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/nothing", timeout=1)
-            except urllib.error.HTTPError:
-                break  # answering (the upstream says 404, or there is none: 502-ish)
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.close()
-                    raise RuntimeError("faulty server did not start")
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        args = ["--upstream", upstream.removesuffix("/v1")] if upstream else []
+        super().__init__(HERE / "faulty_server.py", *args, probe="/nothing", **opts)
 
 
 def test_round_trip(reference, trained_server):

@@ -5,7 +5,6 @@ saving once the time is up; the same command then resumes from that checkpoint."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
