@@ -16,7 +16,7 @@ for reasons that are not the model's. Two kinds are told apart:
 They are still generated and scored (the table's pass@1 counts every task, as
 the paper does); results.json names each as ``"excluded: <reason>"`` and gives
 a second pass@1 without them. Established with the full canonical check
-(``MEGATRON_SNOW_EVAL_FULL=1 python -m pytest tests/evaluate/test_canonical.py``)
+(``MEGATRON_SNOW_EVAL_FULL=1 python -m pytest tests/evaluate/test_canonical.py --timeout 0``)
 on Python 3.11, pandas 3.0.1, numpy 2.4.6, matplotlib 3.11.2, scipy 1.17.1.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ default categories, 100%. BigCodeBench: the tasks whose imports (the test's
 included) are installed here, 100% except the tasks listed with their reason in
 ``megatron_snow.evaluate.known_failures.BIGCODEBENCH_EXCLUDED``, which must be
 exactly those whose reference solution fails bigcodebench's own check here, and
-are reported as excluded. All of them with ``MEGATRON_SNOW_EVAL_FULL=1``; by
+are reported as excluded. All of them with ``MEGATRON_SNOW_EVAL_FULL=1`` (and ``--timeout 0``: about 20 minutes); by
 default a fixed sample (every 40th, one excluded task per reason and the tasks
 that once failed) to keep the suite short on 2 cores.
 """
