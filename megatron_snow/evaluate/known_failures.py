@@ -70,6 +70,7 @@ BIGCODEBENCH_EXCLUDED: dict[str, str] = {
     "BigCodeBench/205": "timeout: starts a multiprocessing Pool inside the sample; times out in bigcodebench's own check here",
     "BigCodeBench/221": f"version (inferred): {_PD}: the reference returns 'Invalid input' for valid data",
     "BigCodeBench/225": f'version: {_PD}: string columns are StringDtype, the test expects object',
+    "BigCodeBench/229": "timing: timestamps come from datetime.now() at second resolution, so two seeded runs differ when a second passes between them (failed once, in the full run under load)",
     "BigCodeBench/245": f"version: {_NP}: scipy.stats.mode returns a scalar ('invalid index to scalar variable')",
     "BigCodeBench/251": f"version: {_MPL}: pie() raises 'All wedge sizes are zero' on empty data",
     "BigCodeBench/276": f'version: {_NP}: a kurtosis/skew check returns np.True_ where the test expects False',
