@@ -18,7 +18,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from json_handler import JSONHandler
 
 
 def main() -> None:
@@ -35,12 +37,7 @@ def main() -> None:
     lock = threading.Lock()
     count = [0]
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *a):  # quiet
-            pass
-
+    class Handler(JSONHandler):
         def _forward(self, method: str, body: bytes | None) -> tuple[int, bytes]:
             req = urllib.request.Request(args.upstream + self.path, data=body, method=method,
                                          headers={"Content-Type": "application/json"})
@@ -49,14 +46,6 @@ def main() -> None:
                     return r.status, r.read()
             except urllib.error.HTTPError as e:
                 return e.code, e.read()
-
-        def _send(self, status: int, data: bytes, length: int | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data) if length is None else length))
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
 
         def do_GET(self) -> None:  # noqa: N802
             self._send(*self._forward("GET", None))
