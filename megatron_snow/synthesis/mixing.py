@@ -35,7 +35,6 @@ skipped; the step's settings and its inputs' content are fingerprinted
 """
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_snow import records
 from megatron_snow.atomic import atomic_write_json
 from megatron_snow.config import to_dict
 from megatron_snow.funnel import Funnel
@@ -87,20 +87,13 @@ def read_sidecar_languages(prefix: str | Path) -> list[str]:
     path = Path(f"{prefix}.docs.jsonl.gz")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: mix reads datasets made by build-index (with their sidecar)")
-    langs, line_no = [], 0
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                d = json.loads(line)
-                if not isinstance(d, dict):
-                    raise ValueError("not a JSON object")
-                lang = d.get("language")
-                langs.append((canonical_language(lang) if isinstance(lang, str) else "") or "unknown")
-    except (OSError, EOFError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise IndexFormatError(f"{path}:{line_no}: damaged sidecar ({type(e).__name__}: {e}); build the index "
-                               "again") from None
+    langs = []
+    for item in records.iter_json_lines(path):  # the one robust JSON-lines reader
+        if isinstance(item, records.BadRecord):
+            raise IndexFormatError(f"{item.file}:{item.line}: damaged sidecar ({item.reason}: {item.error}); "
+                                   "build the index again")
+        lang = item[1].get("language")
+        langs.append((canonical_language(lang) if isinstance(lang, str) else "") or "unknown")
     return langs
 
 
