@@ -62,7 +62,9 @@ def build_random_annotator(docs: list[str], out: Path, layers: int, hidden: int,
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
-                     max_position_embeddings=positions, num_labels=1, problem_type="multi_label_classification",
+                     max_position_embeddings=positions, num_labels=1,
+                     # wider than BERT's 0.02, so that scores spread and score comparisons have teeth
+                     initializer_range=0.08, problem_type="multi_label_classification",
                      id2label={0: "high_quality"}, label2id={"high_quality": 0})
     BertForSequenceClassification(cfg).save_pretrained(out)
     return out
@@ -81,6 +83,8 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed passes of each (best is reported)")
+    p.add_argument("--compare-cpu", type=int, default=0,
+                   help="also score the first N documents on the CPU in fp32 and print the largest difference")
     args = p.parse_args()
 
     from transformers import pipeline
@@ -144,6 +148,13 @@ def main():
     print(f"{'pipeline, truncated (1 window)':32s} {t_trunc:9.2f} {n / t_trunc:9.1f} {t_trunc / t_ours:18.2f}")
     diff = np.abs(np.array(s_ours) - np.array(s_same))
     print(f"score agreement with the same-window pipeline: max |diff| = {diff.max():.2e} (bf16 on GPU: ~1e-2)")
+    if args.compare_cpu:
+        cpu = Scorer(model, device="cpu", dtype="float32", batch_size=args.batch_size, max_length=args.positions)
+        k = min(args.compare_cpu, n)
+        ref = np.array([r.score for r in cpu.score_texts(docs[:k])])
+        d = np.abs(np.array(s_ours[:k]) - ref)
+        print(f"{device} {scorer.dtype} vs cpu float32 on {k} documents: max |diff| = {d.max():.2e}, "
+              f"mean {d.mean():.2e}, score std {ref.std():.3g}")
 
 
 if __name__ == "__main__":

@@ -71,13 +71,18 @@ def _peak_bytes(rss_before: int) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before)
 
 
-def run_trainer(args, attention: str) -> dict:
-    """N steps of the project's trainer with one attention implementation."""
+def run_trainer(args, variant: str) -> dict:
+    """N steps of the project's trainer: ``variant`` is an attention implementation, optionally
+    followed by ``+key=value`` overrides (e.g. ``sdpa+training.recompute_granularity=full``)."""
     import psutil
     import torch
 
     from megatron_snow.training import trainer
+    from megatron_snow.training.memory import estimate_memory
+    from megatron_snow.training.model import kernels
 
+    attention, *extra = variant.split("+")
+    args.overrides = list(args.overrides) + extra
     cfg = _load(args)
     with tempfile.TemporaryDirectory() as tmp:
         cfg.model.attention_impl = attention
@@ -96,6 +101,14 @@ def run_trainer(args, attention: str) -> dict:
         cfg.logging.tensorboard_dir = None
         cfg.logging.wandb_project = None
         cfg.logging.log_interval = 1
+        if args.profile_dir:
+            cfg.logging.profile_iters = [args.warmup + 1, args.warmup + 2]
+            cfg.logging.profile_dir = args.profile_dir
+        dtype = torch.bfloat16 if torch.cuda.is_available() and cfg.training.precision in ("auto", "bf16") else \
+            torch.float32
+        kern = kernels(cfg.model, dtype)
+        est = estimate_memory(cfg, cfg.model.vocab_size, kern.attention, dp=1, on_gpu=torch.cuda.is_available(),
+                              swiglu_fusion=kern.swiglu_fusion).total
         rss_before = psutil.Process().memory_info().rss
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -103,7 +116,7 @@ def run_trainer(args, attention: str) -> dict:
         rows = [json.loads(line) for line in Path(cfg.logging.metrics_file).read_text().splitlines()]
     steps = [r["step_s"] for r in rows if r["split"] == "train" and r["iteration"] > args.warmup]
     return {"step_s": statistics.median(steps), "peak_bytes": _peak_bytes(rss_before),
-            "loss": rows[-1]["loss"] if rows else float("nan")}
+            "loss": rows[-1]["loss"] if rows else float("nan"), "estimate_bytes": est}
 
 
 def run_reference(args) -> dict:
@@ -151,10 +164,11 @@ def run_reference(args) -> dict:
     return {"step_s": statistics.median(times), "peak_bytes": _peak_bytes(rss_before), "loss": float(loss) * n_micro}
 
 
-def _child(args, variant: str) -> dict | None:
+def _child(args, variant: str, profile_dir: str | None = None) -> dict | None:
     """Run one variant in a fresh process; None (with the reason printed) when it fails."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", variant, "--steps", str(args.steps),
-           "--warmup", str(args.warmup)] + (["--config", args.config] if args.config else []) + args.overrides
+           "--warmup", str(args.warmup)] + (["--config", args.config] if args.config else []) + \
+        (["--profile-dir", profile_dir] if profile_dir else []) + args.overrides
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in reversed(proc.stdout.splitlines()):
@@ -173,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1,
                     help="run every variant this many times, round-robin, and keep the median (noisy machines)")
     ap.add_argument("--impls", default="auto",
-                    help="attention implementations, comma-separated (sdpa,unfused,te); auto = all available")
+                    help="trainer variants, comma-separated: an attention implementation (sdpa, unfused, te), "
+                         "optionally with +key=value overrides, e.g. sdpa,sdpa+model.fusions=none,"
+                         "sdpa+training.recompute_granularity=full; auto = every available attention")
+    ap.add_argument("--profile-dir", default=None,
+                    help="profile one step of the first variant (torch.profiler) and print its top kernels")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="dense peak per device for MFU (default: 989 on H100/H200 bf16; none on CPU)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -205,27 +223,36 @@ def main(argv: list[str] | None = None) -> int:
           f"{t.recompute_granularity or 'none'}; {flops / 1e9:.3f} GFLOP/token (Megatron-LM formula); "
           f"median of {args.steps} steps after {args.warmup}, median over {args.repeats} run(s)", flush=True)
     runs: dict[str, list] = {v: [] for v in [*impls, "reference"]}
-    for _ in range(args.repeats):  # round-robin, so a busy moment hits every variant alike
+    for r in range(args.repeats):  # round-robin, so a busy moment hits every variant alike
         for variant in runs:
-            runs[variant].append(_child(args, variant))
+            prof = args.profile_dir if (r == 0 and variant == impls[0] and args.profile_dir) else None
+            runs[variant].append(_child(args, variant, prof))
     results = {}
     for variant, rs in runs.items():
         ok = [r for r in rs if r is not None]
         results[variant] = None if not ok else {
-            "step_s": statistics.median(r["step_s"] for r in ok), "peak_bytes": max(r["peak_bytes"] for r in ok)}
+            "step_s": statistics.median(r["step_s"] for r in ok), "peak_bytes": max(r["peak_bytes"] for r in ok),
+            "estimate_bytes": ok[0].get("estimate_bytes")}
     ref = results.get("reference")
-    header = f"{'variant':<34}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak GiB':>10}{'vs ref':>8}"
+    width = max(34, *(len(v) + 24 for v in results))
+    header = (f"{'variant':<{width}}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}{'peak GiB':>10}{'vs ref':>8}"
+              f"{'est. GiB':>10}{'est/peak':>9}")
     print(header)
     for variant, r in results.items():
         name = "transformers Llama (SDPA, AdamW)" if variant == "reference" else f"megatron_snow trainer, {variant}"
         if r is None:
-            print(f"{name:<34}{'failed (see above)':>40}")
+            print(f"{name:<{width}}{'failed (see above)':>40}")
             continue
         tps = tokens / r["step_s"]
         tflops = tps * flops / 1e12
         mfu = f"{tflops / peak:.3f}" if peak else "-"
         ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
-        print(f"{name:<34}{tps:>12,.0f}{tflops:>10.3f}{mfu:>8}{r['peak_bytes'] / 2**30:>10.2f}{ratio:>8}")
+        est = r.get("estimate_bytes")
+        est_cols = f"{est / 2**30:>10.2f}{est / r['peak_bytes']:>9.3f}" if est else ""
+        print(f"{name:<{width}}{tps:>12,.0f}{tflops:>10.3f}{mfu:>8}{r['peak_bytes'] / 2**30:>10.2f}{ratio:>8}{est_cols}")
+    if args.profile_dir and (Path(args.profile_dir) / "top_kernels.txt").is_file():
+        print(f"profile of one step of {impls[0]} ({args.profile_dir}/top_kernels.txt):")
+        print((Path(args.profile_dir) / "top_kernels.txt").read_text())
     return 0 if all(r is not None for r in results.values()) else 1
 
 

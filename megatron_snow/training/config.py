@@ -40,6 +40,9 @@ class ModelConfig:
     # "sdpa" (torch scaled_dot_product_attention: flash / memory-efficient kernels, no s x s
     # matrix kept); "unfused": megatron-core's DotProductAttention (materialises s x s).
     attention_impl: Literal["auto", "sdpa", "unfused", "te"] = "auto"
+    # Fused elementwise kernels megatron-core compiles with torch.compile (SwiGLU, and the
+    # vocab-parallel cross entropy): "auto" = on with CUDA and Triton, "none" = plain torch ops.
+    fusions: Literal["auto", "none"] = "auto"
     RANGES = {"rotary_base": "> 0", "norm_epsilon": "> 0", "init_method_std": "> 0"}
 
     def __post_init__(self):
@@ -209,7 +212,17 @@ class LoggingConfig:
     wandb_run_name: str | None = None
     # Dense bf16 peak per GPU for MFU (H100 SXM: 989 TFLOP/s).
     peak_tflops: float = 989.0
+    # torch.profiler over iterations [start, end) on global rank 0: the top kernels by device
+    # time are logged and a Chrome trace is written to profile_dir (default: beside the metrics
+    # file). Megatron-LM's --profile-step-start/--profile-step-end.
+    profile_iters: list[int] | None = None
+    profile_dir: str | None = None
     RANGES = {"log_interval": ">= 0", "peak_tflops": "> 0"}
+
+    def __post_init__(self):
+        p = self.profile_iters
+        if p is not None and (len(p) != 2 or not all(isinstance(i, int) for i in p) or not 1 <= p[0] < p[1]):
+            raise ConfigError(f"logging.profile_iters: [start, end) with 1 <= start < end, got {p}")
 
 
 @dataclass

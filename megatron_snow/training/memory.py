@@ -59,13 +59,15 @@ def _dtype_bytes(precision: str, on_gpu: bool) -> int:
 
 
 def layer_activation_bytes(cfg: TrainConfig, attention: str, dtype_bytes: int, selective: bool = False,
-                           explicit_mask: bool = False) -> float:
+                           explicit_mask: bool = False, swiglu_fusion: bool = False) -> float:
     """Bytes autograd keeps for one transformer layer and one micro-batch on one TP rank.
 
     The tensors were listed with torch.autograd.graph.saved_tensors_hooks on megatron-core
     0.16.1's local spec (tests/training/test_flops_memory.py checks the sum against a
     measured peak). ``explicit_mask``: a [b, 1, s, s] mask is passed (CPU runs, or
-    data.reset_attention_mask), which SDPA turns into an additive mask per layer."""
+    data.reset_attention_mask), which SDPA turns into an additive mask per layer.
+    ``swiglu_fusion``: megatron's fused SwiGLU keeps only its input, not silu(gate) and the
+    intermediate the plain ops keep."""
     m, t = cfg.model, cfg.training
     tp = cfg.parallel.tensor_model_parallel_size
     h, f = m.hidden_size, m.ffn_hidden_size
@@ -80,7 +82,7 @@ def layer_activation_bytes(cfg: TrainConfig, attention: str, dtype_bytes: int, s
     # Split over TP: the QKV GEMM output (v stays a view of it), q and k after RoPE, the
     # attention output and its [s, b, h] copy (output projection input), SwiGLU's FC1 output
     # (gate and up), silu(gate), the product (FC2 input) and one more f-sized intermediate.
-    split = (h + 2 * hkv) + (h + hkv) + 2 * h + 2 * f + 3 * f
+    split = (h + 2 * hkv) + (h + hkv) + 2 * h + 2 * f + (1 if swiglu_fusion else 3) * f
     elements = tokens * (replicated + split / tp)
     core = 0.0
     if not selective:
@@ -98,11 +100,14 @@ def layer_activation_bytes(cfg: TrainConfig, attention: str, dtype_bytes: int, s
 
 
 def estimate_memory(cfg: TrainConfig, vocab_size: int, attention: str, dp: int = 1, on_gpu: bool = True,
-                    num_microbatches: int | None = None) -> MemoryEstimate:
+                    num_microbatches: int | None = None, swiglu_fusion: bool | None = None) -> MemoryEstimate:
     """The estimate for one rank of the first pipeline stage; see the module docstring.
 
     ``attention``: "sdpa", "te" or "unfused" (model.choose_kernels). ``dp``: data-parallel size.
+    ``swiglu_fusion``: as model.Kernels; None = what a GPU machine picks (model.fusions auto).
     """
+    if swiglu_fusion is None:
+        swiglu_fusion = on_gpu and cfg.model.fusions == "auto"
     m, par, t = cfg.model, cfg.parallel, cfg.training
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     h, f, L = m.hidden_size, m.ffn_hidden_size, m.num_layers
@@ -127,7 +132,8 @@ def estimate_memory(cfg: TrainConfig, vocab_size: int, attention: str, dp: int =
         num_microbatches = max(1, t.global_batch_size // (b * dp))
     in_flight = min(pp, num_microbatches) if pp > 1 else 1
     explicit_mask = not on_gpu or cfg.data.reset_attention_mask  # as training/data.py builds batches
-    full_layer = layer_activation_bytes(cfg, attention, nbytes, explicit_mask=explicit_mask)
+    full_layer = layer_activation_bytes(cfg, attention, nbytes, explicit_mask=explicit_mask,
+                                        swiglu_fusion=swiglu_fusion)
     layer_input = s * b * h * nbytes
     embeddings_out = s * b * h * nbytes
     no_recompute = (layers * full_layer + embeddings_out) * in_flight
@@ -139,7 +145,8 @@ def estimate_memory(cfg: TrainConfig, vocab_size: int, attention: str, dp: int =
         else:
             activations = full
     elif t.recompute_granularity == "selective" and "core_attn" in (t.recompute_modules or ["core_attn"]):
-        selective = layer_activation_bytes(cfg, attention, nbytes, selective=True, explicit_mask=explicit_mask)
+        selective = layer_activation_bytes(cfg, attention, nbytes, selective=True, explicit_mask=explicit_mask,
+                                           swiglu_fusion=swiglu_fusion)
         core = full_layer - selective
         activations = (layers * selective + embeddings_out) * in_flight + core
     else:

@@ -53,6 +53,10 @@ class Kernels:
     gradient_accumulation_fusion: bool
     rope_fusion: bool
     masked_softmax_fusion: bool
+    swiglu_fusion: bool = False  # megatron's bias_swiglu_impl (torch.compile)
+    # megatron's fused vocab-parallel cross entropy (torch.compile); bf16 runs only: its
+    # backward returns bf16 logit gradients, which an fp32 run must not get
+    cross_entropy_fusion: bool = False
 
     def describe(self) -> str:
         attention = {"te": "Transformer Engine DotProductAttention (fused)",
@@ -61,7 +65,8 @@ class Kernels:
         on = lambda flag: "on" if flag else "off"  # noqa: E731
         return (f"layer spec: {'Transformer Engine' if self.spec == 'transformer_engine' else 'megatron-core local'}; "
                 f"attention kernel: {attention}; gradient_accumulation_fusion {on(self.gradient_accumulation_fusion)}, "
-                f"RoPE fusion {on(self.rope_fusion)}, masked softmax fusion {on(self.masked_softmax_fusion)}")
+                f"RoPE fusion {on(self.rope_fusion)}, masked softmax fusion {on(self.masked_softmax_fusion)}, "
+                f"SwiGLU fusion {on(self.swiglu_fusion)}, cross-entropy fusion {on(self.cross_entropy_fusion)}")
 
 
 def _fusion_kernels(spec: str, on_gpu: bool) -> tuple[bool, bool, bool]:
@@ -80,7 +85,7 @@ def _fusion_kernels(spec: str, on_gpu: bool) -> tuple[bool, bool, bool]:
     return grad_accum, rope, softmax
 
 
-def choose_kernels(cfg: ModelConfig, te_present: bool, on_gpu: bool | None = None) -> Kernels:
+def choose_kernels(cfg: ModelConfig, te_present: bool, on_gpu: bool | None = None, bf16: bool = True) -> Kernels:
     """Resolve model.transformer_impl x model.attention_impl; ConfigError on a contradiction."""
     if on_gpu is None:
         on_gpu = torch.cuda.is_available()
@@ -102,12 +107,16 @@ def choose_kernels(cfg: ModelConfig, te_present: bool, on_gpu: bool | None = Non
         spec, attention = "transformer_engine", "te"
     else:
         spec, attention = "local", ("unfused" if ai == "unfused" else "sdpa")
-    return Kernels(spec, attention, *_fusion_kernels(spec, on_gpu))
+    # megatron-core compiles its SwiGLU and cross-entropy fusions with torch.compile: Triton
+    # kernels on CUDA. On CPU they would compile C++ on the first step for little gain.
+    compiled = on_gpu and cfg.fusions == "auto" and importlib.util.find_spec("triton") is not None
+    return Kernels(spec, attention, *_fusion_kernels(spec, on_gpu), swiglu_fusion=compiled,
+                   cross_entropy_fusion=compiled and bf16)
 
 
-def kernels(cfg: ModelConfig) -> Kernels:
-    """This machine's choice for cfg."""
-    return choose_kernels(cfg, te_available())
+def kernels(cfg: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> Kernels:
+    """This machine's choice for cfg, training in ``dtype``."""
+    return choose_kernels(cfg, te_available(), bf16=dtype == torch.bfloat16)
 
 
 def use_transformer_engine(cfg: ModelConfig) -> bool:
@@ -120,7 +129,7 @@ def transformer_config(cfg: ModelConfig, par: ParallelConfig, dtype: torch.dtype
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     on_gpu = torch.cuda.is_available()
-    kern = kern or kernels(cfg)
+    kern = kern or kernels(cfg, dtype)
     t = training or TrainingConfig()
     recompute = {}
     if t.recompute_granularity is not None:
@@ -139,6 +148,10 @@ def transformer_config(cfg: ModelConfig, par: ParallelConfig, dtype: torch.dtype
             hidden_dropout=0.0,
             attention_dropout=0.0,
             bias_dropout_fusion=False,
+            # SwiGLU as one compiled kernel that keeps only its input for backward
+            bias_activation_fusion=kern.swiglu_fusion,
+            cross_entropy_loss_fusion=kern.cross_entropy_fusion,
+            cross_entropy_fusion_impl="native",
             apply_rope_fusion=kern.rope_fusion,
             masked_softmax_fusion=kern.masked_softmax_fusion,
             gradient_accumulation_fusion=kern.gradient_accumulation_fusion,
@@ -183,7 +196,7 @@ def build_model(cfg: ModelConfig, par: ParallelConfig, vocab_size: int, seq_leng
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
 
-    kern = kern or kernels(cfg)
+    kern = kern or kernels(cfg, dtype)
     config = transformer_config(cfg, par, dtype, training, kern)
     model = GPTModel(
         config=config,

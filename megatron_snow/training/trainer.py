@@ -26,6 +26,7 @@ from megatron_snow.training.config import TrainConfig, padded_vocab_size
 from megatron_snow.training.data import TokenFacts, build_datasets, check_data, microbatches, token_facts
 from megatron_snow.training.flops import model_size
 from megatron_snow.training.logger import MetricsLogger
+from megatron_snow.training.profiling import StepProfiler
 from megatron_snow.training.stopping import StopConditions, write_status
 
 
@@ -319,7 +320,7 @@ class Trainer:
         self.log = MetricsLogger(cfg.logging, self.rank, to_dict(cfg))
         # First line: which layer spec and attention kernel (never a silent fallback), then
         # the memory estimate, with a warning before the model is built when it will not fit.
-        self.kernels = kernels(cfg.model)
+        self.kernels = kernels(cfg.model, plan.dtype)
         self.log.info(self.kernels.describe())
         self._check_memory(plan)
 
@@ -394,6 +395,7 @@ class Trainer:
         from megatron_snow.training.memory import device_memory_bytes, estimate_memory, memory_warning
 
         est = estimate_memory(self.cfg, plan.facts.vocab_size, self.kernels.attention, dp=plan.dp_size,
+                              swiglu_fusion=self.kernels.swiglu_fusion,
                               on_gpu=torch.cuda.is_available(), num_microbatches=plan.num_microbatches)
         capacity, device = device_memory_bytes()
         if not torch.cuda.is_available():  # the ranks on this machine share its RAM
@@ -465,9 +467,13 @@ class Trainer:
         last: dict = {}
         stop = t.train_iters if not t.exit_at_iter else min(t.train_iters, t.exit_at_iter)
         nonfinite_total, streak = 0, 0
+        profile_dir = lcfg.profile_dir or (Path(lcfg.metrics_file).parent / "profile" if lcfg.metrics_file else None)
+        profiler = StepProfiler(lcfg.profile_iters, profile_dir, self.rank, self.log.info)
         while self.iteration < stop:
+            profiler.before_step(self.iteration + 1)
             t0 = time.time()
             metrics = self.train_step()
+            profiler.after_step(self.iteration)
             streak = streak + 1 if metrics["nonfinite"] else 0
             nonfinite_total += metrics["nonfinite"]
             metrics["nonfinite_total"] = nonfinite_total
@@ -498,6 +504,7 @@ class Trainer:
                 saved_at = self.iteration
             if self.iteration < stop and self.stop.requested():  # a signal or the time budget, on all ranks
                 break
+        profiler.finish()  # a run that stopped inside the profiled iterations
         # (Nothing to save before the first step: the optimizer has no state yet, and a
         # restart then starts the same way again.)
         if saved_at != self.iteration and self.iteration > 0 and not streak:
