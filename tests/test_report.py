@@ -112,6 +112,9 @@ def test_every_planted_drop_shown_with_its_evidence(planted_run):
     funnel = sections[0].blocks[1]
     assert [r[0] for r in funnel.rows] == ["ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "pii",
                                            "group"]
+    assert "unsupported_language 1 (unknown 1)" in funnel.rows[0][4]
+    kept_per_language = sections[0].blocks[3]
+    assert kept_per_language.columns == ["step", "c", "python"]  # no column of zeros for "unknown"
     ex = _examples(sections)
     for rel, (stage, reason) in planted.items():
         heads = [h for h in ex if h.startswith(f"{stage}: {reason}")]
@@ -250,4 +253,10 @@ def test_tiny_example_report_in_chromium(tmp_path):
     state = _check_in_browser(page, tmp_path, "tiny.png")
     ids = [s["id"] for s in state["sections"]]
     assert ids[:2] == ["funnel", "dropped"] and {"annotator", "synthesis", "training", "evaluation"} <= set(ids), ids
+    text = state["text"]
+    for shown in ("selection cutoff", "the top, median and bottom scored documents", "Alignment with the benchmarks",
+                  "seed snippet", "The phase-3 mix", "Python share 50.0%", "Arctic-SnowCoder-1.3B (phase 3) (paper)",
+                  "main results table"):
+        assert shown in text, shown
+    assert len(state["images"]) >= 5  # funnel, scores, alignment, mix, training
     print(f"tiny example report.html: {size:,} bytes; screenshot {tmp_path / 'tiny.png'}")

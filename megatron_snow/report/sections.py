@@ -17,6 +17,7 @@ first lines, so the report stays a few MB whatever the run's size.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,13 @@ class Run:
     def __init__(self, root: Path, example_budget: int = EXAMPLE_CHARS_BUDGET):
         self.root = Path(root)
         self.budget = example_budget
-        self._ablations = {p.parent for p in self.root.rglob("ablation.json")}
+        self.files = sorted(Path(d) / f for d, _, names in os.walk(self.root) for f in names)  # one walk
+        self._ablations = {p.parent for p in self.files if p.name == "ablation.json"}
+        self._funnels: list[StageFunnel] | None = None
 
-    def rglob(self, pattern: str) -> list[Path]:
-        """Sorted matches, leaving out ablation directories (reported in their own section)."""
-        return [p for p in sorted(self.root.rglob(pattern)) if not self._ablations & set(p.parents)]
+    def rglob(self, pattern: str, ablations: bool = False) -> list[Path]:
+        """Files whose path ends like ``pattern``, sorted; without ablation directories (their own section)."""
+        return [p for p in self.files if p.match(pattern) and (ablations or not self._ablations & set(p.parents))]
 
     def rel(self, path: Path) -> str:
         try:
@@ -144,6 +147,12 @@ def _input_hash(folder: Path) -> str | None:
 
 def funnels(run: Run) -> list[StageFunnel]:
     """Every step's funnel, in pipeline order; the runner's copies and scratch folders left out."""
+    if run._funnels is None:
+        run._funnels = _find_funnels(run)
+    return run._funnels
+
+
+def _find_funnels(run: Run) -> list[StageFunnel]:
     from megatron_snow.stages.runner import content_hash
 
     found: list[StageFunnel] = []
@@ -748,7 +757,7 @@ def eval_section(run: Run) -> Section | None:
 
 def ablation_section(run: Run) -> Section | None:
     blocks: list = []
-    for p in sorted(run.root.rglob("ablation.json")):
+    for p in run.rglob("ablation.json", ablations=True):
         a = load(p)
         if not isinstance(a, dict) or "summary" not in a:
             continue
