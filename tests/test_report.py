@@ -159,17 +159,32 @@ def test_html_self_contained_escaped_and_same_sections_as_markdown(planted_run):
 
 
 def test_report_size_capped_whatever_the_run(tmp_path):
-    """A run with huge set-aside documents: examples are cut to their first lines, so the page stays small."""
-    from megatron_snow.report.blocks import Example
-    from megatron_snow.report.sections import Run
+    """A step (on the real runner) that sets 3,000 documents aside under 1,000 reasons, each document lines of
+    '<' (escaping makes each character four): examples are cut to their first lines and their text is capped
+    in all, so report.html stays under 10 MB."""
+    from megatron_snow.records import CodeRecord, shard_name, write_manifest, write_shard
+    from megatron_snow.stages import RecordStep, run_step
 
-    run = Run(tmp_path, example_budget=5000)
-    big = Example("x", "python", [], "a" * 4000)
-    assert run.example(big) is big and run.example(big) is None  # the second would pass the budget
-    from megatron_snow.report.evidence import first_lines
+    class DropAll(RecordStep):
+        name = "filter"
 
-    text = first_lines("\n".join("x" * 10_000 for _ in range(1000)))
-    assert len(text) < 1400 and "x … (+9840 characters)" in text and text.endswith("\n…")
+        def __init__(self, input_dir: Path):
+            self.input_dir, self.settings = input_dir, {}
+
+        def map(self, rec):
+            return None, f"rule_{int(rec.id) % 1000:04d}", {"value": "<" * 500}
+
+    inp = tmp_path / "in"
+    line = "<" * 200 + "\n"
+    entries = [write_shard(inp / shard_name(k), [CodeRecord(id=str(k * 1000 + i), content=line * 30, language="python")
+                                                  for i in range(1000)]) for k in range(3)]
+    write_manifest(inp, entries)
+    run_step(DropAll(inp), tmp_path / "run" / "02_filter", Comm(None), progress=False)
+    md = build_report(tmp_path / "run")
+    page = md.with_suffix(".html")
+    assert 1_000_000 < page.stat().st_size < MAX_HTML_BYTES
+    html = page.read_text()
+    assert html.count("rule_0999") >= 1 and html.count('<details class="example"') < 3000  # capped, not all
 
 
 def test_roc_points_area_is_the_roc_auc():

@@ -119,6 +119,7 @@ class StageFunnel:
     folder: Path  # the step's directory: funnel.json, step.json, dropped/
     funnel: dict
     rank: float = 100.0
+    _reasons: dict | None = None
 
     def languages(self) -> dict[str, dict[str, list[int]]]:
         return self.funnel.get("languages", {})
@@ -127,7 +128,12 @@ class StageFunnel:
         return sum(per.get(name, [0, 0])[0] for per in self.languages().values())
 
     def reasons(self) -> dict[str, dict[str, int]]:
-        """reason -> language -> documents."""
+        """reason -> language -> documents (most documents first)."""
+        if self._reasons is None:
+            self._reasons = self._count_reasons()
+        return self._reasons
+
+    def _count_reasons(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(dict)
         for lang, per in self.languages().items():
             for k, v in per.items():
