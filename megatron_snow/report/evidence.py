@@ -99,3 +99,22 @@ def lines_with(text: str, needles: list[str], max_lines: int = 8, max_line_chars
             if len(out) == max_lines:
                 break
     return "\n".join(out)
+
+
+def lines_around(text: str, match: str, before: int = 2, max_lines: int = 14) -> tuple[int, str] | None:
+    """(first line number, the lines) where ``match`` (a decontamination rule's matched text, verbatim or
+    whitespace- and case-normalised) starts in ``text``; None if it cannot be found."""
+    import re
+
+    at = text.find(match[:60]) if match else -1
+    if at < 0:
+        words = re.findall(r"\w+", match)[:8]
+        if len(words) < 3:
+            return None
+        m = re.search(r"\W+".join(map(re.escape, words)), text, flags=re.IGNORECASE)
+        if m is None:
+            return None
+        at = m.start()
+    line = text.count("\n", 0, at)
+    start = max(0, line - before)
+    return start + 1, first_lines("\n".join(text.split("\n")[start:]), max_lines=max_lines)

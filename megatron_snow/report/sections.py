@@ -329,7 +329,11 @@ def _stage_examples(run: Run, f: StageFunnel) -> list:
                 ev.append(("bytes", str(rec.meta["bytes"])))
             text = evidence.first_lines(rec.content) if rec.content else \
                 "(not read as text)" if unread else "(empty)"
-            ex = run.example(Example(_title(rec), rec.language or "unknown", ev, text, side=side))
+            label = "first lines"
+            around = evidence.lines_around(rec.content, str(details["match"])) if details.get("match") else None
+            if around is not None:  # where the benchmark text sits in the file
+                label, text = f"from line {around[0]} (the match)", around[1]
+            ex = run.example(Example(_title(rec), rec.language or "unknown", ev, text, label, side))
             if ex is not None:
                 items.append(ex)
         note = ""
