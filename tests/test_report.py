@@ -132,7 +132,8 @@ def test_every_planted_drop_shown_with_its_evidence(planted_run):
     solver = ev["lib/solver.py"]
     assert solver["benchmark"].startswith("humaneval") and solver["item"] == "HumanEval/0"
     assert "has_close_elements" in solver["matched text"] or "numbers" in solver["matched text"]
-    shown = next(e for h, b in ex.items() if h.startswith("decontaminate:") for e in b.items if e.title == "lib/solver.py")
+    shown = next(e for h, b in ex.items() if h.startswith("decontaminate:") for e in b.items
+                 if e.title == "lib/solver.py")
     assert shown.text_label.startswith("from line") and "def has_close_elements" in shown.text
     pii = {e.title: e for h, b in ex.items() if h.startswith("pii:") for e in b.items}
     settings = pii["lib/settings.py"]
