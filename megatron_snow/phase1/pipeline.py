@@ -270,7 +270,9 @@ class DedupStep(Step):
                 kept.append(rec)
             else:
                 funnel.dropped(rec.language, n, self.reason)
-                dropped.append(Dropped(rec, self.reason, {"duplicate_of": self._id_of(ctx, root)}))
+                # the kept partner and its output shard (where the report finds it to show it beside this one)
+                dropped.append(Dropped(rec, self.reason, {"duplicate_of": self._id_of(ctx, root),
+                                                          "kept_in_shard": clusters.split_key(root)[0]}))
         return UnitResult(kept, dropped, funnel)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from megatron_snow.config import ConfigError
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
-from megatron_snow.phase2.metrics import roc_auc
+from megatron_snow.phase2.metrics import roc_auc, roc_points
 from megatron_snow.phase2.scoring import Scorer
 from megatron_snow.phase2.training_data import sample_corpus
 
@@ -97,7 +97,8 @@ def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> 
         pos_scores = [s.score for s in scorer.score_texts(texts) if s.score is not None]
         auc = roc_auc([1] * len(pos_scores) + [0] * len(neg_scores), pos_scores + neg_scores)
         results[name] = {"roc_auc": auc, "positives": len(pos_scores), "negatives": len(neg_scores),
-                         "mean_positive_score": sum(pos_scores) / len(pos_scores)}
+                         "mean_positive_score": sum(pos_scores) / len(pos_scores),
+                         "roc": roc_points(pos_scores, neg_scores)}
         log(f"[alignment] {name:20s} ROC-AUC {auc:.4f}  ({len(pos_scores)} solutions, mean score "
             f"{results[name]['mean_positive_score']:.4f})")
     report = {"model": cfg.model, "corpus": cfg.corpus, "negatives": len(neg_scores),

@@ -37,6 +37,20 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def roc_points(pos: list[float], neg: list[float], max_points: int = 101) -> dict[str, list[float]]:
+    """The ROC curve (false and true positive rates, one point per distinct score, thinned to at most
+    ``max_points``): the curve the report draws per benchmark."""
+    s = np.asarray(list(pos) + list(neg), dtype=np.float64)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last document of each distinct score
+    tpr = np.r_[0.0, np.cumsum(y)[last] / max(1, len(pos))]
+    fpr = np.r_[0.0, np.cumsum(1 - y)[last] / max(1, len(neg))]
+    idx = np.unique(np.linspace(0, len(tpr) - 1, min(max_points, len(tpr))).round().astype(int))
+    return {"fpr": [round(float(x), 4) for x in fpr[idx]], "tpr": [round(float(x), 4) for x in tpr[idx]]}
+
+
 @dataclass
 class BinaryMetrics:
     precision: float
