@@ -34,9 +34,10 @@ SIGNALS=()  # torchrun's default handles (and forwards) SIGTERM too; torch < 2.8
 RUN_PY=$(python -c "import importlib.util as u; print(u.find_spec('torch').submodule_search_locations[0])")/distributed/run.py
 if grep -q signals_to_handle "$RUN_PY" 2>/dev/null; then SIGNALS=(--signals-to-handle SIGINT,SIGHUP,SIGQUIT); fi
 # Every rank's stdout/stderr goes to LOG_DIR/node<N>/<run>/attempt_<k>/<local rank>/; each node's
-# local rank 0 is also shown in the job's output. (The c10d rendezvous numbers the nodes itself,
-# so global rank 0, the one that logs training, is local rank 0 of some node; the others print
-# their rank and host, warnings and errors.)
+# local rank 0 is also shown in the job's output, every line starting with its global rank
+# ("[rank5]:"). (The c10d rendezvous numbers the nodes itself, so global rank 0, the one that logs
+# training, is local rank 0 of some node; the others print their rank and host, warnings and errors.)
+export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=${TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE:-'[rank${rank}]:'}
 exec python -m megatron_snow.torchrun \
   --nnodes "$NNODES" --nproc-per-node "$NPROC_PER_NODE" \
   --rdzv-id "$RDZV_ID" --rdzv-backend c10d --rdzv-endpoint "$MASTER_ADDR:$MASTER_PORT" \

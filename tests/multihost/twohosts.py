@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,20 @@ class TwoHosts:
     @property
     def hosts(self) -> tuple[Host, Host]:
         return self.a, self.b
+
+    def rsh(self) -> Path:
+        """An ``ssh`` stand-in for MPI launchers (``mpiexec -launcher ssh -launcher-exec RSH``, or
+        ``-launcher rsh``): ``RSH [-x] HOST COMMAND...`` runs COMMAND through a shell on that host."""
+        path = self.a.hosts_file.parent / "rsh"
+        if not path.exists():
+            cases = "".join(f"  {h.name}) set -- {' '.join(shlex.quote(x) for x in h.argv([]))} sh -c \"$*\" ;;\n"
+                            for h in self.hosts)
+            path.write_text("#!/bin/sh\n# ssh HOST CMD... for the two test hosts (tests/multihost/twohosts.py)\n"
+                            'while [ "${1#-}" != "$1" ]; do shift; done  # -x and other ssh options\n'
+                            'host=$1; shift\ncase $host in\n' + cases +
+                            '  *) echo "rsh: unknown host $host" >&2; exit 255 ;;\nesac\nexec "$@"\n')
+            path.chmod(0o755)
+        return path
 
     def unused_addr(self) -> str:
         """An address on the link that no host has (a wrong rendezvous address)."""
