@@ -26,8 +26,8 @@ PORT = "29400"  # each host has its own ports: nothing else on the machine can h
 
 
 def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")}
+    launch_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launch_vars and not k.startswith("SLURM_")}
     env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""), OMP_NUM_THREADS="1",
                PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO), NNODES="2", NPROC_PER_NODE="1", MASTER_PORT=PORT,
                SOCKET_IFNAME=IFACE)
@@ -166,8 +166,9 @@ def test_a_host_dying_mid_run_ends_the_other_within_the_distributed_timeout(two_
     took = time.time() - t0
     assert rc == 1, err[-3000:]
     line = _one_line(err, "error:")
-    assert re.match(rf"\[rank(\d)\]:error: rank \1 of 2 on {two_hosts.a.name}: no answer from another rank within the "
-                    r"distributed timeout: its host died or hangs, or the network between the hosts is down", line), line
+    assert re.match(rf"\[rank(\d)\]:error: rank \1 of 2 on {two_hosts.a.name}: no answer from another rank within "
+                    r"the distributed timeout: its host died or hangs, or the network between the hosts is down",
+                    line), line
     assert "parallel.distributed_timeout_minutes" in line
     assert re.search(rf"^torchrun: rank \d \(local rank 0\) on {two_hosts.a.name} exited with code 1; its own error "
                      "is above$", err, re.M), err[-3000:]
