@@ -218,14 +218,19 @@ def _torch_comm() -> Comm:
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VAR, DEFAULT_TIMEOUT_S)))
     except ValueError:
         raise RuntimeError(f"{TIMEOUT_VAR}={os.environ[TIMEOUT_VAR]!r} is not a number of seconds") from None
-    if td.is_initialized():
-        group = td.new_group(backend="gloo", timeout=timeout)
-    else:
-        td.init_process_group(backend="gloo", timeout=timeout)
-        group = None
+    try:
+        if td.is_initialized():
+            group = td.new_group(backend="gloo", timeout=timeout)
+        else:
+            td.init_process_group(backend="gloo", timeout=timeout)
+            group = None
+    except Exception as e:  # the others never came (a host down, a wrong address): one line, not a traceback
+        _say_lost_peer(e)
+        raise
     _CREATED.append(group)
     if len(_CREATED) == 1:
         atexit.register(close)
+        # after init_process_group, whose own hook (it prefixes tracebacks with the rank) it wraps
         _leave_on_uncaught_exception()
     return TorchComm(group)
 
@@ -287,6 +292,7 @@ def describe_comm_failure(exc: BaseException) -> str | None:
     seen = exc
     while seen is not None:
         text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+        text = text.split(". This is typically caused")[0]  # gloo's advice after the cause
         if isinstance(seen, (td.DistError, RuntimeError)):
             for needles, meaning in _LOST_PEER:
                 if any(n in text for n in needles):
@@ -302,6 +308,14 @@ def rank_and_host() -> str:
     return f"rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} on {socket.gethostname()}"
 
 
+def _say_lost_peer(exc: Exception) -> None:
+    """When ``exc`` means another rank, its host or the network is gone: say so in one line and leave."""
+    lost = describe_comm_failure(exc)
+    if lost:
+        print(f"error: {rank_and_host()}: {lost} ({TIMEOUT_VAR} sets the timeout)", file=sys.stderr, flush=True)
+        leave(1)
+
+
 def _leave_on_uncaught_exception() -> None:
     """A torchrun process that dies of an exception shows it and exits at once; torchrun then stops the
     others, which would otherwise wait in their next collective (or in the exit meeting). When the cause
@@ -309,11 +323,9 @@ def _leave_on_uncaught_exception() -> None:
     previous = sys.excepthook
 
     def hook(kind, value, tb):
-        lost = describe_comm_failure(value) if isinstance(value, Exception) else None
-        if lost:
-            print(f"error: {rank_and_host()}: {lost}", file=sys.stderr, flush=True)
-        else:
-            previous(kind, value, tb)
+        if isinstance(value, Exception):
+            _say_lost_peer(value)
+        previous(kind, value, tb)
         leave(1)
 
     sys.excepthook = hook
