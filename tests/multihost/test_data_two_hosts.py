@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,44 @@ def test_phase1_and_annotate_across_two_hosts_equal_one_process(two_hosts, repos
     assert one == torch_ == mpi
     for k in ("torch", "mpi"):
         _both_hosts_worked(two_hosts, scores[k], len(records.list_shards(corpus)))
+
+
+# The communicator of every data step (megatron_snow.dist) under torchrun across the hosts: meets, then
+# exchanges objects until the other host goes away.
+COMM_LOOP = """
+import sys, time
+from megatron_snow.dist import get_comm
+comm = get_comm()
+assert comm.allgather(comm.rank) == [0, 1]
+print("met", flush=True)
+while True:
+    comm.allgather(comm.rank)
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("fault", ["process_dies", "host_dies"])
+def test_a_data_step_losing_its_peer_ends_in_one_line(two_hosts, tmp_path, fault):
+    script = tmp_path / "comm_loop.py"
+    script.write_text(COMM_LOOP)
+    procs = [h.popen([sys.executable, "-m", "megatron_snow.torchrun", "--nnodes", "2", "--nproc-per-node", "1",
+                      "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{two_hosts.a.addr}:29400", "--rdzv-id", "loop",
+                      "--rdzv-conf", "join_timeout=60", str(script)], cwd=REPO,
+                     env=_env(MEGATRON_SNOW_DIST_TIMEOUT_S="5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True) for h in two_hosts.hosts]
+    assert procs[0].stdout.readline().strip() == "met", procs[0].stderr.read()[-3000:]
+    b = two_hosts.b
+    if fault == "host_dies":
+        b.link_down()  # nothing reaches host a any more: no FIN, no RST
+    b.kill_all()
+    t0 = time.time()
+    _, err = procs[0].communicate(timeout=120)
+    took = time.time() - t0
+    assert procs[0].returncode == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    cause = ("no answer from another rank within the distributed timeout" if fault == "host_dies" else
+             "another rank's connection closed: its process or its host died")
+    assert len(errors) == 1 and errors[0].startswith(f"error: rank 0 of 2 on {two_hosts.a.name}: {cause}"), err[-3000:]
+    assert errors[0].endswith("(MEGATRON_SNOW_DIST_TIMEOUT_S sets the timeout)")
+    assert took < (5 if fault == "host_dies" else 0) + 30, f"host a took {took:.0f} s to end"
