@@ -13,6 +13,13 @@ internals that ends in a bare ``RendezvousTimeoutError``:
 - a worker failed (its own error line is above; this says which rank, where, and its exit code).
 
 Each ends with one line starting ``torchrun:`` and exit status 1.
+
+It also decides which node hosts the c10d rendezvous store: the node that owns the endpoint's address on
+one of its interfaces (or was given it as ``--local-addr``). torchrun itself compares the endpoint only
+with the node's hostname and what the hostname resolves to, so an endpoint given as an address on a node
+whose name resolves elsewhere (Debian's ``127.0.1.1 <hostname>``, a management network) is hosted by no
+one, and every node waits ``read_timeout`` for a store that never comes. ``is_host`` in ``--rdzv-conf``
+still decides when given.
 """
 from __future__ import annotations
 
@@ -28,6 +35,28 @@ def _conf(args, key: str, default: str) -> str:
     return default
 
 
+def _is_store_host(endpoint: str, local_addr: str | None) -> bool:
+    """Whether ``endpoint``'s host is this node: torchrun's own test (its hostname), or one of the endpoint's
+    addresses is on this node's interfaces or is its ``--local-addr``."""
+    import psutil
+    from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname
+
+    host = endpoint.rsplit(":", 1)[0].strip("[]") if endpoint else ""
+    if not host:
+        return False
+    if _matches_machine_hostname(host):
+        return True
+    try:
+        wanted = {a[4][0] for a in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except socket.gaierror:
+        return False  # a name nobody resolves: torchrun says so when it tries to reach it
+    mine = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family in (socket.AF_INET, socket.AF_INET6)}
+    if local_addr:
+        mine.add(local_addr)
+    return bool(wanted & mine)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch.distributed as td
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -35,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     args = parse_args(argv)
+    if args.rdzv_backend == "c10d" and not args.standalone and "is_host" not in (args.rdzv_conf or ""):
+        is_host = _is_store_host(args.rdzv_endpoint, args.local_addr)
+        args.rdzv_conf = ",".join(filter(None, [args.rdzv_conf, f"is_host={int(is_host)}"]))
     where = f"{args.rdzv_endpoint or 'localhost'} (id {args.rdzv_id})"
     host = socket.gethostname()
     try:

@@ -20,11 +20,13 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-def two_hosts():
+def two_hosts(request):
     """Two hosts (network namespaces) linked by a veth pair; removed at teardown, also when the test fails.
-    Skips in one line where namespaces cannot be made, except under CI=true, where that fails the test."""
+    Skips in one line where namespaces cannot be made, except under CI=true, where that fails the test.
+    Options of create_two_hosts through indirect parametrization:
+    ``@pytest.mark.parametrize("two_hosts", [{"own_name_on_loopback": True}], indirect=True)``."""
     try:
-        hosts = create_two_hosts()
+        hosts = create_two_hosts(**getattr(request, "param", {}))
     except NamespacesUnavailable as e:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true and two hosts cannot be made: {e}")

@@ -2,7 +2,8 @@
 rendezvous at the first host's address, gloo over the link's interface given as SOCKET_IFNAME): DP=2 and
 PP=2 give exactly the losses of the same run on one host with two processes; a checkpoint saved by both
 hosts is resumed by both; each host's log names its rank. A wrong rendezvous address, an unreachable peer
-and a host that dies mid-run each end within the configured timeout with one line naming the cause."""
+and a host that dies mid-run each end within the configured timeout with one line naming the cause. Where a
+node's hostname resolves to loopback (Debian's /etc/hosts), SOCKET_IFNAME is what makes it work."""
 from __future__ import annotations
 
 import json
@@ -174,3 +175,28 @@ def test_a_host_dying_mid_run_ends_the_other_within_the_distributed_timeout(two_
                      "is above$", err, re.M), err[-3000:]
     assert 15 - 1 < took < 15 + 45, f"host a took {took:.0f} s to end (distributed timeout 15 s)"
     assert max(read_metrics(tmp_path / "metrics.jsonl")) < 10000
+
+
+@pytest.mark.parametrize("two_hosts", [{"own_name_on_loopback": True}], indirect=True)
+def test_socket_ifname_is_needed_where_a_hostname_resolves_to_loopback(two_hosts, tiny_data, tmp_path):
+    """Debian's /etc/hosts maps a node's own name to 127.0.1.1: gloo, taking its address from the hostname,
+    then offers loopback to the other host. Without SOCKET_IFNAME the run ends within the distributed timeout
+    with one line naming the cause; with SOCKET_IFNAME (the cluster's interface) it trains."""
+    over = tiny_overrides(tiny_data, tmp_path / "run", **{"training.train_iters": 2, "checkpoint.save": "null",
+                                                          "parallel.distributed_timeout_minutes": 0.25})
+    t0 = time.time()
+    res = finish(start_nodes(two_hosts, over, tmp_path / "logs", "lo1", SOCKET_IFNAME=""), timeout=180)
+    took = time.time() - t0
+    assert all(rc == 1 for rc, _, _ in res), [e[-2000:] for _, _, e in res]
+    # every host ends with one line saying why (a rank's "error:", or its torchrun's when the other host's
+    # agent, which held the rendezvous store, was gone first), none with a Python traceback
+    said = [[ln for ln in e.splitlines() if re.match(r"(\[rank\d\]:)?(error|torchrun):", ln)] for _, _, e in res]
+    assert all(said) and not any("Traceback" in e for _, _, e in res), [e[-3000:] for _, _, e in res]
+    print(said)  # (shown with pytest -rP: what a user sees)
+    lost = [ln for lines in said for ln in lines if "error:" in ln]
+    assert any("cannot reach another rank's host: a wrong address or interface" in ln or
+               "no answer from another rank within the distributed timeout" in ln for ln in lost), said
+    assert took < 15 + 60, f"the hosts took {took:.0f} s to give up (distributed timeout 15 s)"
+
+    train_two_hosts(two_hosts, over, tmp_path / "logs", "lo2")  # SOCKET_IFNAME=snow0 (start_nodes' default)
+    assert sorted(read_metrics(tmp_path / "run" / "metrics.jsonl")) == [1, 2]

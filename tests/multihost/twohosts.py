@@ -57,7 +57,7 @@ class Host:
     netns: str
     iface: str  # its end of the link (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME on a real node)
     addr: str
-    hosts_file: Path
+    hosts_file: Path  # its /etc/hosts
     tmp: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
 
@@ -170,8 +170,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def create_two_hosts(names: tuple[str, str] = ("host-a", "host-b")) -> TwoHosts:
-    """Make the two hosts; raise NamespacesUnavailable (one line) if the kernel refuses."""
+def create_two_hosts(names: tuple[str, str] = ("host-a", "host-b"), own_name_on_loopback: bool = False) -> TwoHosts:
+    """Make the two hosts; raise NamespacesUnavailable (one line) if the kernel refuses.
+
+    ``own_name_on_loopback``: each host's /etc/hosts maps its own name to 127.0.1.1 (Debian's default, common
+    on cluster nodes), so a process that takes its address from its hostname advertises loopback."""
     reason = unavailable_reason()
     if reason:
         raise NamespacesUnavailable(reason)
@@ -186,10 +189,14 @@ def create_two_hosts(names: tuple[str, str] = ("host-a", "host-b")) -> TwoHosts:
     if probe.returncode != 0:
         raise NamespacesUnavailable(f"the kernel refused a network namespace: {probe.stderr.strip()}")
     work = Path(tempfile.mkdtemp(prefix="snow-hosts-"))
-    hosts_file = work / "hosts"
-    hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for a, n in zip(addrs, names)))
-    made = TwoHosts(*(Host(n, ns, v, a, hosts_file, work / f"tmp-{n}") for n, ns, v, a in
-                      zip(names, netns, veth, addrs)), veth=tuple(veth))
+    files = []
+    for me in names:
+        f = work / f"hosts-{me}"
+        f.write_text("127.0.0.1 localhost\n" + "".join(
+            f"{'127.0.1.1' if own_name_on_loopback and n == me else a} {n}\n" for a, n in zip(addrs, names)))
+        files.append(f)
+    made = TwoHosts(*(Host(n, ns, v, a, f, work / f"tmp-{n}") for n, ns, v, a, f in
+                      zip(names, netns, veth, addrs, files)), veth=tuple(veth))
     try:
         _ip("netns", "add", netns[1])
         _ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1])
