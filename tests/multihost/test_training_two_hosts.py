@@ -185,7 +185,8 @@ def test_socket_ifname_is_needed_where_a_hostname_resolves_to_loopback(two_hosts
     over = tiny_overrides(tiny_data, tmp_path / "run", **{"training.train_iters": 2, "checkpoint.save": "null",
                                                           "parallel.distributed_timeout_minutes": 0.25})
     t0 = time.time()
-    res = finish(start_nodes(two_hosts, over, tmp_path / "logs", "lo1", SOCKET_IFNAME=""), timeout=180)
+    res = finish(start_nodes(two_hosts, over, tmp_path / "logs", "lo1", SOCKET_IFNAME="", RDZV_READ_TIMEOUT="10"),
+                 timeout=180)
     took = time.time() - t0
     assert all(rc == 1 for rc, _, _ in res), [e[-2000:] for _, _, e in res]
     # every host ends with one line saying why (a rank's "error:", or its torchrun's when the other host's
