@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_snow.training.config import load_train_config
     from megatron_snow.training.trainer import run
 
+    from megatron_snow.dist import describe_comm_failure, leave, rank_and_host
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every host's log says which ranks it runs
+        print(f"pretrain_gpt: {rank_and_host()} (local rank {os.environ.get('LOCAL_RANK', '0')}), "
+              f"process group at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
+              file=sys.stderr, flush=True)
     try:
         cfg = load_train_config(args.config, args.overrides)
         run(cfg)
@@ -41,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Exception as e:
+        lost = describe_comm_failure(e)
+        if lost is None:
+            raise
+        # Another rank, its host or the network is gone: one line, then leave at once (the process
+        # group cannot be shut down cleanly without the other side).
+        print(f"error: {rank_and_host()}: {lost} (parallel.distributed_timeout_minutes sets the timeout)",
+              file=sys.stderr, flush=True)
+        leave(1)
     return 0
 
 

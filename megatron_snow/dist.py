@@ -168,7 +168,7 @@ class TorchComm(Comm):
         then ends the other processes (it stops every worker once one exits non-zero), so none is left
         waiting in a collective."""
         print(message, file=sys.stderr, flush=True)
-        _leave(code)
+        leave(code)
 
 
 _COMM: Comm | None = None
@@ -218,14 +218,19 @@ def _torch_comm() -> Comm:
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VAR, DEFAULT_TIMEOUT_S)))
     except ValueError:
         raise RuntimeError(f"{TIMEOUT_VAR}={os.environ[TIMEOUT_VAR]!r} is not a number of seconds") from None
-    if td.is_initialized():
-        group = td.new_group(backend="gloo", timeout=timeout)
-    else:
-        td.init_process_group(backend="gloo", timeout=timeout)
-        group = None
+    try:
+        if td.is_initialized():
+            group = td.new_group(backend="gloo", timeout=timeout)
+        else:
+            td.init_process_group(backend="gloo", timeout=timeout)
+            group = None
+    except Exception as e:  # the others never came (a host down, a wrong address): one line, not a traceback
+        _say_lost_peer(e)
+        raise
     _CREATED.append(group)
     if len(_CREATED) == 1:
         atexit.register(close)
+        # after init_process_group, whose own hook (it prefixes tracebacks with the rank) it wraps
         _leave_on_uncaught_exception()
     return TorchComm(group)
 
@@ -260,21 +265,68 @@ def close() -> None:
         _COMM = None
 
 
-def _leave(code: int) -> None:
+def leave(code: int) -> None:
     """End this process now, skipping atexit (no exit meeting with ranks that will never come)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
+# What a lost peer looks like in a gloo (or store) error, and what it means for the user.
+_LOST_PEER = (
+    (("Timed out waiting", "Socket Timeout", "wait timeout"),
+     "no answer from another rank within the distributed timeout: its host died or hangs, or the network "
+     "between the hosts is down"),
+    (("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed"),
+     "another rank's connection closed: its process or its host died"),
+    (("No route to host", "Connection refused", "Network is unreachable", "failed to connect"),
+     "cannot reach another rank's host: a wrong address or interface, or that host is down"),
+)
+
+
+def describe_comm_failure(exc: BaseException) -> str | None:
+    """One line naming why a collective failed when another rank (or its host, or the network) is gone;
+    None for any other error. Looks through the exception's causes (megatron may wrap them)."""
+    import torch.distributed as td
+
+    seen = exc
+    while seen is not None:
+        text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+        text = text.split(". This is typically caused")[0]  # gloo's advice after the cause
+        if isinstance(seen, (td.DistError, RuntimeError)):
+            for needles, meaning in _LOST_PEER:
+                if any(n in text for n in needles):
+                    return f"{meaning} ({text[:300]})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def rank_and_host() -> str:
+    """"rank R of W on HOST" for messages (torchrun's variables; rank 0 of 1 when unset)."""
+    import socket
+
+    return f"rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} on {socket.gethostname()}"
+
+
+def _say_lost_peer(exc: Exception) -> None:
+    """When ``exc`` means another rank, its host or the network is gone: say so in one line and leave."""
+    lost = describe_comm_failure(exc)
+    if lost:
+        print(f"error: {rank_and_host()}: {lost} ({TIMEOUT_VAR} sets the timeout)", file=sys.stderr, flush=True)
+        leave(1)
+
+
 def _leave_on_uncaught_exception() -> None:
     """A torchrun process that dies of an exception shows it and exits at once; torchrun then stops the
-    others, which would otherwise wait in their next collective (or in the exit meeting)."""
+    others, which would otherwise wait in their next collective (or in the exit meeting). When the cause
+    is a lost peer (host died, network down, timeout), one line says so instead of a traceback."""
     previous = sys.excepthook
 
     def hook(kind, value, tb):
+        if isinstance(value, Exception):
+            _say_lost_peer(value)
         previous(kind, value, tb)
-        _leave(1)
+        leave(1)
 
     sys.excepthook = hook
 

@@ -69,10 +69,17 @@ class ParallelConfig:
     use_distributed_optimizer: bool = False
     # Overlap gradient all-reduce with backward (GPU runs; harmless on CPU).
     overlap_grad_reduce: bool = False
+    # How long a collective waits for the other ranks before the run fails with one line (a host that
+    # died or hangs, a network that went down). Megatron-LM's --distributed-timeout-minutes; its
+    # default is 10, this one gives slow shared file systems room during checkpoint saves.
+    distributed_timeout_minutes: float = 30.0
 
     def __post_init__(self):
         _positive("parallel.tensor_model_parallel_size", self.tensor_model_parallel_size)
         _positive("parallel.pipeline_model_parallel_size", self.pipeline_model_parallel_size)
+        if not self.distributed_timeout_minutes > 0:
+            raise ConfigError("parallel.distributed_timeout_minutes: must be above 0, got "
+                              f"{self.distributed_timeout_minutes}")
 
 
 @dataclass

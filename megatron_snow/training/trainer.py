@@ -135,11 +135,13 @@ def init_distributed(cfg: TrainConfig) -> None:
         backend = "gloo"
     cpu_compat.install()
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        torch.distributed.init_process_group(
+            backend=backend, timeout=timedelta(minutes=cfg.parallel.distributed_timeout_minutes))
     par = cfg.parallel
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=par.tensor_model_parallel_size,
         pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+        distributed_timeout_minutes=par.distributed_timeout_minutes,  # a float is fine (a timedelta)
     )
     # Megatron's seeding: one stream per pipeline stage, TP ranks share the
     # default stream (so sliced weights match a TP=1 init) and get their own
