@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from megatron_snow.evaluate.paper import PAPER_TABLE, TABLE as PAPER_TABLE_NAME, paper_cell
+
 def _load(path: Path):
     try:
         return json.loads(path.read_text())
@@ -230,8 +232,9 @@ def _section_eval(run: Path, out_dir: Path, lines: list[str]) -> None:
             f"{ours[c]:.1f}" if isinstance(ours.get(c), (int, float)) else "-" for c in cols) + " |")
         for name, paper in (table.get("paper") or {}).items():
             if "Arctic-SnowCoder" in name:
-                lines.append(f"| {name} (paper) | " + " | ".join(
-                    f"{paper[c]:.1f}" if isinstance(paper.get(c), (int, float)) else "-" for c in cols) + " |")
+                lines.append(f"| {name} (paper, {PAPER_TABLE_NAME}) | " + " | ".join(
+                    paper_cell(name, c, paper[c]) if isinstance(paper.get(c), (int, float)) and name in PAPER_TABLE
+                    else f"{paper[c]:.1f}" if isinstance(paper.get(c), (int, float)) else "-" for c in cols) + " |")
         lines.append("")
 
 
@@ -240,7 +243,9 @@ def _section_ablation(run: Path, out_dir: Path, lines: list[str]) -> None:
         a = _load(p)
         if not isinstance(a, dict) or "summary" not in a:
             continue
-        lines += ["## Ablation: annotator-selected vs random data (same tokens, same schedule)", "",
+        title = {"grouping": "grouping of files into documents (from scratch, same tokens)"}.get(
+            a.get("kind"), "data selection (same tokens, same schedule)")
+        lines += [f"## Ablation: {title}", "",
                   a.get("description", ""), "", "| held-out set | arm | mean loss | std | per seed |",
                   "|---|---|---|---|---|"]
         for held, arms in a["summary"].items():
