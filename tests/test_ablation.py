@@ -1,6 +1,7 @@
-"""The ablation's random arm: the same selection code driven by a seeded random annotator, so only which
-documents are chosen differs from the annotator's arm (the whole ablation runs in `python -m megatron_snow
-ablation`; its result at tiny scale is docs/ablation.md)."""
+"""The ablations' parts: the random arm (the same selection code driven by a seeded random annotator, so only
+which documents are chosen differs from the annotator's arm), the grouping arms over the same files, the held-out
+sets, and docs/ablation.md's tables rebuilt from the committed result JSON (the whole ablations run in
+`python -m megatron_snow ablation`; their results at tiny scale are docs/ablation.md and docs/ablation/*.json)."""
 from __future__ import annotations
 
 import gzip
@@ -8,7 +9,10 @@ import json
 
 import pytest
 
-from megatron_snow.ablation import AblationConfig, heldout_sets, random_scores
+from pathlib import Path
+
+from megatron_snow import records
+from megatron_snow.ablation import AblationConfig, grouped_dataset, heldout_sets, random_scores, render_tables
 from megatron_snow.config import ConfigError
 
 
@@ -57,7 +61,9 @@ def test_heldout_sets_are_benchmark_solutions(tmp_path, benchmarks_dir):
     assert len(sets["humanevalplus"]) == 164 and "def has_close_elements" in sets["humanevalplus"][0]
 
 
-@pytest.mark.parametrize("bad", [{"budget_tokens": 0}, {"repetition": 0}, {"seeds": [1, 1]}, {"seeds": []}])
+@pytest.mark.parametrize("bad", [{"budget_tokens": 0}, {"repetition": 0}, {"seeds": [1, 1]}, {"seeds": []},
+                                 {"arms": ["random", "nonsense"]}, {"kind": "grouping", "arms": ["annotator"]},
+                                 {"heldout_fraction": 0.0}, {"threads": 0}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         AblationConfig(**bad)
@@ -84,3 +90,43 @@ def test_heldout_loss_in_padded_batches_equals_one_window_at_a_time(tmp_path):
     assert batched == pytest.approx(one, rel=1e-5)
     assert cached_heldout_loss(tmp_path / "hf", tok, "s", texts, 16) == pytest.approx(one, rel=1e-5)
     assert json.loads((tmp_path / "hf" / "heldout_loss.json").read_text())  # remembered for the next seeds
+
+
+def test_every_kind_runs_every_arm_by_default():
+    assert AblationConfig().arms == ["none", "random", "annotator", "annotator_1x"]
+    assert AblationConfig(kind="grouping").arms == ["language_repo", "repo"]
+
+
+def test_grouping_arms_group_the_same_files_and_hold_out_the_same_ones(tmp_path):
+    corpus = tmp_path / "files"
+    files = [records.CodeRecord(f"f{i}", f"v{i} = {i}\n", "python" if i % 3 else "c", repo=f"r{i % 4}",
+                                path=f"p{i}") for i in range(60)]
+    records.write_manifest(corpus, [records.write_shard(corpus / records.shard_name(0), files)])
+    by_lang, held_a = grouped_dataset(corpus, tmp_path / "a", "language_repo", 0.2)
+    by_repo, held_b = grouped_dataset(corpus, tmp_path / "b", "repo", 0.2)
+    assert held_a == held_b and 0 < len(held_a) < 60  # the same held-out files for both arms
+    docs_a, docs_b = list(records.iter_records(by_lang)), list(records.iter_records(by_repo))
+    ids = lambda docs: sorted(i for d in docs for i in d.meta["file_ids"])  # noqa: E731
+    assert ids(docs_a) == ids(docs_b) and len(ids(docs_a)) == 60 - len(held_a)  # the same training files
+    assert len(docs_a) == 8 and len(docs_b) == 4  # 4 repositories x 2 languages, or 4 repositories
+    assert all(set(d.meta["languages"]) == {"c", "python"} for d in docs_b)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_doc_tables_are_rebuilt_from_the_committed_results():
+    """Every table of docs/ablation.md is render_tables of a committed JSON result: shown = measured."""
+    doc = (DOCS / "ablation.md").read_text()
+    artefacts = sorted((DOCS / "ablation").glob("*.json"))
+    assert {p.stem for p in artefacts} == {"grouping", "selection"}
+    for path in artefacts:
+        result = json.loads(path.read_text())
+        start, end = f"<!-- table from ablation/{path.name} -->\n", f"<!-- end of table from ablation/{path.name} -->"
+        assert start in doc and end in doc, path.name
+        shown = doc.split(start, 1)[1].split(end, 1)[0]
+        assert shown.strip() == render_tables(result).strip(), path.name
+        assert len(result["config"]["seeds"]) >= 3
+        for by_arm in result["summary"].values():
+            for arm, v in by_arm.items():
+                assert len(v["values"]) == (1 if arm == "none" else len(result["config"]["seeds"]))

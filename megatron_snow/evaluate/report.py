@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from megatron_snow.evaluate.paper import CITATION, COLUMN_TITLES, COLUMNS, PAPER_TABLE, REFERENCE_MODEL
+from megatron_snow.evaluate.paper import (CITATION, COLUMN_TITLES, COLUMNS, PAPER_TABLE, REFERENCE_MODEL, TABLE,
+                                          paper_cell)
 from megatron_snow.evaluate.score import UnitResult
 from megatron_snow.evaluate.tasks import EVOEVAL_CATEGORIES
 
@@ -62,8 +63,9 @@ def to_markdown(report: dict) -> str:
               "|---|---|" + "---|" * len(cols)]
     for name, (tokens, vals) in PAPER_TABLE.items():
         bold = name == t["paper_reference_model"]
-        cells = [(f"**{_fmt(vals[c])}**" if bold else _fmt(vals[c])) for c in cols]
-        lines.append(f"| {'**' + name + '**' if bold else name} (paper) | {tokens} | " + " | ".join(cells) + " |")
+        cells = [(f"**{paper_cell(name, c)}**" if bold else paper_cell(name, c)) for c in cols]
+        lines.append(f"| {'**' + name + '**' if bold else name} (paper, {TABLE}) | {tokens} | "
+                     + " | ".join(cells) + " |")
     ours = [_fmt(t["ours"][c]) + (f" ({t['notes'][c]})" if c in t["notes"] else "") for c in cols]
     lines.append(f"| **{model['name']} (ours)** | {model.get('tokens', '-')} | " + " | ".join(ours) + " |")
     lines += ["", "## Per unit", "", "| unit | tasks | pass@1 | base pass@1 | set aside | reference fails here "

@@ -1,17 +1,19 @@
 """Grouping: partition by language, group by repository, shuffle with a fixed seed, concatenate.
 
-The recipe's ablation (Table 3) found per-language repository documents
-better than mixed-language ones. Each file is preceded by a separator that
-carries its path, so the model sees repository structure.
-Routing to output shards hashes (language, repo), so a group is whole in one
-shard whatever the number of input shards or ranks.
+The paper's ablation (Table 3) found per-language repository documents
+(``by=language_repo``, the default) better than mixed-language ones grouped
+by repository alone (``by=repo``, kept so that ablation can be run: a
+repository-only document takes its most common language as its language).
+Each file is preceded by a separator that carries its path, so the model sees
+repository structure. Routing to output shards hashes the group key, so a
+group is whole in one shard whatever the number of input shards or ranks.
 """
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 
 import xxhash
 
@@ -21,6 +23,7 @@ from megatron_snow.records import CodeRecord
 @dataclass
 class GroupingConfig:
     enabled: bool = True
+    by: Literal["language_repo", "repo"] = "language_repo"  # paper: language then repository (Table 3)
     seed: int = 1234
     num_shards: int = 16  # output shards (hash buckets of (language, repo)); independent of MPI ranks
     file_separator: str = "<file_sep>{path}\n"  # placed before every file; {path} {repo} {language}
@@ -29,13 +32,14 @@ class GroupingConfig:
     RANGES = {"num_shards": "[1, 1000000]", "max_document_bytes": ">= 0"}
 
 
-def group_key(rec: CodeRecord) -> tuple[str, str]:
-    # files without a repository stand alone
-    return rec.language, rec.repo if rec.repo else f"<file>{rec.id}"
+def group_key(rec: CodeRecord, by: str = "language_repo") -> tuple[str, str]:
+    # files without a repository stand alone; by=repo puts all languages of a repository together
+    repo = rec.repo if rec.repo else f"<file>{rec.id}"
+    return ("" if by == "repo" and rec.repo else rec.language), repo
 
 
-def bucket_of(rec: CodeRecord, num_shards: int) -> int:
-    lang, repo = group_key(rec)
+def bucket_of(rec: CodeRecord, num_shards: int, by: str = "language_repo") -> int:
+    lang, repo = group_key(rec, by)
     return xxhash.xxh64_intdigest(f"{lang}\x00{repo}".encode()) % num_shards
 
 
@@ -43,10 +47,11 @@ def build_documents(records: Iterable[CodeRecord], cfg: GroupingConfig) -> list[
     """One (or, above max_document_bytes, several) documents per (language, repo), in a fixed order."""
     groups: dict[tuple[str, str], list[CodeRecord]] = defaultdict(list)
     for r in records:
-        groups[group_key(r)].append(r)
+        groups[group_key(r, cfg.by)].append(r)
     docs = []
-    for (lang, repo), files in sorted(groups.items()):
+    for (key_lang, repo), files in sorted(groups.items()):
         files.sort(key=lambda r: (r.path, r.id))
+        lang = key_lang or _most_common_language(files)
         random.Random(f"{cfg.seed}\x00{lang}\x00{repo}").shuffle(files)
         chunks: list[list[CodeRecord]] = [[]]
         size = 0
@@ -66,10 +71,17 @@ def build_documents(records: Iterable[CodeRecord], cfg: GroupingConfig) -> list[
                 for k, v in f.meta.get("pii", {}).items():
                     pii[k] += v
             meta = {"files": len(chunk), "file_ids": [f.id for f in chunk]}
+            if not key_lang:
+                meta["languages"] = dict(sorted(Counter(f.language for f in chunk).items()))
             if pii:
                 meta["pii"] = dict(sorted(pii.items()))
             docs.append(CodeRecord(
-                id=f"{lang}/{repo}" + (f"#{ci}" if len(chunks) > 1 else ""), content=content, language=lang,
+                id=f"{key_lang or '*'}/{repo}" + (f"#{ci}" if len(chunks) > 1 else ""), content=content, language=lang,
                 repo=repo if not repo.startswith("<file>") else "", path="" if len(chunk) > 1 else chunk[0].path,
                 source="grouped", license=",".join(licenses) or None, meta=meta))
     return docs
+
+
+def _most_common_language(files: list[CodeRecord]) -> str:
+    counts = Counter(f.language for f in files)
+    return min(counts, key=lambda lang: (-counts[lang], lang))

@@ -330,7 +330,7 @@ class GroupStep(Step):
                         d["meta"]["bad"] = {"reason": rec.reason, **rec.details()}
                         parts.setdefault(i % len(units), []).append(d)
                     else:
-                        parts.setdefault(bucket_of(rec, len(units)), []).append(rec.to_dict())
+                        parts.setdefault(bucket_of(rec, len(units), self.settings.by), []).append(rec.to_dict())
                 for b, recs in sorted(parts.items()):
                     write_shard(buckets / f"b{b:05d}" / f"from-{i:05d}.jsonl.gz", recs)
                 atomic_write_text(buckets / f"scatter-{i:05d}.done", "")  # last: input shard i is scattered

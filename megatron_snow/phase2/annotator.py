@@ -5,14 +5,22 @@ the FineWeb-Edu classifier: encoder frozen, head only, lr 3e-4, 20 epochs,
 batch 256, the checkpoint with the best validation F1 kept. The paper does
 not say whether it froze the encoder, so full fine-tuning is the other mode.
 
-The model is ``AutoModelForSequenceClassification`` with one output
-(``num_labels=1``, ``problem_type="multi_label_classification"``: a logit
-trained with binary cross-entropy), so the saved directory loads with plain
-``transformers`` and ``pipeline("text-classification")`` returns
-``sigmoid(logit)``, the same score the scorer computes. For BERT the head is
-BERT's pooler (dense + tanh on [CLS]) then a linear layer; in frozen mode the
-embeddings and encoder layers are frozen and the pooler and linear layer
-train, as in the FineWeb-Edu recipe.
+Two heads, one logit trained with binary cross-entropy, score = sigmoid(logit):
+- ``head=linear`` (the paper's "linear classification head"): one linear layer
+  on the encoder's first-token ([CLS]) output. Saved as
+  ``AutoModelForTokenClassification`` with one label (a linear layer on every
+  position; the score reads position 0), which loads with plain ``transformers``.
+- ``head=pooler`` (what the FineWeb-Edu classifier trains): BERT's pooler
+  (dense + tanh on [CLS]) then a linear layer, saved as
+  ``AutoModelForSequenceClassification`` (``num_labels=1``,
+  ``problem_type="multi_label_classification"``), so
+  ``pipeline("text-classification")`` returns the scorer's score.
+In frozen mode the embeddings and encoder layers are frozen and only the head
+(linear; or pooler and linear) trains.
+
+Deterministic: torch runs on ``threads`` threads (default 1) with deterministic
+algorithms (``megatron_snow.determinism``), so the same data, settings and seed
+give the same bytes whatever the machine's thread count (recorded in metrics.json).
 
 Training sees the first window of each text (``max_length`` positions).
 In frozen mode the encoder's [CLS] states are computed once and the head
@@ -35,6 +43,7 @@ import torch
 
 from megatron_snow.config import ConfigError
 from megatron_snow.config import dump_config
+from megatron_snow.determinism import fixed_threads
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase2.metrics import BinaryMetrics, binary_metrics
 from megatron_snow.device import resolve_device, resolve_dtype
@@ -51,6 +60,7 @@ class TrainAnnotatorConfig:
     encoder: str = DEFAULT_ENCODER  # Hugging Face name or local directory of a BERT-style encoder
     out: str = ""  # output directory of the trained annotator
     mode: Literal["frozen", "full"] = "frozen"  # frozen (head only, FineWeb-Edu) | full (fine-tune everything)
+    head: Literal["linear", "pooler"] = "pooler"  # linear: the paper's one layer on [CLS] | pooler: FineWeb-Edu's
     lr: float = 0.0  # 0: 3e-4 for frozen, 3e-5 for full
     epochs: int = 20
     batch_size: int = 256
@@ -64,10 +74,12 @@ class TrainAnnotatorConfig:
     seed: int = 0
     device: str = "auto"  # auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N
     dtype: str = "auto"  # autocast precision: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    threads: int = 1  # torch CPU threads, fixed so that the result does not depend on the machine's thread count
     data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
 
     RANGES: ClassVar[dict[str, str]] = {
-        "lr": ">= 0", "epochs": ">= 1", "batch_size": ">= 1", "micro_batch_size": ">= 1", "max_length": ">= 3",
+        "lr": ">= 0", "epochs": ">= 1", "threads": ">= 1",
+        "batch_size": ">= 1", "micro_batch_size": ">= 1", "max_length": ">= 3",
         "weight_decay": ">= 0", "warmup_fraction": "[0, 1)", "val_fraction": "(0, 1)", "test_fraction": "[0, 1)",
         "threshold": "[0, 1]", "data.negatives_per_positive": "> 0", "data.max_chars": ">= 1"}
 
@@ -100,15 +112,26 @@ def split_examples(examples: list[Example], val_fraction: float, test_fraction: 
     return parts
 
 
-def load_encoder_for_classification(encoder: str):
-    """(model, tokenizer): the encoder with a fresh 1-logit head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_encoder_for_classification(encoder: str, head: str = "pooler"):
+    """(model, tokenizer): the encoder with a fresh 1-logit head (``linear`` or ``pooler``, see above)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(encoder)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        encoder, num_labels=1, problem_type="multi_label_classification",
-        id2label={0: LABEL}, label2id={LABEL: 0})
+    if head == "linear":
+        model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=1, id2label={0: LABEL},
+                                                                label2id={LABEL: 0})
+    elif head == "pooler":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            encoder, num_labels=1, problem_type="multi_label_classification",
+            id2label={0: LABEL}, label2id={LABEL: 0})
+    else:
+        raise ConfigError(f"head must be linear or pooler, got {head!r}")
     return model, tok
+
+
+def first_logit(model, logits: torch.Tensor) -> torch.Tensor:
+    """The one logit per text: a token-classification (linear) head's at position 0, else the model's."""
+    return logits[:, 0, 0] if logits.dim() == 3 else logits[:, 0]
 
 
 def head_parameters(model) -> list[str]:
@@ -129,7 +152,7 @@ def _pad(batch_ids: list[list[int]], pad_id: int):
 
 
 class _Head(torch.nn.Module):
-    """What follows the encoder in a BERT-style classifier, fed the cached [CLS] state."""
+    """What follows the encoder in a BERT-style classifier, fed the cached [CLS] state; returns (B, 1) logits."""
 
     def __init__(self, model):
         super().__init__()
@@ -137,10 +160,14 @@ class _Head(torch.nn.Module):
         self.pooler = getattr(base, "pooler", None)
         self.dropout = getattr(model, "dropout", None)
         self.classifier = model.classifier
-        self.pooled = self.pooler is not None and self.dropout is not None and isinstance(self.classifier, torch.nn.Linear)
+        self.token_level = type(model).__name__.endswith("ForTokenClassification")  # head=linear
+        self.pooled = (not self.token_level and self.pooler is not None and self.dropout is not None
+                       and isinstance(self.classifier, torch.nn.Linear))
 
     def forward(self, cls_state: torch.Tensor) -> torch.Tensor:
         h = cls_state[:, None, :]  # (B, 1, H): poolers and RoBERTa heads read position 0
+        if self.token_level:
+            return self.classifier(self.dropout(h))[:, 0]
         if self.pooled:
             return self.classifier(self.dropout(self.pooler(h)))
         return self.classifier(h)
@@ -161,12 +188,14 @@ class AnnotatorTrainer:
     def __init__(self, cfg: TrainAnnotatorConfig, log=print):
         if cfg.mode not in ("frozen", "full"):
             raise ValueError(f"mode must be frozen or full, got {cfg.mode!r}")
+        if cfg.head not in ("linear", "pooler"):
+            raise ValueError(f"head must be linear or pooler, got {cfg.head!r}")
         self.cfg = cfg
         self.log = log
         self.device = resolve_device(cfg.device)
         self.lr = cfg.lr or (3e-4 if cfg.mode == "frozen" else 3e-5)
         torch.manual_seed(cfg.seed)
-        self.model, self.tokenizer = load_encoder_for_classification(cfg.encoder)
+        self.model, self.tokenizer = load_encoder_for_classification(cfg.encoder, cfg.head)
         self.model.to(self.device)
         positions = getattr(self.model.config, "max_position_embeddings", cfg.max_length)
         self.max_length = min(cfg.max_length, positions)
@@ -206,7 +235,7 @@ class AnnotatorTrainer:
             x, m = _pad([ids[i] for i in idx], self.pad_id)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(input_ids=x.to(self.device), attention_mask=m.to(self.device)).logits
-            scores[idx] = torch.sigmoid(logits.float()[:, 0]).cpu().numpy()
+            scores[idx] = torch.sigmoid(first_logit(self.model, logits.float())).cpu().numpy()
         return scores
 
     # -- training ----------------------------------------------------------
@@ -264,7 +293,7 @@ class AnnotatorTrainer:
                         x, m = _pad([ids_train[i] for i in sub], self.pad_id)
                         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                             logits = self.model(input_ids=x.to(self.device), attention_mask=m.to(self.device)).logits
-                        loss = loss_fn(logits.float()[:, 0], y_train[sub].to(self.device))
+                        loss = loss_fn(first_logit(self.model, logits.float()), y_train[sub].to(self.device))
                         (loss * len(sub) / len(idx)).backward()
                         total_loss += loss.item() * len(sub)
                 opt.step()
@@ -299,6 +328,7 @@ class AnnotatorTrainer:
         self.tokenizer.save_pretrained(out)
         metrics = {
             "mode": self.cfg.mode,
+            "head": self.cfg.head,
             "lr": self.lr,
             "best_epoch": result.best_epoch,
             "validation": result.val.to_dict(),
@@ -321,9 +351,10 @@ def train_annotator(cfg: TrainAnnotatorConfig, log=print, examples: list[Example
     n_pos = sum(e.label for e in examples)
     log(f"[train_annotator] {n_pos} positives, {len(examples) - n_pos} negatives")
     train, val, test = split_examples(examples, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    trainer = AnnotatorTrainer(cfg, log)
-    result = trainer.train(train, val, test)
-    trainer.save(out, result, extra={"positives": n_pos, "negatives": len(examples) - n_pos})
+    with fixed_threads(cfg.threads) as determinism:
+        trainer = AnnotatorTrainer(cfg, log)
+        result = trainer.train(train, val, test)
+        trainer.save(out, result, extra={"positives": n_pos, "negatives": len(examples) - n_pos, **determinism})
     # Corpus documents the annotator has seen: alignment must not use them as held-out negatives.
     neg_ids = sorted(e.id for e in examples if e.label == 0)
     (out / "negative_ids.txt").write_text("".join(i + "\n" for i in neg_ids))

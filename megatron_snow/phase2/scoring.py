@@ -38,6 +38,7 @@ import torch
 
 from megatron_snow.config import ConfigError
 from megatron_snow import records
+from megatron_snow.determinism import fixed_threads
 from megatron_snow.device import local_rank, resolve_device, resolve_dtype  # noqa: F401  (local_rank: re-exported)
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase2.score_store import default_scores_dir
@@ -61,8 +62,10 @@ class AnnotateConfig:
     docs_per_chunk: int = 1024  # documents read and windowed at a time
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    threads: int = 1  # torch CPU threads per rank, fixed so that scores do not depend on the machine's thread count
 
-    RANGES: ClassVar[dict[str, str]] = {"batch_size": ">= 1", "max_length": ">= 3", "docs_per_chunk": ">= 1"}
+    RANGES: ClassVar[dict[str, str]] = {"batch_size": ">= 1", "max_length": ">= 3", "docs_per_chunk": ">= 1",
+                                        "threads": ">= 1"}
 
 
 def window_spans(n_tokens: int, window: int) -> list[tuple[int, int]]:
@@ -95,8 +98,9 @@ class Scorer:
     """An annotator loaded for inference: text -> windows -> batched scores."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 64, max_length: int = 512):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                 batch_size: int = 64, max_length: int = 512, threads: int = 1):
+        from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                                  AutoTokenizer)
 
         model_dir = str(model_dir)
         if not Path(model_dir, "config.json").is_file():
@@ -106,9 +110,14 @@ class Scorer:
             raise ValueError(f"{model_dir}: the annotator needs a fast (tokenizer.json) tokenizer")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        # head=linear annotators are saved as token classifiers (a linear layer read at position 0)
+        archs = AutoConfig.from_pretrained(model_dir).architectures or []
+        token_level = any(a.endswith("ForTokenClassification") for a in archs)
+        auto = AutoModelForTokenClassification if token_level else AutoModelForSequenceClassification
         # Weights in the scoring dtype (bf16 on GPU). Measured on an H200 (bench/gpu_checks.py):
         # autocast over fp32 weights was 23% slower and no closer to the fp32 scores.
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=self.dtype)
+        self.model = auto.from_pretrained(model_dir, dtype=self.dtype)
+        self.threads = threads  # fixed: the scores' bytes do not depend on the machine's thread count
         self.model.to(self.device).eval()
         cfg = self.model.config
         positions = getattr(cfg, "max_position_embeddings", max_length)
@@ -188,8 +197,9 @@ class Scorer:
             if cuda:
                 input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
                 mask = mask.pin_memory().to(self.device, non_blocking=True) if mask is not None else None
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            outputs.append(self.probabilities(logits))
+            with fixed_threads(self.threads):
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+            outputs.append(self.probabilities(logits[:, 0] if logits.dim() == 3 else logits))
         return order, outputs
 
     @staticmethod
@@ -291,7 +301,7 @@ class Annotate(Step):
         cfg = self.settings
         if self._scorer is None:
             self._scorer = Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                  max_length=cfg.max_length)
+                                  max_length=cfg.max_length, threads=cfg.threads)
             self.log(f"[annotate rank {ctx.comm.rank}/{ctx.comm.size}] device={self._scorer.device} "
                      f"dtype={self._scorer.dtype} window={self._scorer.window} tokens")
         rows: list[dict] = []

@@ -759,8 +759,14 @@ def eval_section(run: Run) -> Section | None:
             return [f"{row[c]:.1f}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
 
         rows = [[f"{model.get('name', 'this run')} (this run)"] + cells(table.get("ours", {}))]
-        rows += [[f"{name} (paper)"] + cells(paper) for name, paper in (table.get("paper") or {}).items()
-                 if "Arctic-SnowCoder" in name]
+        from megatron_snow.evaluate.paper import PAPER_TABLE, TABLE, paper_cell
+
+        def paper_cells(name: str, row: dict) -> list[str]:
+            return [paper_cell(name, c, row[c]) if isinstance(row.get(c), (int, float)) and name in PAPER_TABLE
+                    else f"{row[c]:.1f}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
+
+        rows += [[f"{name} (paper, {TABLE})"] + paper_cells(name, paper)
+                 for name, paper in (table.get("paper") or {}).items() if "Arctic-SnowCoder" in name]
         blocks.append(Table(["model"] + list(cols), rows))
     return Section("evaluation", "Evaluation (greedy pass@1, %)", blocks)
 
@@ -771,6 +777,9 @@ def ablation_section(run: Run) -> Section | None:
         a = load(p)
         if not isinstance(a, dict) or "summary" not in a:
             continue
+        title = {"grouping": "grouping of files into documents (from scratch, same tokens)"}.get(
+            a.get("kind"), "data selection (same tokens, same schedule)")
+        blocks.append(Heading(title.capitalize()))
         rows = [[held, arm, f"{s['mean']:.4f}", f"{s['std']:.4f}", ", ".join(f"{x:.4f}" for x in s["values"])]
                 for held, arms in a["summary"].items() for arm, s in arms.items()]
         blocks += [Text(a.get("description", "")),
@@ -779,7 +788,7 @@ def ablation_section(run: Run) -> Section | None:
             blocks.append(Text(a["conclusion"]))
     if not blocks:
         return None
-    return Section("ablation", "Ablation: annotator-selected vs random data (same tokens, same schedule)", blocks)
+    return Section("ablation", "Ablations (the paper's Tables 3, 4 and 6, at tiny scale)", blocks)
 
 
 BUILDERS = (funnel_section, examples_section, tokens_section, annotator_section, synthesis_section,

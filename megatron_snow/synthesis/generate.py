@@ -59,7 +59,7 @@ import xxhash
 from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
 from megatron_snow.config import to_dict
 from megatron_snow.funnel import Funnel
-from megatron_snow.languages import EXTENSIONS
+from megatron_snow.languages import EXTENSIONS, canonical_language
 from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
 from megatron_snow.phase1.minhash import (
     NearDedupConfig, ShingleHasher, band_hashes, exact_jaccard, lsh_params, signature,
@@ -72,7 +72,7 @@ from megatron_snow.synthesis.client import (
 )
 from megatron_snow.synthesis.filters import extract_code, parser_name, parses, text_problem
 from megatron_snow.synthesis.prompts import PROMPTS_DIR, load_template
-from megatron_snow.synthesis.seeds import NOT_SEED_REASONS, Seed, select_seeds
+from megatron_snow.synthesis.seeds import NOT_SEED_REASONS, Seed, plan_seeds, select_seeds
 
 SEEDS_FILE = "seeds.jsonl.gz"
 MODEL_FILE = "model.json"
@@ -90,7 +90,13 @@ class SynthesizeConfig:
     scores: str = ""  # optional: an annotate scores directory to rank by instead of meta.annotator
     out: str = ""  # output dataset of synthetic code files
     languages: list[str] = field(default_factory=list)  # languages to seed from (empty: all in phase2)
-    seeds_per_language: int = 1000  # top-scored documents per language used as seeds
+    seeds_per_language: int = 1000  # top-scored documents per language used as seeds (when synthetic_tokens is 0)
+    # Seeds from the phase-3 target instead (seeds.plan_seeds): synthetic_tokens / tokens_per_seed seeds,
+    # python_share of them Python, the other languages in their phase-2 proportions (by bytes).
+    synthetic_tokens: int = 0  # paper: about 2B synthetic tokens in the 5B-token phase 3; 0: seeds_per_language
+    tokens_per_seed: float = 500.0  # synthetic tokens one seed yields after the filters (measure: a pilot run)
+    python_share: float = 0.5  # share of the seeds (so of the synthetic files) that are Python (paper: ~50%)
+    python_languages: list[str] = field(default_factory=lambda: ["python"])
     snippet_min_lines: int = 1  # OSS-Instruct: 1-15 consecutive lines
     snippet_max_lines: int = 15
     snippet_max_chars: int = 4000  # a snippet is shortened to fit; a document without such a line is no seed
@@ -104,7 +110,8 @@ class SynthesizeConfig:
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
 
-    RANGES = {"seeds_per_language": ">= 1", "snippet_min_lines": ">= 1", "snippet_max_lines": ">= 1",
+    RANGES = {"seeds_per_language": ">= 1", "synthetic_tokens": ">= 0", "tokens_per_seed": "> 0",
+              "python_share": "[0, 1]", "snippet_min_lines": ">= 1", "snippet_max_lines": ">= 1",
               "snippet_max_chars": ">= 1", "seeds_per_unit": ">= 1", "server.concurrency": ">= 1",
               "server.timeout_s": "> 0", "server.max_attempts": ">= 1", "server.backoff_s": ">= 0",
               "server.max_unreachable": ">= 0", "sampling.temperature": ">= 0",
@@ -228,8 +235,24 @@ class Synthesize(Step):
             first[0] = False
             return self._phase2(ctx, b)
 
+        per_language: int | dict[str, int] = self.cfg.seeds_per_language
+        if self.cfg.synthetic_tokens:
+            sizes: dict[str, int] = {}
+            for r in self._phase2(ctx):
+                lang = canonical_language(r.language) or "unknown"
+                sizes[lang] = sizes.get(lang, 0) + len(r.content.encode("utf-8"))
+            if self.cfg.languages:
+                sizes = {k: v for k, v in sizes.items() if k in {canonical_language(x) for x in self.cfg.languages}}
+            try:
+                per_language = plan_seeds(sizes, self.cfg.synthetic_tokens, self.cfg.tokens_per_seed,
+                                          self.cfg.python_share, self.cfg.python_languages)
+            except ValueError as e:
+                raise StepError(f"synthesize: {e}", 2) from None
+            atomic_write_json(ctx.work / "seed_plan.json", {
+                "synthetic_tokens": self.cfg.synthetic_tokens, "tokens_per_seed": self.cfg.tokens_per_seed,
+                "python_share": self.cfg.python_share, "phase2_bytes": sizes, "seeds_per_language": per_language})
         try:
-            return select_seeds(read, self.cfg.seeds_per_language, self.cfg.languages or None, scores,
+            return select_seeds(read, per_language, self.cfg.languages or None, scores,
                                 self.cfg.random_seed, self.cfg.snippet_min_lines, self.cfg.snippet_max_lines,
                                 self.cfg.snippet_max_chars)
         except ValueError as e:

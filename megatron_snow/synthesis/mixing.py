@@ -16,6 +16,11 @@ proportions. Inputs are two indexed datasets made by ``build-index`` (one from
    language without phase-2 tokens takes no part (reported).
 3. ``OUT/blend.json`` (``data.blend_file=`` of the trainer: each dataset with its
    unique tokens and repetition), ``OUT/mix_report.json`` and a per-language table.
+4. Check: the report gives the planned synthetic total, its share of the budget
+   and the Python share of the synthetic tokens; when the synthetic total is
+   more than ``synthetic_tolerance`` (20%) away from ``synthetic_share`` of the
+   budget (paper: about 2B of 5B), one line warns (``synthesize`` plans its seeds
+   from the same target: ``synthetic_tokens``).
 
 When synthesis kept no file (a small model writes little valid code), build-index
 has nothing to index: pass ``synthetic_index=none`` and the blend is the phase-2
@@ -71,6 +76,8 @@ class MixConfig:
     python_share: float = 0.5  # share of the budget for python_languages (paper: about 50%)
     python_languages: list[str] = field(default_factory=lambda: ["python"])  # counted as "Python"
     synthetic_repetition: float = 1.0  # most times a synthetic file is seen (fewer if its language needs less)
+    synthetic_share: float = 0.4  # target synthetic share of the budget (paper: about 2B of 5B); 0: no check
+    synthetic_tolerance: float = 0.2  # warn when the planned synthetic tokens are further than this from the target
     # A per-language dataset smaller than this is left out (reported in mix_report.json "left_out"): the
     # trainer splits each dataset into train/valid by documents and needs a few samples of each.
     min_documents: int = 1
@@ -78,6 +85,7 @@ class MixConfig:
     progress: bool = True
 
     RANGES = {"budget_tokens": ">= 1", "python_share": "[0, 1]", "synthetic_repetition": "> 0",
+              "synthetic_share": "[0, 1]", "synthetic_tolerance": ">= 0",
               "min_documents": ">= 1", "min_tokens": ">= 1"}
 
 
@@ -238,8 +246,26 @@ def report_table(plan: dict) -> str:
     lines = ["== phase-3 mix ==", fmt(cols), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     syn = plan["synthetic_planned_tokens"]
     lines.append(f"{plan['planned_tokens']:,.0f} training tokens (budget {plan['budget_tokens']:,}), of which "
-                 f"{syn:,.0f} synthetic ({100 * syn / max(plan['planned_tokens'], 1):.1f}%)")
+                 f"{syn:,.0f} synthetic ({100 * syn / max(plan['planned_tokens'], 1):.1f}%), "
+                 f"{100 * plan.get('synthetic_python_share', 0.0):.1f}% of them Python")
     return "\n".join(lines)
+
+
+def synthetic_check(plan: dict, synthetic_share: float, tolerance: float) -> str | None:
+    """Adds the synthetic target to ``plan``; returns a one-line warning when the plan misses it by > tolerance."""
+    py = set(plan["python_languages"])
+    syn = plan["synthetic_planned_tokens"]
+    py_syn = sum(v["synthetic_planned_tokens"] for lang, v in plan["languages"].items() if lang in py)
+    plan["synthetic_python_share"] = py_syn / syn if syn else 0.0
+    plan["synthetic_share"] = syn / plan["planned_tokens"] if plan["planned_tokens"] else 0.0
+    target = synthetic_share * plan["budget_tokens"]
+    plan["synthetic_target_tokens"] = target
+    if not target or abs(syn - target) <= tolerance * target:
+        return None
+    off = (syn - target) / target
+    return (f"mix: warning: {syn:,.0f} synthetic tokens planned, {100 * abs(off):.0f}% "
+            f"{'above' if off > 0 else 'below'} the target {target:,.0f} (synthetic_share={synthetic_share} of "
+            f"budget_tokens); plan the seeds from the target (synthesize synthetic_tokens={target:.0f})")
 
 
 def _fingerprint(cfg: MixConfig) -> dict:
@@ -323,8 +349,12 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     funnel.write(out / "funnel.json")
     write_blend_file(out / BLEND, entries, phase=3, budget_tokens=cfg.budget_tokens,
                      python_share=cfg.python_share, note="phase-3 mix: synthetic + phase-2, Python ~50% of tokens")
+    warning = synthetic_check(plan, cfg.synthetic_share, cfg.synthetic_tolerance)
+    plan["warning"] = warning
     plan["left_out"] = left_out
     plan["synthetic_documents"] = sum(c["documents"] for c in counts["synthetic"].values())
+    py_files = sum(c["documents"] for lang, c in counts["synthetic"].items() if lang in plan["python_languages"])
+    plan["synthetic_python_files_share"] = py_files / max(plan["synthetic_documents"], 1)
     plan["phase2_documents"] = sum(c["documents"] for c in counts["phase2"].values())
     if not plan["synthetic_documents"]:
         plan["note"] = "no synthetic files in the blend (synthesis kept none, or too few: see left_out): " \
@@ -335,6 +365,8 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
         log(f"mix: left out {x['source']} {x['language']} ({x['documents']} documents, {x['tokens']} tokens): {x['reason']}")
     if plan.get("note"):
         log(f"mix: {plan['note']}")
+    if warning:
+        log(warning)
     return plan
 
 

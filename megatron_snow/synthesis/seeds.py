@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,10 +85,38 @@ def snippet(content: str, key: str, min_lines: int = 1, max_lines: int = 15,
     return first, "\n".join(lines[first:first + n])
 
 
-def select_seeds(dataset: str | Path | Callable[[], Iterable[records.CodeRecord]], per_language: int,
+def plan_seeds(language_sizes: dict[str, int], synthetic_tokens: int, tokens_per_seed: float,
+               python_share: float = 0.5, python_languages: Iterable[str] = ("python",)) -> dict[str, int]:
+    """Seeds per language for a phase-3 target: ``synthetic_tokens`` in all, ``python_share`` of them Python.
+
+    The recipe's phase 3 has about 2B synthetic tokens in 5B with Python about half; the other
+    languages keep their phase-2 proportions (``language_sizes``: tokens or bytes, only ratios count).
+    ``tokens_per_seed`` is what one seed yields after the filters (mean kept file length x share kept):
+    measure it on a pilot run. A language without a prompt (``LANGUAGE_NAMES``) gets no seeds.
+    """
+    if synthetic_tokens < 1 or tokens_per_seed <= 0 or not 0.0 <= python_share <= 1.0:
+        raise ValueError("synthetic_tokens >= 1, tokens_per_seed > 0 and 0 <= python_share <= 1 are needed")
+    py = {canonical_language(x) for x in python_languages}
+    sizes = {canonical_language(k) or k: v for k, v in language_sizes.items() if v > 0}
+    sizes = {k: v for k, v in sizes.items() if k in LANGUAGE_NAMES}
+    py_total = sum(v for k, v in sizes.items() if k in py)
+    other_total = sum(v for k, v in sizes.items() if k not in py)
+    share = python_share if other_total else 1.0
+    share = share if py_total else 0.0
+    plan = {}
+    for lang, v in sorted(sizes.items()):
+        part = share * v / py_total if lang in py else (1 - share) * v / other_total
+        plan[lang] = math.ceil(synthetic_tokens * part / tokens_per_seed) if part > 0 else 0
+    return plan
+
+
+def select_seeds(dataset: str | Path | Callable[[], Iterable[records.CodeRecord]], per_language: int | dict[str, int],
                  languages: list[str] | None = None, scores: dict[str, float] | None = None, random_seed: int = 0,
                  min_lines: int = 1, max_lines: int = 15, max_chars: int | None = None) -> tuple[list[Seed], dict]:
     """The ``per_language`` best-scored documents of each language of ``dataset`` and their snippets.
+
+    ``per_language`` is one number for every language, or a number per language (``plan_seeds``;
+    a language it does not name gets none).
 
     ``dataset`` is a records dataset directory or a function returning a fresh iterator over its
     records (read twice, in the same order). Ties in score go to the earlier document (dataset order).
@@ -96,8 +125,9 @@ def select_seeds(dataset: str | Path | Callable[[], Iterable[records.CodeRecord]
     language without a prompt, no score, no non-blank line, no line of at most ``max_chars``, an id
     already taken by a better seed, or simply not among the best ``per_language``.
     """
-    if per_language < 1:
+    if isinstance(per_language, int) and per_language < 1:
         raise ValueError(f"seeds_per_language must be >= 1, got {per_language}")
+    cap = (lambda lang: per_language) if isinstance(per_language, int) else (lambda lang: per_language.get(lang, 0))
     read = dataset if callable(dataset) else (lambda: records.iter_records(dataset))
     wanted = {canonical_language(x) for x in languages} if languages else None
     heaps: dict[str, list] = {}
@@ -130,9 +160,9 @@ def select_seeds(dataset: str | Path | Callable[[], Iterable[records.CodeRecord]
         count(lang, "")
         item = (float(score), -pos, r.id)
         heap = heaps.setdefault(lang, [])
-        if len(heap) < per_language:
+        if len(heap) < cap(lang):
             heapq.heappush(heap, item)
-        elif item > heap[0]:
+        elif heap and item > heap[0]:
             heapq.heapreplace(heap, item)
     if wanted:
         missing = sorted(wanted - set(counts))

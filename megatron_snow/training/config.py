@@ -151,6 +151,9 @@ class TrainingConfig:
     global_batch_size: int = 8
     train_iters: int = 10
     seed: int = 1234
+    # Torch threads per process when training on CPU, fixed so that the losses do not depend on the
+    # machine's thread count (OMP_NUM_THREADS); 0 leaves the machine's (megatron_snow.determinism).
+    cpu_threads: int = 1
     # "auto": bf16 on GPU, fp32 on CPU.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     eval_interval: int = 0  # 0 = validate only at the end
@@ -173,7 +176,7 @@ class TrainingConfig:
     # no update) after which the run stops without saving.
     check_for_nan_in_grad: bool = True
     max_nonfinite_in_a_row: int = 5
-    RANGES = {"seed": "[0, 4294967295]", "exit_duration_mins": ">= 0", "eval_iters": ">= 1"}
+    RANGES = {"seed": "[0, 4294967295]", "exit_duration_mins": ">= 0", "eval_iters": ">= 1", "cpu_threads": ">= 0"}
 
     def __post_init__(self):
         if self.recompute_granularity == "full" and (self.recompute_method is None or not self.recompute_num_layers):

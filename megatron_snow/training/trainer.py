@@ -151,6 +151,8 @@ def init_distributed(cfg: TrainConfig) -> None:
     import numpy as np
 
     seed = cfg.training.seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    if not torch.cuda.is_available() and cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)  # same losses whatever OMP_NUM_THREADS says
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -12,7 +12,8 @@ UTF-8), ``cut`` (half a body, then the connection closed), ``nochoices`` (``choi
 (content ""), ``null`` (content null), ``length`` (finish reason "length"), ``nul`` (a NUL in the code),
 ``surrogate`` (a lone ``\\ud800`` escape in the code), ``wronglang`` (a JavaScript file), ``numbercontent``
 (content 12345), ``badusage`` (token counts that are not counts; the answer is good), ``flaky``
-(500 on the first try of a prompt, then a good answer), ``huge`` (a valid 200 kB Python file).
+(500 on the first try of a prompt, then a good answer), ``huge`` (a valid 200 kB Python file),
+``shell`` (a distinct, valid Bash script derived from the prompt).
 ``--die-after N`` ends the process (as a crashed server would) after answering N generation requests.
 """
 from __future__ import annotations
@@ -60,6 +61,12 @@ def answer_for(prompt: str) -> tuple[str, dict]:
         choice["text"] = 12345
     elif case == "badusage":
         choice["usage"] = {"prompt_tokens": "many", "completion_tokens": -5}
+    elif case == "shell":
+        words = good_python(200_000 + h % 1_000_000).split()[1:9]
+        name = "_".join(w.strip('".:,') for w in words[:3] if w.strip('".:,').isidentifier()) or "job"
+        choice["text"] = (f"```bash\n#!/bin/bash\n# {' '.join(words)}\n{name}() {{\n  local count=$1\n"
+                          f"  for i in $(seq 1 \"$count\"); do\n    echo \"{name} $i of {h}\"\n  done\n}}\n"
+                          f"{name} {h % 9 + 2}\n```\n")
     elif case == "huge":
         choice["text"] = "```python\n" + "".join(f"v{i} = {i}\n" for i in range(20_000)) + "```\n"
     return case, choice
