@@ -31,7 +31,7 @@ from megatron_snow.config import ConfigError, load_config, to_dict
 from megatron_snow.evaluate.generate import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
                                              make_backend, require_vllm)
 from megatron_snow.evaluate.report import build_report, to_markdown, write_report
-from megatron_snow.evaluate.sandbox import SandboxConfig, ScoringError
+from megatron_snow.evaluate.sandbox import IsolationUnavailable, SandboxConfig, ScoringError, check_isolation
 from megatron_snow.evaluate.score import SamplesError, read_samples, score_unit
 from megatron_snow.evaluate.tasks import (ALL_UNITS, TaskError, Unit, data_version, load_problems, prompt_for,
                                           select_units, stop_strings, unit_path)
@@ -107,6 +107,7 @@ def _check(cfg: EvalConfig) -> None:
             require_vllm()
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
+    check_isolation(cfg.sandbox)  # before hours of generation: stop now if samples cannot be isolated
 
 
 def _assign_samples(cfg: EvalConfig, units: list[Unit], problems: dict[str, dict]) -> tuple[dict, dict]:
@@ -206,7 +207,7 @@ def run(cfg: EvalConfig) -> dict:
         results[u.name] = r
         (out / "results" / f"{u.file_name}.json").write_text(json.dumps(
             {"unit": u.name, "scores": r.scores, "set_aside": r.set_aside, "reference": r.reference,
-             "tasks": r.tasks}, indent=1) + "\n")
+             "isolation": r.isolation, "network": r.network, "tasks": r.tasks}, indent=1) + "\n")
         print(f"{u.name}: pass@1 {r.scores['pass@1']:.1f}"
               + (f" (base {r.scores['base_pass@1']:.1f})" if "base_pass@1" in r.scores else "")
               + f" on {r.n_tasks} tasks", file=sys.stderr)
@@ -224,6 +225,7 @@ def run(cfg: EvalConfig) -> dict:
         "evoeval": "mean pass@1 over difficult, creative, subtle, combine, tool_use",
         "subset": f"first {cfg.limit} tasks per unit" if cfg.limit else None,
         "samples_set_aside": aside,
+        "sandbox_isolation": {name: r.isolation for name, r in results.items()},
         "generation": gen_used, "config": to_dict(cfg), "versions": _versions(),
     }
     data = {u.name: data_version(u, bdir) for u in units}
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except SamplesError as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
-    except (ScoringError, GenerationError) as e:
+    except (ScoringError, GenerationError, IsolationUnavailable) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 1
     return 0
