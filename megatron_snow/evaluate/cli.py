@@ -13,7 +13,25 @@ Flags are shortcuts for keys of ``EvalConfig``; any key can also be given as
 ``$MEGATRON_SNOW_BENCHMARKS``, else ``python -m megatron_snow
 fetch-benchmarks``'s download, else the copies shipped in the package.
 
-Exit codes: 0 done, 1 failure (generation or an evaluator failed), 2 bad input.
+Sandbox (``sandbox.*`` keys). Generated code runs in a separate process
+without network, under time, memory, file-size and process limits. As root,
+each program also runs in mount and PID namespaces of its own, and this is
+guaranteed: the machine's files are read-only except its own temporary
+directory (a tmpfs of ``sandbox.tmp_size_mb``); the home directory, the
+project checkout and ``sandbox.deny`` (default ~/.ssh, ~/.gnupg, ~/.netrc,
+~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ...) are not
+visible; its environment holds none of the caller's variables but the
+locale, PATH, PYTHONPATH and the evaluators' own; it sees and can signal only
+its own processes (its own /proc), which all end with it; it runs as a uid of
+its own (``sandbox.max_processes``) without the right to mount, trace, load
+modules, raise its limits or change uid. Not guaranteed: total memory over a
+sample's processes (the limit is per process), CPU time beyond the time
+limits, reading world-readable files outside the hidden paths (/etc, other
+users' files), kernel exploits. Where the namespaces cannot be made (not
+root) the run stops with one line unless ``sandbox.allow_unisolated=true``;
+results.json records the isolation used (``sandbox_isolation``).
+
+Exit codes: 0 done, 1 failure (generation or an evaluator failed, or no isolation), 2 bad input.
 """
 from __future__ import annotations
 

@@ -296,7 +296,16 @@ def enter_filesystem_sandbox(hide: list[str], work: str, tmp_size_mb: int) -> No
         except OSError as e:
             raise IsolationUnavailable(f"cannot make {point} read-only: {e.strerror}") from None
     os.chdir(work)
+    _forget_multiprocessing_tempdir()
     _ISOLATION.update(mode="namespaces", work=work)
+
+
+def _forget_multiprocessing_tempdir() -> None:
+    """multiprocessing caches its folder for sockets (Manager, as BigCodeBench's guard starts one in each sample);
+    the one inherited is now covered or read-only: the next one is made under this process's temporary folder."""
+    import multiprocessing.process
+
+    multiprocessing.process.current_process()._config.pop("tempdir", None)
 
 
 def _drop_privileges(uid: int) -> None:
@@ -343,6 +352,7 @@ def enter_sample_namespaces() -> None:
     os.chdir(mine)
     tempfile.tempdir = mine
     os.environ.update(TMPDIR=mine, HOME=mine)
+    _forget_multiprocessing_tempdir()
     nproc = _LIMITS["processes"]
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     _drop_privileges(uid)
@@ -532,6 +542,7 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
     """
     with tempfile.TemporaryDirectory(prefix="snow_eval_") as tmp:
         tmp = Path(tmp)
+        tmp.chmod(0o711)  # programs a sample starts (its uid, no capabilities) pass through to work/
         job_path, out_path = tmp / "job.json", tmp / "result.json"
         job = dict(job, hide=hidden_paths(SandboxConfig(**job["sandbox"])))
         job_path.write_text(json.dumps(job))
