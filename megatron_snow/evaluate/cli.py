@@ -20,8 +20,8 @@ guaranteed: the machine's files are read-only except its own temporary
 directory (a tmpfs of ``sandbox.tmp_size_mb``); the home directory, the
 project checkout and ``sandbox.deny`` (default ~/.ssh, ~/.gnupg, ~/.netrc,
 ~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ...) are not
-visible; its environment holds none of the caller's variables but the
-locale, PATH, PYTHONPATH and the evaluators' own; it sees and can signal only
+visible; its environment holds none of the caller's variables but PATH,
+the locale, the Python environment's and the evaluators' own; it sees and can signal only
 its own processes (its own /proc), which all end with it; it runs as a uid of
 its own (``sandbox.max_processes``) without the right to mount, trace, load
 modules, raise its limits or change uid. Not guaranteed: total memory over a

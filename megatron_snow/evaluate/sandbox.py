@@ -16,7 +16,23 @@ Layers, outermost first:
    process instead, and the results say so. Every process of the run dies
    with its parent (``PR_SET_PDEATHSIG``, set after every fork, the
    evaluators' own process pools included): killing the run kills its samples.
-3. Each sample in its own process, forked per sample by the evaluator
+3. ``enter_filesystem_sandbox`` (each scoring worker, when ``isolation`` is
+   "namespaces", the default): a mount namespace of its own in which every
+   mount is read-only, the caller's home directories, the project checkout
+   and ``deny`` are covered by empty tmpfs (the Python installation and its
+   import paths are put back, read-only), /dev holds only null, zero, full,
+   random, urandom and a private /dev/shm, and the work folder is a
+   size-limited tmpfs. ``enter_sample_namespaces`` (each sample process):
+   the sample continues as PID 1 of a new PID namespace (a fresh /proc: it
+   sees and can signal only its own processes, which the kernel kills when
+   it ends), in a new session, in its own tmpfs, as a uid of its own
+   (``SAMPLE_UID_BASE`` + pid, so ``RLIMIT_NPROC`` counts it alone) keeping
+   only the file-access capabilities of root (``KEEP_CAPS``: tasks written
+   for root behave as under root), with ``no_new_privs``. The caller's
+   environment reaches none of it but ``ENV_KEEP``. ``check_isolation``
+   tries all this once before anything runs; where the kernel refuses, the
+   run stops unless ``allow_unisolated`` (then layers 1, 2, 4 only).
+4. Each sample in its own process, forked per sample by the evaluator
    (``evalplus`` / ``evoeval`` / ``bigcodebench`` ``untrusted_check``), with a
    wall-clock limit per test input (``max(min_time_limit, factor x the
    reference solution's time)``), killed when over; the evaluators' own
