@@ -19,15 +19,15 @@ each program also runs in mount and PID namespaces of its own, and this is
 guaranteed: the machine's files are read-only except its own temporary
 directory (a tmpfs of ``sandbox.tmp_size_mb``); the home directory, the
 project checkout and ``sandbox.deny`` (default ~/.ssh, ~/.gnupg, ~/.netrc,
-~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ...) are not
-visible; its environment holds none of the caller's variables but PATH,
+~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ..., /home,
+/etc/shadow, /etc/ssh, /run/secrets, /var/run/secrets) are not visible; its environment holds none of the caller's variables but PATH,
 the locale, the Python environment's and the evaluators' own; it sees and can signal only
 its own processes (its own /proc), which all end with it; it runs as a uid of
 its own (``sandbox.max_processes``) without the right to mount, trace, load
 modules, raise its limits or change uid. Not guaranteed: total memory over a
 sample's processes (the limit is per process), CPU time beyond the time
-limits, reading world-readable files outside the hidden paths (/etc, other
-users' files), kernel exploits. Where the namespaces cannot be made (not
+limits, secrecy of files outside the hidden paths (a sample keeps root's
+read access: add such paths to ``sandbox.deny``), kernel exploits. Where the namespaces cannot be made (not
 root) the run stops with one line unless ``sandbox.allow_unisolated=true``;
 results.json records the isolation used (``sandbox_isolation``).
 

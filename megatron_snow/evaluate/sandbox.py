@@ -82,10 +82,12 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 
-# credentials hidden from every sample besides the whole home directory (for paths outside it: a home elsewhere,
-# $HF_HOME, a cluster's credential folder, add them with sandbox.deny)
+# hidden from every sample besides the caller's home directory and project: other users' homes, the machine's
+# password hashes and keys, container / Kubernetes secrets, credential folders (a sample keeps root's read access,
+# so whatever is not hidden can be read; add $HF_HOME elsewhere, a cluster's credential folder... to sandbox.deny)
 DEFAULT_DENY = ("~/.ssh", "~/.gnupg", "~/.netrc", "~/.git-credentials", "~/.pypirc", "~/.cache/huggingface",
-                "~/.aws", "~/.config/gcloud", "~/.azure", "~/.kube", "~/.docker", "~/.config/gh")
+                "~/.aws", "~/.config/gcloud", "~/.azure", "~/.kube", "~/.docker", "~/.config/gh",
+                "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/run/secrets", "/var/run/secrets")
 
 
 @dataclass
