@@ -545,7 +545,7 @@ def check_isolation(cfg: SandboxConfig, hide: list[str] | None = None) -> str:
     if cfg.allow_unisolated:
         return f"none ({why})"
     raise IsolationUnavailable(
-        f"cannot isolate generated code ({why}); needs root or user namespaces, Linux >= 5.2 "
+        f"cannot isolate generated code ({why}); needs root and Linux >= 5.2 "
         "(or pass sandbox.allow_unisolated=true to run it with limits only, as the calling user)")
 
 
