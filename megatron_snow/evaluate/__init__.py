@@ -13,7 +13,9 @@ Modules, one concern each:
 - ``generate``: generation backends (``transformers`` CPU/GPU, vLLM, an
   OpenAI-compatible server), batched and greedy, with a progress bar;
 - ``sandbox``: the limits every generated program runs under (own process,
-  time, memory, no network, temporary directory) and the one fix to evalplus
+  time, memory, no network, temporary directory; as root, mount and PID
+  namespaces of its own: a read-only machine without the caller's home,
+  project or credentials, only its own processes) and the one fix to evalplus
   0.3.1 (HumanEval/32);
 - ``harness``: the adapters to the three evaluators, run in a separate lean
   process;

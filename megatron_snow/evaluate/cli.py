@@ -13,7 +13,25 @@ Flags are shortcuts for keys of ``EvalConfig``; any key can also be given as
 ``$MEGATRON_SNOW_BENCHMARKS``, else ``python -m megatron_snow
 fetch-benchmarks``'s download, else the copies shipped in the package.
 
-Exit codes: 0 done, 1 failure (generation or an evaluator failed), 2 bad input.
+Sandbox (``sandbox.*`` keys). Generated code runs in a separate process
+without network, under time, memory, file-size and process limits. As root,
+each program also runs in mount and PID namespaces of its own, and this is
+guaranteed: the machine's files are read-only except its own temporary
+directory (a tmpfs of ``sandbox.tmp_size_mb``); the home directory, the
+project checkout and ``sandbox.deny`` (default ~/.ssh, ~/.gnupg, ~/.netrc,
+~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ..., /home,
+/etc/shadow, /etc/ssh, /run/secrets, /var/run/secrets) are not visible; its environment holds none of the caller's variables but PATH,
+the locale, the Python environment's and the evaluators' own; it sees and can signal only
+its own processes (its own /proc), which all end with it; it runs as a uid of
+its own (``sandbox.max_processes``) without the right to mount, trace, load
+modules, raise its limits or change uid. Not guaranteed: total memory over a
+sample's processes (the limit is per process), CPU time beyond the time
+limits, secrecy of files outside the hidden paths (a sample keeps root's
+read access: add such paths to ``sandbox.deny``), kernel exploits. Where the namespaces cannot be made (not
+root) the run stops with one line unless ``sandbox.allow_unisolated=true``;
+results.json records the isolation used (``sandbox_isolation``).
+
+Exit codes: 0 done, 1 failure (generation or an evaluator failed, or no isolation), 2 bad input.
 """
 from __future__ import annotations
 
@@ -31,7 +49,7 @@ from megatron_snow.config import ConfigError, load_config, to_dict
 from megatron_snow.evaluate.generate import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
                                              make_backend, require_vllm)
 from megatron_snow.evaluate.report import build_report, to_markdown, write_report
-from megatron_snow.evaluate.sandbox import SandboxConfig, ScoringError
+from megatron_snow.evaluate.sandbox import IsolationUnavailable, SandboxConfig, ScoringError, check_isolation
 from megatron_snow.evaluate.score import SamplesError, read_samples, score_unit
 from megatron_snow.evaluate.tasks import (ALL_UNITS, TaskError, Unit, data_version, load_problems, prompt_for,
                                           select_units, stop_strings, unit_path)
@@ -107,6 +125,7 @@ def _check(cfg: EvalConfig) -> None:
             require_vllm()
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
+    check_isolation(cfg.sandbox)  # before hours of generation: stop now if samples cannot be isolated
 
 
 def _assign_samples(cfg: EvalConfig, units: list[Unit], problems: dict[str, dict]) -> tuple[dict, dict]:
@@ -206,7 +225,7 @@ def run(cfg: EvalConfig) -> dict:
         results[u.name] = r
         (out / "results" / f"{u.file_name}.json").write_text(json.dumps(
             {"unit": u.name, "scores": r.scores, "set_aside": r.set_aside, "reference": r.reference,
-             "tasks": r.tasks}, indent=1) + "\n")
+             "isolation": r.isolation, "network": r.network, "tasks": r.tasks}, indent=1) + "\n")
         print(f"{u.name}: pass@1 {r.scores['pass@1']:.1f}"
               + (f" (base {r.scores['base_pass@1']:.1f})" if "base_pass@1" in r.scores else "")
               + f" on {r.n_tasks} tasks", file=sys.stderr)
@@ -224,6 +243,7 @@ def run(cfg: EvalConfig) -> dict:
         "evoeval": "mean pass@1 over difficult, creative, subtle, combine, tool_use",
         "subset": f"first {cfg.limit} tasks per unit" if cfg.limit else None,
         "samples_set_aside": aside,
+        "sandbox_isolation": {name: r.isolation for name, r in results.items()},
         "generation": gen_used, "config": to_dict(cfg), "versions": _versions(),
     }
     data = {u.name: data_version(u, bdir) for u in units}
@@ -245,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except SamplesError as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
-    except (ScoringError, GenerationError) as e:
+    except (ScoringError, GenerationError, IsolationUnavailable) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 1
     return 0

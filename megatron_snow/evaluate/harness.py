@@ -26,7 +26,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from tqdm import tqdm
 
 from megatron_snow.benchmarks import read_benchmark
-from megatron_snow.evaluate.sandbox import SandboxConfig, die_with_parent, install_hooks, isolate_network
+from megatron_snow.evaluate.sandbox import (ISOLATION_EXIT, IsolationUnavailable, SandboxConfig, check_isolation,
+                                            die_with_parent, enter_filesystem_sandbox, install_hooks, isolate_network)
 
 
 def _cache_key(harness: str, data_path: str, task_ids: list[str], extra: str = "") -> str:
@@ -39,10 +40,21 @@ def _cache_key(harness: str, data_path: str, task_ids: list[str], extra: str = "
     return f"megatron_snow-{harness}-{h.hexdigest()[:24]}"
 
 
+_HIDE: list[str] = []  # paths the samples must not see (the job's "hide"), when isolated
+_ISOLATED = {"on": False}
+
+
+def _worker_init(tmp_size_mb: int) -> None:
+    """Each scoring worker: dies with this process; in its own mount namespace when isolated (see sandbox)."""
+    die_with_parent()
+    if _ISOLATED["on"]:
+        enter_filesystem_sandbox(_HIDE, os.environ["TMPDIR"], tmp_size_mb)
+
+
 def _pool(cfg: SandboxConfig) -> ProcessPoolExecutor:
     # fork: workers inherit the hooks installed in this process
     return ProcessPoolExecutor(max_workers=cfg.n_workers(), mp_context=multiprocessing.get_context("fork"),
-                               initializer=die_with_parent)
+                               initializer=_worker_init, initargs=(cfg.tmp_size_mb,))
 
 
 def _run(futures: dict, desc: str) -> dict:
@@ -142,11 +154,14 @@ def run_job(job: dict) -> dict:
     # every process forked from here on (the evaluators' own pools included) dies with its parent
     os.register_at_fork(after_in_child=die_with_parent)
     network = isolate_network()
+    _HIDE[:] = job.get("hide", [])
+    isolation = check_isolation(cfg, _HIDE)  # raises IsolationUnavailable unless isolated or allowed not to be
+    _ISOLATED["on"] = isolation == "namespaces"
     install_hooks(cfg, unit["harness"])
     records = {r["task_id"]: r for r in read_benchmark(job["data_path"])}
     problems = {t: records[t] for t in job["solutions"]}
     tasks, reference = SCORERS[unit["harness"]](unit["dataset"], problems, job["solutions"], job["data_path"], cfg)
-    return {"tasks": tasks, "reference": reference, "network": network}
+    return {"tasks": tasks, "reference": reference, "network": network, "isolation": isolation}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(argv[0]) as f:
         job = json.load(f)
     with contextlib.redirect_stdout(sys.stderr):  # the evaluators' messages; stdout stays the caller's table
-        result = run_job(job)
+        try:
+            result = run_job(job)
+        except IsolationUnavailable as e:
+            with open(argv[1], "w") as f:
+                json.dump({"error": str(e)}, f)
+            return ISOLATION_EXIT
     with open(argv[1], "w") as f:
         json.dump(result, f)
     return 0

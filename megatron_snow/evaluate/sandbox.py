@@ -16,7 +16,23 @@ Layers, outermost first:
    process instead, and the results say so. Every process of the run dies
    with its parent (``PR_SET_PDEATHSIG``, set after every fork, the
    evaluators' own process pools included): killing the run kills its samples.
-3. Each sample in its own process, forked per sample by the evaluator
+3. ``enter_filesystem_sandbox`` (each scoring worker, when ``isolation`` is
+   "namespaces", the default): a mount namespace of its own in which every
+   mount is read-only, the caller's home directories, the project checkout
+   and ``deny`` are covered by empty tmpfs (the Python installation and its
+   import paths are put back, read-only), /dev holds only null, zero, full,
+   random, urandom and a private /dev/shm, and the work folder is a
+   size-limited tmpfs. ``enter_sample_namespaces`` (each sample process):
+   the sample continues as PID 1 of a new PID namespace (a fresh /proc: it
+   sees and can signal only its own processes, which the kernel kills when
+   it ends), in a new session, in its own tmpfs, as a uid of its own
+   (``SAMPLE_UID_BASE`` + pid, so ``RLIMIT_NPROC`` counts it alone) keeping
+   only the file-access capabilities of root (``KEEP_CAPS``: tasks written
+   for root behave as under root), with ``no_new_privs``. The caller's
+   environment reaches none of it but ``ENV_KEEP``. ``check_isolation``
+   tries all this once before anything runs; where the kernel refuses, the
+   run stops unless ``allow_unisolated`` (then layers 1, 2, 4 only).
+4. Each sample in its own process, forked per sample by the evaluator
    (``evalplus`` / ``evoeval`` / ``bigcodebench`` ``untrusted_check``), with a
    wall-clock limit per test input (``max(min_time_limit, factor x the
    reference solution's time)``), killed when over; the evaluators' own
@@ -51,17 +67,27 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+
+# hidden from every sample besides the caller's home directory and project: other users' homes, the machine's
+# password hashes and keys, container / Kubernetes secrets, credential folders (a sample keeps root's read access,
+# so whatever is not hidden can be read; add $HF_HOME elsewhere, a cluster's credential folder... to sandbox.deny)
+DEFAULT_DENY = ("~/.ssh", "~/.gnupg", "~/.netrc", "~/.git-credentials", "~/.pypirc", "~/.cache/huggingface",
+                "~/.aws", "~/.config/gcloud", "~/.azure", "~/.kube", "~/.docker", "~/.config/gh",
+                "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/run/secrets", "/var/run/secrets")
 
 
 @dataclass
@@ -74,10 +100,18 @@ class SandboxConfig:
     sample_timeout_s: float = 600.0  # wall-clock cap per sample and test set, EvalPlus / EvoEval (theirs: 60)
     file_size_mb: int = 256  # largest file a sample may write
     workers: int = 0  # samples scored in parallel; 0: half the CPUs (at least 1)
+    # "namespaces": mount + PID namespaces (read-only machine, hidden home / project / deny list, own /proc);
+    # "none": only the limits above, and only with allow_unisolated=true
+    isolation: Literal["namespaces", "none"] = "namespaces"
+    allow_unisolated: bool = False  # where namespaces cannot be made: run anyway (results say "none"), not stop
+    deny: list[str] = field(default_factory=lambda: list(DEFAULT_DENY))  # hidden besides home and project ("~": home)
+    max_processes: int = 256  # processes + threads of one sample (RLIMIT_NPROC under its own uid): fork bombs stop
+    tmp_size_mb: int = 1024  # the sample's writable temporary directory (a tmpfs: counts against memory)
 
     RANGES: ClassVar[dict[str, str]] = {"memory_mb": "[64, inf)", "min_time_limit": "(0, inf)",
                                         "gt_time_limit_factor": "(0, inf)", "sample_timeout_s": "(0, inf)",
-                                        "file_size_mb": "[1, inf)", "workers": ">= 0"}
+                                        "file_size_mb": "[1, inf)", "workers": ">= 0", "max_processes": "[8, inf)",
+                                        "tmp_size_mb": "[16, inf)"}
 
     def n_workers(self) -> int:
         return self.workers if self.workers > 0 else max(1, (os.cpu_count() or 2) // 2)
@@ -136,14 +170,247 @@ def _block_python_sockets() -> None:
     socket.socket = NoNetworkSocket
 
 
+# ---------------------------------------------------------------- filesystem and processes
+
+class IsolationUnavailable(RuntimeError):
+    """The kernel refused the namespaces (one line saying why and what to do)."""
+
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
+_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+                "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+# open_tree / move_mount (Linux >= 5.2; the same numbers on every architecture)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE, AT_FDCWD = 1, os.O_CLOEXEC, 0x8000, -100
+MOVE_MOUNT_F_EMPTY_PATH = 4
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+# capabilities a sample keeps: root's file access (tasks written for root still behave as under root) and
+# signals / low ports inside its own namespaces; not mount, ptrace, raw devices, rlimit raising, setuid...
+KEEP_CAPS = (0, 1, 2, 3, 4, 5, 10)  # CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, KILL, NET_BIND_SERVICE
+SAMPLE_UID_BASE = 0x7F000000  # a sample runs as SAMPLE_UID_BASE + its pid: no other process shares its uid
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+def _mount(source, target, fstype, flags, data=None) -> None:
+    def enc(v):
+        return v.encode() if isinstance(v, str) else v
+
+    _check(_LIBC.mount(enc(source), enc(str(target)), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {target}")
+
+
+def _clone_tree(path: str) -> int:
+    """A detached copy of the mounts at ``path`` (to put back after a tmpfs has covered its parent)."""
+    return _check(_LIBC.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE), f"open_tree {path}")
+
+
+def _attach_tree(fd: int, path: str) -> None:
+    _check(_LIBC.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+           f"move_mount {path}")
+    os.close(fd)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _mount_points() -> list[tuple[str, int]]:
+    """(mount point, its per-mount flags) from /proc/self/mountinfo, parents first."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            flags = sum(_MOUNT_FLAGS.get(o, 0) for o in fields[5].split(","))
+            out.append((point, flags))
+    return sorted(set(out), key=lambda pf: pf[0].count("/"))
+
+
+def hidden_paths(cfg: SandboxConfig) -> list[str]:
+    """What samples must not see, decided in the caller: its home (``$HOME`` and the account's), the project
+    checkout this package runs from, and ``cfg.deny`` (``~`` in each home)."""
+    homes = {os.path.realpath(os.path.expanduser("~"))}
+    try:
+        import pwd
+
+        homes.add(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir))
+    except (ImportError, KeyError):
+        pass
+    hide = list(homes)
+    project = Path(__file__).resolve().parents[2]
+    if (project / ".git").exists() or (project / "pyproject.toml").is_file():  # a checkout, not site-packages
+        hide.append(str(project))
+    for d in cfg.deny:
+        if d.startswith("~"):
+            hide += [os.path.realpath(h + d[1:]) for h in homes]
+        else:
+            hide.append(os.path.realpath(d))
+    return sorted({h for h in hide if h != "/" and os.path.lexists(h)})
+
+
+def kept_paths(hide: list[str]) -> list[str]:
+    """What stays visible (read-only) inside hidden folders: this Python and its import paths, except the
+    project checkout's own folders (a virtual environment inside it stays: it is the Python, not the project)."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+    project = str(Path(__file__).resolve().parents[2])
+    keep = prefixes | {p for p in paths if not _under(p, project) or any(_under(p, x) for x in prefixes)}
+    return sorted(k for k in keep if os.path.isdir(k) and any(_under(k, h) for h in hide) and k not in hide)
+
+
+def _hide(path: str) -> None:
+    if os.path.isdir(path):
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755,size=1m")
+    else:
+        _mount("/dev/null", path, None, MS_BIND)  # a file: reads as empty
+
+
+def enter_filesystem_sandbox(hide: list[str], work: str, tmp_size_mb: int) -> None:
+    """This process (a scoring worker) gets its own mount namespace: the machine read-only, hidden paths empty,
+    a minimal /dev, and one writable tmpfs, ``work`` (the samples' temporary directories live in it)."""
+    _check(_LIBC.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the machine's mounts
+    keep = [(k, _clone_tree(k)) for k in kept_paths(hide)]
+    devs = [(f"/dev/{n}", _clone_tree(f"/dev/{n}")) for n in DEV_NODES if os.path.exists(f"/dev/{n}")]
+    for h in hide:
+        if not any(_under(h, other) and h != other for other in hide):
+            _hide(h)
+    for k, fd in keep:
+        os.makedirs(k, exist_ok=True)
+        _attach_tree(fd, k)
+    for h in hide:  # a deny-listed path inside a kept one (a token file in the Python installation)
+        if any(_under(h, k) for k, _ in keep):
+            _hide(h)
+    _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1m")
+    for d, fd in devs:
+        open(d, "w").close()
+        _attach_tree(fd, d)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/shm")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_size_mb}m")
+    os.makedirs(work, exist_ok=True)
+    _mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmp_size_mb}m")
+    os.mkdir(os.path.join(work, "sample"))  # where each sample's own tmpfs goes (enter_sample_namespaces)
+    writable = (work, "/dev/shm")
+    for point, flags in _mount_points():
+        if point in writable or not os.path.exists(point):
+            continue  # a mount point covered by a mount above it: unreachable
+        try:
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        except OSError as e:
+            raise IsolationUnavailable(f"cannot make {point} read-only: {e.strerror}") from None
+    os.chdir(work)
+    _forget_multiprocessing_tempdir()
+    _ISOLATION.update(mode="namespaces", work=work)
+
+
+def _forget_multiprocessing_tempdir() -> None:
+    """multiprocessing caches its folder for sockets (Manager, as BigCodeBench's guard starts one in each sample);
+    the one inherited is now covered or read-only: the next one is made under this process's temporary folder."""
+    import multiprocessing.process
+
+    multiprocessing.process.current_process()._config.pop("tempdir", None)
+
+
+def _drop_privileges(uid: int) -> None:
+    """Run as ``uid`` (no other process has it: RLIMIT_NPROC counts this sample alone) with KEEP_CAPS only."""
+    pr_set_keepcaps, pr_capbset_drop, pr_set_no_new_privs = 8, 24, 38
+    _check(_LIBC.prctl(pr_set_keepcaps, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    for cap in range(64):
+        if cap not in KEEP_CAPS and _LIBC.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            break  # past the kernel's last capability
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    mask = sum(1 << c for c in KEEP_CAPS)
+    data = (Data * 2)(Data(mask, mask, 0), Data(0, 0, 0))
+    _check(_LIBC.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+    _check(_LIBC.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def enter_sample_namespaces() -> None:
+    """In a sample process: continue as PID 1 of a new PID namespace, in a new session, with a fresh /proc and
+    its own empty temporary directory, as an unprivileged uid. The process that called this only waits for it
+    and exits with its status (it is what the evaluator watches and kills on timeout; the sample dies with it,
+    and everything the sample started dies with the sample, PID 1 of its namespace)."""
+    work = _ISOLATION["work"]
+    uid = SAMPLE_UID_BASE + os.getpid()
+    _check(_LIBC.unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare(CLONE_NEWPID | CLONE_NEWNS)")
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(0 if status == 0 else 1)
+    os.setsid()
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mine = os.path.join(work, "sample")
+    _mount("tmpfs", mine, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={_LIMITS['tmp_bytes'] // 2**20}m")
+    _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={_LIMITS['tmp_bytes'] // 2**20}m")
+    _mount(None, work, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(mine)
+    tempfile.tempdir = mine
+    os.environ.update(TMPDIR=mine, HOME=mine)
+    _forget_multiprocessing_tempdir()
+    nproc = _LIMITS["processes"]
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    _drop_privileges(uid)
+    die_with_parent()  # a change of uid clears it
+
+
+def probe_isolation(hide: list[str], tmp_size_mb: int = 16) -> str:
+    """Try the whole isolation once in a throwaway child (its mounts die with it); "" if it works, else why."""
+    r, w = os.pipe()
+    with tempfile.TemporaryDirectory(prefix="snow_probe_") as work:
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                enter_filesystem_sandbox(hide, work, tmp_size_mb)
+                _LIMITS.update(tmp_bytes=tmp_size_mb * 2**20, processes=64)
+                enter_sample_namespaces()
+                ok = os.getpid() == 1 and os.statvfs("/").f_flag & os.ST_RDONLY and os.getuid() != 0
+                os.write(w, b"" if ok else b"the sample's namespaces are not as built")
+            except BaseException as e:  # any failure is the answer
+                os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            msg = f.read().decode()
+        os.waitpid(pid, 0)
+    return msg
+
+
 # ---------------------------------------------------------------- per-sample setup
 
-_LIMITS = {"memory_bytes": 8192 * 2**20, "file_bytes": 256 * 2**20}
+_LIMITS = {"memory_bytes": 8192 * 2**20, "file_bytes": 256 * 2**20, "tmp_bytes": 1024 * 2**20, "processes": 256}
+_ISOLATION = {"mode": "none", "work": ""}  # what enter_filesystem_sandbox achieved in this process
 
 
 def _sample_process_setup() -> None:
     """First thing in each sample process, before the evaluator's own guard."""
     die_with_parent()
+    if _ISOLATION["mode"] == "namespaces":
+        enter_sample_namespaces()
     mem, fsize = _LIMITS["memory_bytes"], _LIMITS["file_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
@@ -151,6 +418,12 @@ def _sample_process_setup() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if _NETWORK["mode"] != "netns":
         _block_python_sockets()
+
+
+def _sample_done() -> None:
+    """The sample ran in the child made by enter_sample_namespaces: end it here (its waiting parent exits)."""
+    if _ISOLATION["mode"] == "namespaces":
+        os._exit(0)
 
 
 _ORIGINAL: dict = {}
@@ -168,11 +441,13 @@ def _evalplus_execute(dataset, entry_point, code, inputs, expected, time_limits,
         for i in range(len(inputs)):
             details[i] = True
         progress.value = len(inputs)
+    _sample_done()
 
 
 def _evoeval_execute(*args):
     _sample_process_setup()
     _ORIGINAL["evoeval"](*args)
+    _sample_done()
 
 
 def _evoeval_guard(maximum_memory_bytes=None):
@@ -183,6 +458,7 @@ def _evoeval_guard(maximum_memory_bytes=None):
 def _bigcodebench_execute(*args):
     _sample_process_setup()
     _ORIGINAL["bigcodebench"](*args)
+    _sample_done()
 
 
 class _NumericEnv:
@@ -202,6 +478,8 @@ def install_hooks(cfg: SandboxConfig, harness: str) -> None:
     """Wrap the evaluator's per-sample function (module attribute, looked up when each sample starts)."""
     _LIMITS["memory_bytes"] = cfg.memory_mb * 2**20
     _LIMITS["file_bytes"] = cfg.file_size_mb * 2**20
+    _LIMITS["tmp_bytes"] = cfg.tmp_size_mb * 2**20
+    _LIMITS["processes"] = cfg.max_processes
     if harness in ("evalplus", "evoeval") and "evalplus" not in _ORIGINAL:
         import evalplus.eval
 
@@ -232,27 +510,63 @@ class ScoringError(RuntimeError):
     """The scoring process failed (not a sample: the evaluator itself)."""
 
 
+ISOLATION_EXIT = 3  # the scoring process's exit code when it could not isolate the samples (result: {"error"})
+
+
+# what the scoring process and its samples inherit of the caller's environment (no tokens, keys or credentials)
+ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "TZ", "TERM", "PYTHONPATH",
+            "VIRTUAL_ENV", "CONDA_PREFIX", "XDG_CACHE_HOME")
+ENV_KEEP_PREFIXES = ("EVALPLUS_", "EVOEVAL_", "BIGCODEBENCH_", "HUMANEVAL_", "MBPP_")
+
+
+def scoring_environment(work: str | Path, cache_dir: str | Path | None) -> dict:
+    """The scoring process's whole environment: the names in ENV_KEEP / ENV_KEEP_PREFIXES, and ours."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+    # the evaluators' reference caches stay where they were (a path, not a secret); HOME is the work folder
+    env["XDG_CACHE_HOME"] = str(cache_dir) if cache_dir is not None else env.get(
+        "XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               TMPDIR=str(work), HOME=str(work), MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    # the scoring process imports this very copy of megatron_snow (not another one installed elsewhere)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def check_isolation(cfg: SandboxConfig, hide: list[str] | None = None) -> str:
+    """The isolation samples will run under: "namespaces", or "none" where allowed; IsolationUnavailable otherwise."""
+    if cfg.isolation == "none":
+        if not cfg.allow_unisolated:
+            raise IsolationUnavailable("sandbox.isolation=none needs sandbox.allow_unisolated=true")
+        return "none"
+    why = probe_isolation(hidden_paths(cfg) if hide is None else hide)
+    if not why:
+        return "namespaces"
+    if cfg.allow_unisolated:
+        return f"none ({why})"
+    raise IsolationUnavailable(
+        f"cannot isolate generated code ({why}); needs root and Linux >= 5.2 "
+        "(or pass sandbox.allow_unisolated=true to run it with limits only, as the calling user)")
+
+
 def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float | None = None) -> dict:
     """Run ``megatron_snow.evaluate.harness`` on ``job`` in a separate process; return its result.
 
     The process has its own session (its group is killed when it ends, so
     nothing a sample started outlives it), a fresh temporary working
-    directory, one thread per math library, and the evaluators' caches under
-    ``cache_dir`` when given (``XDG_CACHE_HOME``).
+    directory, the reduced environment of ``scoring_environment``, one thread
+    per math library, the evaluators' caches under ``cache_dir`` when given
+    (``XDG_CACHE_HOME``) and the list of paths its samples must not see.
     """
     with tempfile.TemporaryDirectory(prefix="snow_eval_") as tmp:
         tmp = Path(tmp)
+        tmp.chmod(0o711)  # programs a sample starts (its uid, no capabilities) pass through to work/
         job_path, out_path = tmp / "job.json", tmp / "result.json"
+        job = dict(job, hide=hidden_paths(SandboxConfig(**job["sandbox"])))
         job_path.write_text(json.dumps(job))
         work = tmp / "work"
         work.mkdir()
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   TOKENIZERS_PARALLELISM="false", TMPDIR=str(work), MPLBACKEND="Agg", PYTHONHASHSEED="0")
-        if cache_dir is not None:
-            env["XDG_CACHE_HOME"] = str(cache_dir)
-        # the scoring process imports this very copy of megatron_snow (not another one installed elsewhere)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env = scoring_environment(work, cache_dir)
         cmd = [sys.executable, "-m", "megatron_snow.evaluate.harness", str(job_path), str(out_path)]
         proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent)
         try:
@@ -267,6 +581,8 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
             proc.wait()
         if rc is None:
             raise ScoringError(f"{job['unit']['name']}: scoring did not finish in {timeout:.0f} s")
+        if rc == ISOLATION_EXIT and out_path.is_file():
+            raise IsolationUnavailable(json.loads(out_path.read_text())["error"])
         if rc != 0 or not out_path.is_file():
             raise ScoringError(f"{job['unit']['name']}: scoring process exited with {rc}")
         return json.loads(out_path.read_text())

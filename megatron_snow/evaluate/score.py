@@ -30,6 +30,7 @@ class UnitResult:
     network: str = ""
     excluded: dict = field(default_factory=dict)  # task_id -> "excluded: <reason>" (known_failures; still counted)
     missing_modules: dict = field(default_factory=dict)  # task_id -> modules it imports that are not installed here
+    isolation: str = ""  # what the samples ran under: "namespaces", or "none (...)" (sandbox.allow_unisolated)
 
 
 class SamplesError(ValueError):
@@ -79,7 +80,8 @@ def score_unit(unit: Unit, problems: dict, samples: list[dict], benchmarks_dir, 
     job = {"unit": {"name": unit.name, "harness": unit.harness, "dataset": unit.dataset},
            "data_path": str(unit_path(unit, benchmarks_dir)), "solutions": solutions,
            "sandbox": sandbox_settings(cfg)}
-    out = run_isolated(job, cache_dir=cache_dir) if solutions else {"tasks": {}, "reference": {}, "network": ""}
+    out = (run_isolated(job, cache_dir=cache_dir) if solutions
+           else {"tasks": {}, "reference": {}, "network": "", "isolation": ""})
     tasks = dict(out["tasks"])
     for t in missing:
         tasks[t] = {"base": "missing", **({"plus": "missing"} if unit.harness == "evalplus" else {}), "missing": True}
@@ -104,4 +106,4 @@ def score_unit(unit: Unit, problems: dict, samples: list[dict], benchmarks_dir, 
         aside["missing_task"] = len(missing)
     ordered = {t: tasks[t] for t in problems}
     return UnitResult(unit.name, n, scores, ordered, aside, out.get("reference", {}), out.get("network", ""),
-                      excluded, absent)
+                      excluded, absent, out.get("isolation", ""))
