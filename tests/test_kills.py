@@ -1,0 +1,274 @@
+"""Kills at unsafe moments (megatron_snow/faults.py): each data step and training is SIGKILLed at named
+points -- half a shard or a temp file written, a shard written but not its marker, during finalize,
+before and during the manifest, a checkpoint's files half written, its files whole but no metadata --
+and at points drawn at random (by seed) from the census of every point an uninterrupted run passes.
+The same command then resumes, and the output is byte-identical (data) or the losses identical
+(training) to the uninterrupted run's.
+
+Each case is a chain in one output directory: run 1 is killed at its first kill point, the same
+command at the next, and so on; then once more to the end. Targeted points must kill (else nothing
+was tested); a random second point may lie in work the resumed run no longer does (it then ends).
+``MEGATRON_SNOW_KILL_SEEDS=N`` draws N random chains per step (default 1 in CI).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_snow.faults import KILL_ENV, TRACE_ENV
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for p in (HERE, HERE / "synthesis", HERE / "training"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+SEEDS = int(os.environ.get("MEGATRON_SNOW_KILL_SEEDS", "1"))
+BASE_ENV = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+BASE_ENV.pop(KILL_ENV, None)
+BASE_ENV.pop(TRACE_ENV, None)
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], kill: str | None = None, trace: Path | None = None, timeout: int = 300):
+    """One run in its own session; what it leaves running (forked workers of a killed job) is killed after."""
+    env = dict(BASE_ENV)
+    if kill:
+        env[KILL_ENV] = kill
+    if trace:
+        env[TRACE_ENV] = str(trace)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def census(cmd: list[str], trace: Path) -> list[str]:
+    """The kill points an uninterrupted run passes, in order."""
+    p = run(cmd, trace=trace)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return trace.read_text().splitlines()
+
+
+def at(points: list[str], k: int) -> str:
+    """The kill spec of the k-th point of a census (its name and which hit of that name it is)."""
+    return f"{points[k]}@{points[:k + 1].count(points[k])}"
+
+
+def random_chain(points: list[str], seed: int) -> list[str]:
+    """Two kills drawn from the census: the first always lands; the second lies later in the census."""
+    rng = random.Random(seed)
+    first = rng.randrange(len(points))
+    second = rng.randrange(first, len(points))
+    return [at(points, first), f"{points[second]}@1"]
+
+
+def kill_chain(cmd: list[str], specs: list[str], must_kill: int) -> list[str]:
+    """Run ``cmd`` killed at each spec in turn (until a run ends by itself), then to the end.
+    Returns the points it was killed at; the first ``must_kill`` specs must have killed."""
+    killed = []
+    for spec in specs:
+        p = run(cmd, kill=spec)
+        if p.returncode == 0:
+            break
+        assert p.returncode == -signal.SIGKILL, (spec, p.returncode, p.stderr[-3000:])
+        assert "faults: killed at" in p.stderr, p.stderr[-2000:]
+        killed.append(p.stderr.rsplit("faults: killed at ", 1)[1].split("\n", 1)[0])
+    assert len(killed) >= must_kill, (specs, killed)
+    p = run(cmd)
+    assert p.returncode == 0, (specs, killed, p.stderr[-3000:])
+    assert "Traceback" not in p.stderr
+    return killed
+
+
+def tree(root: Path, skip: tuple[str, ...] = ("ranks.json",)) -> dict[str, bytes]:
+    """Every file's bytes under root, but ranks.json (which rank did what in the last run)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def assert_same_tree(ref: Path, out: Path, what) -> None:
+    a, b = tree(ref), tree(out)
+    assert sorted(a) == sorted(b), (what, sorted(set(a) ^ set(b))[:10])
+    assert [k for k in a if a[k] != b[k]] == [], what
+
+
+def targeted(points: list[str], patterns: list[str]) -> list[str]:
+    """For each pattern, the spec of the census' middle point matching it (it must exist)."""
+    import fnmatch
+
+    specs = []
+    for pat in patterns:
+        hits = [k for k, name in enumerate(points) if fnmatch.fnmatchcase(name, pat)]
+        assert hits, f"no point matches {pat!r}: the census does not pass it"
+        specs.append(at(points, hits[len(hits) // 2]))
+    return specs
+
+
+def sweep(cmd_for, ref: Path, points: list[str], targets: list[list[str]], tmp: Path) -> collections.Counter:
+    """Targeted chains (each must kill at every point) and SEEDS random chains; every resumed
+    output equals ``ref``. Returns how many kills landed, by point kind."""
+    kinds: collections.Counter = collections.Counter()
+    chains = [(f"t{i}", targeted(points, pats), len(pats)) for i, pats in enumerate(targets)]
+    chains += [(f"s{s}", random_chain(points, s), 1) for s in range(SEEDS)]
+    for name, specs, must in chains:
+        out = tmp / name
+        killed = kill_chain(cmd_for(out), specs, must)
+        assert_same_tree(ref, out, (name, specs, killed))
+        kinds.update(k.split(":")[0] for k in killed)
+    return kinds
+
+
+# -- phase 1 --------------------------------------------------------------------------------------
+def write_repo(root: Path) -> Path:
+    """A small deterministic source tree: distinct Python and JavaScript files, one exact copy, one
+    near copy (so every phase-1 stage has work and drops something)."""
+    for i in range(14):
+        body = "\n".join(f"    total += values[{j}] * {i + j} - {j * j}  # term {j}" for j in range(6 + i % 5))
+        text = (f'"""Module {i}: sums weighted values."""\n\n\ndef weighted_{i}(values):\n    total = {i}\n'
+                f"{body}\n    return total\n\n\nclass Holder{i}:\n    def __init__(self):\n"
+                f"        self.items = list(range({i + 3}))\n")
+        (root / f"pkg{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"pkg{i % 3}" / f"mod_{i}.py").write_text(text)
+    for i in range(4):
+        (root / "web").mkdir(exist_ok=True)
+        (root / "web" / f"app{i}.js").write_text(
+            "".join(f"function step{i}_{j}(x) {{\n  return x * {j + i} + {j};\n}}\n" for j in range(5 + i)))
+    (root / "copy").mkdir(exist_ok=True)
+    (root / "copy" / "mod_3.py").write_text((root / "pkg0" / "mod_3.py").read_text())
+    near = (root / "pkg1" / "mod_4.py").read_text().replace("term 2", "term two")
+    (root / "copy" / "mod_4_fork.py").write_text(near)
+    return root
+
+
+def phase1_cmd(tmp: Path, benchmarks_dir: Path):
+    import yaml
+
+    repo = write_repo(tmp / "repo")
+
+    def cmd(out: Path) -> list[str]:
+        cfg = {"output_dir": str(out), "progress": False,
+               "ingest": {"sources": [{"kind": "directory", "path": str(repo), "name": "local",
+                                       "files_per_shard": 4}]},
+               "decontaminate": {"benchmarks_dir": str(benchmarks_dir), "cache_dir": str(tmp / "decontam_cache")},
+               "grouping": {"num_shards": 2, "seed": 7}}
+        out.mkdir(parents=True, exist_ok=True)
+        path = out.parent / f"{out.name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return [sys.executable, "-m", "megatron_snow", "phase1", "--config", str(path)]
+
+    return cmd
+
+
+@pytest.fixture(scope="module")
+def phase1_ref(tmp_path_factory, benchmarks_dir):
+    tmp = tmp_path_factory.mktemp("kills_phase1")
+    cmd = phase1_cmd(tmp, benchmarks_dir)
+    ref = tmp / "ref"
+    points = census(cmd(ref), tmp / "trace.txt")
+    return cmd, ref, points, tmp
+
+
+def test_phase1_killed_anywhere_resumes_identical(phase1_ref):
+    cmd, ref, points, tmp = phase1_ref
+    kinds = sweep(cmd, ref, points, [
+        ["write.half:part-*.jsonl.gz", "unit.shard_written:*", "write.half:manifest.json"],
+        ["unit.dropped_written:*", "finish.before_finalize:*", "finish.before_manifest:*"],
+        ["write.before_rename:part-*", "finish.manifest_written:*"],
+    ], tmp)
+    assert {"write.half", "unit.shard_written", "finish.before_manifest"} <= set(kinds), kinds
+
+
+# -- build-index (over phase 1's output, with a tokenizer trained on it) ----------------------------
+def test_build_index_killed_anywhere_resumes_identical(phase1_ref, tmp_path):
+    from megatron_snow.tokenization.train import TrainTokenizerConfig, train_tokenizer
+
+    _, phase1, _, _ = phase1_ref
+    docs = phase1 / "07_grouped"
+    tok = tmp_path / "tok.model"
+    train_tokenizer(TrainTokenizerConfig(inputs=[str(docs)], output=str(tok), vocab_size=400, num_threads=1,
+                                         max_sentence_length=4096))
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "megatron_snow", "build-index", f"inputs=[{docs}]",
+                f"output_prefix={out}/index", f"tokenizer={tok}", "workers=2", "chunk_bytes=2000", "batch_docs=2",
+                "progress=false"]
+
+    points = census(cmd(tmp_path / "ref"), tmp_path / "trace.txt")
+    kinds = sweep(cmd, tmp_path / "ref", points, [
+        ["index.document:part-*", "index.bin_renamed:part-*", "finish.before_finalize:*"],
+        ["index.written:index", "index.bin_renamed:index", "write.half:index.stats.json"],
+        ["finish.before_manifest:*", "finish.manifest_written:*"],
+    ], tmp_path)
+    assert {"index.document", "index.bin_renamed"} <= set(kinds), kinds
+
+
+# -- annotate (a tiny real BERT classifier, untrained: scores are deterministic) --------------------
+def test_annotate_killed_anywhere_resumes_identical(phase1_ref, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from megatron_snow import records
+    from megatron_snow.phase2.tiny_encoder import make_tiny_encoder
+
+    _, phase1, _, _ = phase1_ref
+    corpus = phase1 / "07_grouped"
+    texts = [r.content for r in records.iter_records(corpus)]
+    enc = make_tiny_encoder(texts, tmp_path / "encoder", vocab_size=300, max_positions=64)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(enc, num_labels=2)
+    model.save_pretrained(tmp_path / "annotator")
+    AutoTokenizer.from_pretrained(enc).save_pretrained(tmp_path / "annotator")
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "megatron_snow", "annotate", f"corpus={corpus}",
+                f"model={tmp_path / 'annotator'}", f"out={out}", "batch_size=4", "max_length=64", "device=cpu"]
+
+    points = census(cmd(tmp_path / "ref"), tmp_path / "trace.txt")
+    kinds = sweep(cmd, tmp_path / "ref", points, [
+        ["write.half:part-*", "unit.shard_written:*", "write.half:manifest.json"],
+        ["write.before_rename:*", "finish.before_manifest:*"],
+    ], tmp_path)
+    assert {"write.half", "unit.shard_written"} <= set(kinds), kinds
+
+
+# -- synthesize (the scripted server: a distinct valid answer per seed) ----------------------------
+def test_synthesize_killed_anywhere_resumes_identical(tmp_path):
+    from llm_server import ScriptProcess
+    from synth_data import TEMPLATE, write_phase2
+
+    phase2 = write_phase2(tmp_path / "phase2")
+    template = tmp_path / "template.txt"
+    template.write_text(TEMPLATE)
+    with ScriptProcess(HERE / "synthesis" / "script_server.py") as server:
+        def cmd(out: Path) -> list[str]:
+            return [sys.executable, "-m", "megatron_snow", "synthesize", f"phase2={phase2}", f"out={out}",
+                    f"prompt={template}", "seeds_per_language=11", f"server.base_url={server.base_url}",
+                    "seeds_per_unit=3", "server.concurrency=1", "server.timeout_s=10", "progress=false",
+                    "decontaminate.benchmarks=[mbpp]"]
+
+        points = census(cmd(tmp_path / "ref"), tmp_path / "trace.txt")
+        kinds = sweep(cmd, tmp_path / "ref", points, [
+            ["synthesize.answer:*", "write.half:seeds*", "unit.shard_written:*", "write.half:manifest.json"],
+            ["write.half:decisions-*", "synthesize.answer:*", "finish.before_manifest:*"],
+        ], tmp_path)
+    assert {"synthesize.answer", "unit.shard_written"} <= set(kinds), kinds
+    # a torn answer line was cut off and asked again: each seed answered once in the resumed log
+    rows = [json.loads(x) for p in sorted((tmp_path / "t0" / "_work" / "generated").glob("gen-*.jsonl"))
+            for x in p.read_text().splitlines()]
+    assert len(rows) == len({r["index"] for r in rows})
