@@ -339,7 +339,8 @@ def _kill_points_in_file_writer() -> None:
         stream = next((a for a in args if hasattr(a, "flush") and hasattr(a, "name")), None)
         if stream is not None:
             stream.flush()
-            faults.point(f"checkpoint.file_half:{Path(stream.name).name}")
+            name = Path(stream.name)
+            faults.point(f"checkpoint.file_half:{name.parent.name}/{name.name}")
         return result
 
     write_item._snow_kill_point = True
