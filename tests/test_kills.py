@@ -6,8 +6,9 @@ The same command then resumes, and the output is byte-identical (data) or the lo
 (training) to the uninterrupted run's.
 
 Each case is a chain in one output directory: run 1 is killed at its first kill point, the same
-command at the next, and so on; then once more to the end. Targeted points must kill (else nothing
-was tested); a random second point may lie in work the resumed run no longer does (it then ends).
+command at the next, and so on; then once more to the end. Targeted points (the first point of a
+kind each run passes) must kill, else nothing was tested; a random chain's first point is drawn from
+the census, its second may lie in work the resumed run no longer does (that run then ends).
 ``MEGATRON_SNOW_KILL_SEEDS=N`` draws N random chains per step (default 1 in CI).
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ REPO = HERE.parent
 for p in (HERE, HERE / "synthesis", HERE / "training"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+
+from tiny_repo import write_repo  # noqa: E402
 
 SEEDS = int(os.environ.get("MEGATRON_SNOW_KILL_SEEDS", "1"))
 BASE_ENV = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
@@ -123,15 +126,13 @@ def assert_same_tree(ref: Path, out: Path, what, skip: tuple[str, ...] = ()) -> 
 
 
 def targeted(points: list[str], patterns: list[str]) -> list[str]:
-    """For each pattern, the spec of the census' middle point matching it (it must exist)."""
+    """Kill specs for a chain: each run is killed at the first point matching its pattern (which the
+    uninterrupted run must pass: else the pattern names nothing)."""
     import fnmatch
 
-    specs = []
     for pat in patterns:
-        hits = [k for k, name in enumerate(points) if fnmatch.fnmatchcase(name, pat)]
-        assert hits, f"no point matches {pat!r}: the census does not pass it"
-        specs.append(at(points, hits[len(hits) // 2]))
-    return specs
+        assert any(fnmatch.fnmatchcase(name, pat) for name in points), f"no point matches {pat!r}"
+    return [f"{pat}@1" for pat in patterns]
 
 
 def sweep(cmd_for, ref: Path, points: list[str], targets: list[list[str]], tmp: Path,
@@ -150,27 +151,6 @@ def sweep(cmd_for, ref: Path, points: list[str], targets: list[list[str]], tmp: 
 
 
 # -- phase 1 --------------------------------------------------------------------------------------
-def write_repo(root: Path) -> Path:
-    """A small deterministic source tree: distinct Python and JavaScript files, one exact copy, one
-    near copy (so every phase-1 stage has work and drops something)."""
-    for i in range(14):
-        body = "\n".join(f"    total += values[{j}] * {i + j} - {j * j}  # term {j}" for j in range(6 + i % 5))
-        text = (f'"""Module {i}: sums weighted values."""\n\n\ndef weighted_{i}(values):\n    total = {i}\n'
-                f"{body}\n    return total\n\n\nclass Holder{i}:\n    def __init__(self):\n"
-                f"        self.items = list(range({i + 3}))\n")
-        (root / f"pkg{i % 3}").mkdir(parents=True, exist_ok=True)
-        (root / f"pkg{i % 3}" / f"mod_{i}.py").write_text(text)
-    for i in range(4):
-        (root / "web").mkdir(exist_ok=True)
-        (root / "web" / f"app{i}.js").write_text(
-            "".join(f"function step{i}_{j}(x) {{\n  return x * {j + i} + {j};\n}}\n" for j in range(5 + i)))
-    (root / "copy").mkdir(exist_ok=True)
-    (root / "copy" / "mod_3.py").write_text((root / "pkg0" / "mod_3.py").read_text())
-    near = (root / "pkg1" / "mod_4.py").read_text().replace("term 2", "term two")
-    (root / "copy" / "mod_4_fork.py").write_text(near)
-    return root
-
-
 def phase1_cmd(tmp: Path, benchmarks_dir: Path):
     import yaml
 
