@@ -6,8 +6,8 @@ written but not its metadata). A test then kills a run exactly there and checks 
 command resumes to the same output::
 
     MEGATRON_SNOW_KILL="unit.shard_written:*@2"   SIGKILL at the 2nd hit of a point matching the pattern
-    MEGATRON_SNOW_KILL_TRACE=/tmp/trace.txt        append every point hit, one name a line (a census to
-                                                   draw random kill points from)
+    MEGATRON_SNOW_KILL_TRACE=/tmp/trace.txt        append every point hit, "NAME<TAB>PID" a line (a census
+                                                   to draw random kill points from; which process did what)
 
 Patterns are ``fnmatch`` globs over point names; hits are counted per process. With neither variable
 set ``point`` returns at once and ``write_in_halves`` is one plain write.
@@ -48,7 +48,7 @@ def point(name: str) -> None:
     if trace:
         fd = os.open(trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (name.replace("\n", " ") + "\n").encode("utf-8", "surrogateescape"))
+            os.write(fd, f"{name.replace(chr(10), ' ')}\t{os.getpid()}\n".encode("utf-8", "surrogateescape"))
         finally:
             os.close(fd)
     spec = _spec()
@@ -83,3 +83,9 @@ def write_in_halves(f, data: bytes | str, name: str) -> None:
     f.flush()
     point(name)
     f.write(data[half:])
+
+
+def read_trace(path) -> list[tuple[str, int]]:
+    """(point name, pid) of every line of a trace file, in order."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return [(name, int(pid)) for name, _, pid in (line.rstrip("\n").rpartition("\t") for line in f)]
