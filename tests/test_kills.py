@@ -308,13 +308,16 @@ def test_training_killed_during_saves_resumes_loss_identical(tmp_path):
     torn = {f.name: f.stat().st_size for f in half.iterdir() if f.name.endswith(".distcp")}
     assert any(size < done[name] for name, size in torn.items()) or set(torn) < {n for n in done if
                                                                                    n.endswith(".distcp")}, (torn, done)
-    # 2) the restart, killed after iteration 12's files (no metadata), then 3) after its metadata (latest
-    #    still names 8), then to the end
+    # 2) the restart, killed after iteration 12's files (no metadata), 3) after its metadata (latest
+    #    still names 8), 4) in the prune of iteration 4 after ``latest`` names 12, then to the end
     for spec, resumed in (("checkpoint.files_written:12@1", "iter_0000004"),
-                          ("checkpoint.meta_written:12@1", "iter_0000008"), (None, "iter_0000008")):
+                          ("checkpoint.meta_written:12@1", "iter_0000008"),
+                          ("checkpoint.pruning:4@1", "iter_0000008"), (None, "iter_0000012")):
         p = run(cmd(work), kill=spec)
         assert p.returncode == (0 if spec is None else -signal.SIGKILL), (spec, p.stderr[-3000:])
         assert f"resumed from {work / 'ckpt' / resumed}" in p.stdout + p.stderr, (spec, p.stdout[-2000:])
+        if spec and spec.startswith("checkpoint.pruning"):  # half pruned: incomplete, never a resume candidate
+            assert not (work / "ckpt" / "iter_0000004" / "snow_meta.json").exists()
     assert _train_losses(work / "metrics.jsonl") == want  # each iteration's every logged loss: the same one
     assert _train_losses(work / "metrics.jsonl", "valid") == _train_losses(ref / "metrics.jsonl", "valid")
 

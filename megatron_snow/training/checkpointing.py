@@ -357,7 +357,14 @@ def _prune(root, keep_last: int) -> None:
     keep = set(done[-keep_last:]) | {latest}
     for it in done:
         if it not in keep:
+            # META first: a prune killed half-way leaves an incomplete directory (never resumed from, and
+            # removed by the next prune), not a "complete" checkpoint with files missing
+            (iter_dir(root, it) / META).unlink(missing_ok=True)
+            faults.point(f"checkpoint.pruning:{it}")
             shutil.rmtree(iter_dir(root, it), ignore_errors=True)
+    for p in Path(root).glob("iter_*"):  # older saves that never finished, or prunes killed half-way
+        if p.name[5:].isdigit() and int(p.name[5:]) < latest and not (p / META).is_file():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # --- megatron-core 0.16.1 distributed optimizer over torch Adam (no Apex/TE) ---
