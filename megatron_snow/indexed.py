@@ -164,6 +164,7 @@ class IndexWriter:
         self._builder = IndexedDatasetBuilder(self._tmp_bin, dtype=self.dtype)
         self.documents = 0
         self.tokens = 0
+        self._doc_point = f"index.document:{Path(self.prefix).name}"
 
     def add(self, tokens) -> None:
         arr = np.asarray(tokens, dtype=np.int64)
@@ -171,7 +172,7 @@ class IndexWriter:
             bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
             raise ValueError(f"document {self.documents}: token id {bad} outside the vocabulary of {self.vocab_size}")
         self._builder.add_document(arr, [arr.size])
-        faults.point(f"index.document:{Path(self.prefix).name}")  # kill tests: a part half written
+        faults.point(self._doc_point)  # kill tests: a part half written
         self.documents += 1
         self.tokens += int(arr.size)
 

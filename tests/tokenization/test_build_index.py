@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron_snow.faults import TRACE_ENV, read_trace
+from megatron_snow.faults import KILL_ENV, TRACE_ENV, read_trace
 from megatron_snow.funnel import Funnel
 from megatron_snow.tokenization import load_tokenizer
 from megatron_snow.stages import RANKS_FILE, StaleOutputError, StepError
@@ -228,13 +228,13 @@ def test_huggingface_tokenizer_builds_and_verifies(corpus_records, hf_tokenizer_
 
 @pytest.mark.slow
 def test_resume_after_sigkill_redoes_only_unfinished_parts(corpus_records, sp_model, tmp_path, single):
-    """SIGKILL after 3 finished units (tests/kill_after.py wraps the runner from outside); the same command
+    """SIGKILL after 3 finished units (a kill point of megatron_snow/faults.py); the same command
     then builds only the other units and the index bytes equal an uninterrupted build's."""
     prefix = tmp_path / "r"
     cmd = ["build-index", "--input", str(corpus_records[0]), "--tokenizer", str(sp_model), "--output-prefix",
            str(prefix), "progress=false", "keep_parts=true"]
-    killed = subprocess.run([sys.executable, str(REPO / "tests/kill_after.py"), "3", *cmd], capture_output=True,
-                            text=True, timeout=300, cwd=REPO, env=ENV1)
+    killed = subprocess.run([sys.executable, "-m", "megatron_snow", *cmd], capture_output=True, text=True,
+                            timeout=300, cwd=REPO, env={**ENV1, KILL_ENV: "unit.marker_written:*@3"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     markers = sorted(_work(prefix).glob("unit-*.json"))
     assert len(markers) == 3 and not index_paths(prefix)["bin"].exists()
