@@ -324,5 +324,6 @@ def test_training_killed_during_saves_resumes_loss_identical(tmp_path):
     # random points of the census (all in saves), chained, then to the end
     for s in range(SEEDS):
         out = tmp_path / f"s{s}"
-        kill_chain(cmd(out), random_chain(points, s), 1)
+        killed = kill_chain(cmd(out), random_chain(points, s), 1)
         assert _train_losses(out / "metrics.jsonl") == want
+        print(f"s{s}: killed at {killed}, resumed to identical losses")
