@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from megatron_snow import faults
+
 TEMP_GLOB = ".*.tmp-*"
 
 
@@ -33,10 +35,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     tmp = temp_path(p)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            faults.write_in_halves(f, data, f"write.half:{p.name}")  # kill tests: a torn temp file
             f.flush()
             os.fsync(f.fileno())
+        faults.point(f"write.before_rename:{p.name}")
         os.replace(tmp, p)
+        faults.point(f"write.done:{p.name}")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

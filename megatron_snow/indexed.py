@@ -23,6 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
+from megatron_snow import faults
+
 IDX_MAGIC = b"MMIDIDX\x00\x00"
 _HEADER = struct.Struct("<QBQQ")  # version, dtype code, sequence count, document-index count
 # megatron-core's DType codes (indexed_dataset.DType); kept here so reading needs no torch import.
@@ -162,6 +164,7 @@ class IndexWriter:
         self._builder = IndexedDatasetBuilder(self._tmp_bin, dtype=self.dtype)
         self.documents = 0
         self.tokens = 0
+        self._doc_point = f"index.document:{Path(self.prefix).name}"
 
     def add(self, tokens) -> None:
         arr = np.asarray(tokens, dtype=np.int64)
@@ -169,6 +172,7 @@ class IndexWriter:
             bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
             raise ValueError(f"document {self.documents}: token id {bad} outside the vocabulary of {self.vocab_size}")
         self._builder.add_document(arr, [arr.size])
+        faults.point(self._doc_point)  # kill tests: a part half written
         self.documents += 1
         self.tokens += int(arr.size)
 
@@ -183,7 +187,9 @@ class IndexWriter:
     def finish(self) -> int:
         """Write the index and move both files into place; returns the document count."""
         self._builder.finalize(self._tmp_idx)
+        faults.point(f"index.written:{Path(self.prefix).name}")
         os.replace(self._tmp_bin, f"{self.prefix}.bin")
+        faults.point(f"index.bin_renamed:{Path(self.prefix).name}")  # the new .bin beside no (or an old) .idx
         os.replace(self._tmp_idx, f"{self.prefix}.idx")
         return self.documents
 

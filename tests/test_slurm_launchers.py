@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.training.tiny_data import build_byte_dataset
+from tests.rank_checks import assert_every_rank_did_units, assert_every_rank_saved
+from tests.tiny_repo import REPOSITORIES, write_repo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,20 +42,19 @@ def test_phase1_sbatch_script_trains_outside_slurm(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "single node x 2 processes" in proc.stdout
     assert (tmp_path / "ckpt" / "latest").read_text().strip() in ("4", "iter_0000004")
+    assert_every_rank_saved(tmp_path / "ckpt" / "iter_0000004", 2)
 
 
 @pytest.mark.mpi
 def test_preprocess_sbatch_script_runs_mpi_ranks_outside_slurm(tmp_path):
-    repos = tmp_path / "repos" / "json"
-    repos.mkdir(parents=True)
-    for p in sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py")):
-        (repos / p.name).write_text(p.read_text())
+    write_repo(tmp_path / "repos")
     out = tmp_path / "phase1"
     proc = subprocess.run(
         ["bash", "slurm/preprocess_phase1.sh", f"output_dir={out}",
-         f"ingest.sources=[{{kind: directory, path: {tmp_path / 'repos'}, name: local}}]"],
+         f"ingest.sources=[{{kind: directory, path: {tmp_path / 'repos'}, name: local, files_per_shard: 4}}]"],
         cwd=REPO, env=_env(NRANKS="2", CONFIG="examples/tiny/data_phase1.yaml"),
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "mpiexec -n 2" in proc.stdout
-    assert json.loads((out / "07_grouped" / "manifest.json").read_text())["records"] == 1
+    assert json.loads((out / "07_grouped" / "manifest.json").read_text())["records"] == REPOSITORIES
+    assert_every_rank_did_units(out, 2, stages=7)

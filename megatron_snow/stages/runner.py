@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
+from megatron_snow import faults
 from megatron_snow.atomic import atomic_write_json, atomic_write_text, is_temp, remove_temp_files
 from megatron_snow.config import ConfigError, to_dict
 from megatron_snow.dist import Comm, get_comm, my_items
@@ -315,11 +316,14 @@ def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
     res.funnel.check()
     if ctx.outputs and res.kept:
         raise StepError(f"{ctx.step.name}: unit {i}: an artefact step writes its part under ctx.work, not kept records")
+    faults.point(f"unit.dropped_written:{ctx.step.name}:{i:05d}")
     entry = None if ctx.outputs else write_shard(ctx.out / shard_name(i), res.kept)
+    faults.point(f"unit.shard_written:{ctx.step.name}:{i:05d}")  # a whole shard, no marker yet
     marker = {"unit": _unit_key(unit), "entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(),
               "stats": res.stats, "represents": len(res.kept) if res.represents is None else res.represents,
               "part": res.part}
     atomic_write_text(_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
+    faults.point(f"unit.marker_written:{ctx.step.name}:{i:05d}")
 
 
 # -- forked workers inside a rank (Step.workers > 1) ------------------------------
@@ -537,7 +541,9 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
     if expected is not None and n_in != expected:
         raise StepError(f"{step.name}: accounting: {n_in} records in but the input {step.input_dir or 'manifests'} "
                         f"{'holds' if step.input_dir else 'say'} {expected}: records were lost")
+    faults.point(f"finish.before_finalize:{step.name}")
     held = step.finalize(ctx, parts, funnel)
+    faults.point(f"finish.finalized:{step.name}")
     if held is not None and held != n_kept:
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the output holds {held}")
     missing = [str(p) for p in ctx.outputs if not p.is_file()]
@@ -551,12 +557,14 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
     atomic_write_json(out / STATS_FILE, stats)
     atomic_write_json(out / RANKS_FILE, {"world_size": len(ranks), "ranks": ranks})
     fp = json.loads((out / STEP_FILE).read_text())["fingerprint"]
+    faults.point(f"finish.before_manifest:{step.name}")
     if ctx.outputs:  # last: the step is complete while these files keep these sizes
         atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": step.name,
                                            "fingerprint": fp, "kept": n_kept, "outputs": {
                                                os.path.relpath(p, out.parent): p.stat().st_size for p in ctx.outputs}})
     else:
         write_manifest(out, entries, stage=step.name, fingerprint=fp)  # last: the step is complete
+    faults.point(f"finish.manifest_written:{step.name}")
     step.cleanup(ctx)
 
 

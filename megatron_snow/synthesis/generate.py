@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from megatron_snow import faults
 from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
 from megatron_snow.config import to_dict
 from megatron_snow.funnel import Funnel
@@ -335,7 +336,8 @@ class Synthesize(Step):
                    "host": host, "pid": os.getpid()}
             f = files[unit_of[res.index]]
             # ASCII: an answer with lone surrogates (a server can send any \\uXXXX) stays writable
-            f.write(json.dumps(row, ensure_ascii=True, sort_keys=True) + "\n")
+            line = json.dumps(row, ensure_ascii=True, sort_keys=True) + "\n"
+            faults.write_in_halves(f, line, f"synthesize.answer:{res.index}")  # kill tests: a torn last line
             f.flush()
 
         items = ((j, self.prompt_of(seeds[j]), (self.cfg.sampling.seed * 1_000_003 + _stable_int(seeds[j].id)) % 2**31)

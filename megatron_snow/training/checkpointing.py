@@ -32,6 +32,7 @@ unpickles Python objects.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from megatron_snow import faults
 from megatron_snow.config import ConfigError
 
 LATEST = "latest"
@@ -106,7 +108,7 @@ def check_shape(ckpt_dir: str | Path, shape: dict) -> None:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as f:
-        f.write(text)
+        faults.write_in_halves(f, text, f"checkpoint.write_half:{path.name}")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -303,17 +305,46 @@ def save_checkpoint(root, iteration: int, model, optimizer, scheduler, meta: dic
         "iteration": iteration,
         "rng_state": _rng_sharded(_rng_state()),
     }
+    if faults.active():
+        _kill_points_in_file_writer()
     dist_checkpointing.save(state, str(target), sharded_strategy=_save_strategy(fully_parallel))
+    faults.point(f"checkpoint.files_written:{iteration}")  # every file whole, no checksums, no META
     _barrier()
     files = _checksums(target)
     if rank == 0:
         full_meta = {**meta, "iteration": iteration, "topology": _topology(),
                      "optimizer_format": _optimizer_format(optimizer, optimizer_format), "files": files}
         _write_atomic(target / META, json.dumps(full_meta, indent=1))
+        faults.point(f"checkpoint.meta_written:{iteration}")  # complete, but ``latest`` names the one before
         _write_atomic(Path(root) / LATEST, f"{iteration}\n")
+        faults.point(f"checkpoint.latest_written:{iteration}")
         _prune(root, keep_last)
     _barrier()
     return target
+
+
+def _kill_points_in_file_writer() -> None:
+    """Kill tests only: a point after each item megatron's torch_dist writer puts into a checkpoint file
+    (the item flushed, the file not yet whole), so a run can be killed with its files half written.
+    The writer runs in forked processes; ``faults.kill`` ends the training process from there."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    original = filesystem_async._write_item
+    if getattr(original, "_snow_kill_point", False):
+        return
+
+    @functools.wraps(original)  # megatron inspects its signature
+    def write_item(*args, **kwargs):
+        result = original(*args, **kwargs)
+        stream = next((a for a in args if hasattr(a, "flush") and hasattr(a, "name")), None)
+        if stream is not None:
+            stream.flush()
+            name = Path(stream.name)
+            faults.point(f"checkpoint.file_half:{name.parent.name}/{name.name}")
+        return result
+
+    write_item._snow_kill_point = True
+    filesystem_async._write_item = write_item
 
 
 def _prune(root, keep_last: int) -> None:
@@ -326,7 +357,14 @@ def _prune(root, keep_last: int) -> None:
     keep = set(done[-keep_last:]) | {latest}
     for it in done:
         if it not in keep:
+            # META first: a prune killed half-way leaves an incomplete directory (never resumed from, and
+            # removed by the next prune), not a "complete" checkpoint with files missing
+            (iter_dir(root, it) / META).unlink(missing_ok=True)
+            faults.point(f"checkpoint.pruning:{it}")
             shutil.rmtree(iter_dir(root, it), ignore_errors=True)
+    for p in Path(root).glob("iter_*"):  # older saves that never finished, or prunes killed half-way
+        if p.name[5:].isdigit() and int(p.name[5:]) < latest and not (p / META).is_file():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # --- megatron-core 0.16.1 distributed optimizer over torch Adam (no Apex/TE) ---

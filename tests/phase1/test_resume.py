@@ -1,12 +1,14 @@
 """A killed run, re-run with the same command, skips finished units and ends byte-identical."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from megatron_snow.faults import KILL_ENV, TRACE_ENV
 from tests.phase1.conftest import write_config
 from tests.phase1.test_pipeline import assert_ranks, tree
 
@@ -30,10 +32,13 @@ def test_killed_run_resumes_to_identical_output(phase1_run, tmp_path, repo_root,
     args = ["phase1", "--config", str(cfg)]
 
     def run(kill_after: int | None, ranks: int = 1, extra: tuple = ()) -> subprocess.CompletedProcess:
-        cmd = ([sys.executable, str(repo_root / "tests/kill_after.py"), str(kill_after)] if kill_after
-               else [sys.executable, "-m", "megatron_snow"]) + args + list(extra)
+        """The command; with ``kill_after``, each process SIGKILLs itself right after its Nth unit marker."""
+        cmd = [sys.executable, "-m", "megatron_snow", *args, *extra]
         prefix = ["mpiexec", "-n", str(ranks)] if ranks > 1 else []
-        return subprocess.run(prefix + cmd, capture_output=True, text=True, timeout=600, cwd=repo_root)
+        env = {k: v for k, v in os.environ.items() if k not in (KILL_ENV, TRACE_ENV)}
+        if kill_after:
+            env[KILL_ENV] = f"unit.marker_written:*@{kill_after}"
+        return subprocess.run(prefix + cmd, capture_output=True, text=True, timeout=600, cwd=repo_root, env=env)
 
     # 1) two ranks, each SIGKILLs itself after finishing 6 units: dies inside the filter stage
     p = run(6, ranks=2)

@@ -1,8 +1,10 @@
 """The annotator: metrics, training data, and a tiny BERT that really learns (full and frozen modes)."""
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 from megatron_snow import records
 from megatron_snow.config import load_config
 from megatron_snow.funnel import Funnel
+from megatron_snow.phase2.annotator import TrainAnnotatorConfig, train_annotator
 from megatron_snow.phase2.metrics import binary_metrics, roc_auc
 from megatron_snow.phase2.training_data import (PositiveSource, load_positives, render_record, sample_corpus)
 
@@ -77,9 +80,49 @@ def test_sample_corpus_uniform_without_replacement(corpus_dir):
         sample_corpus(corpus_dir, len(all_ids) + 1, seed=1)
 
 
-def test_tiny_bert_learns_quality_full_finetuning(trained_annotator, corpus_dir):
-    """Criterion 5: random-init BERT + WordPiece trained here separates positives from random documents."""
-    out, result, logs = trained_annotator
+@pytest.fixture(scope="module")
+def python_negatives(tmp_path_factory, corpus_tools) -> Path:
+    """Negatives in the positives' language: random Python files (the standard library's tests), so the
+    annotator cannot separate the classes by language, as it could against a C/C++/Python corpus."""
+    docs = [d for d in corpus_tools.local_code_files(per_language=240) if d[1] == "Python"]
+    assert len(docs) >= 220, len(docs)
+    return corpus_tools.write_corpus(tmp_path_factory.mktemp("python_corpus"), docs, per_shard=60)
+
+
+def _annotator_config(encoder, out, corpus, positives, *extra):
+    files_dir, jsonl = positives
+    return load_config(TrainAnnotatorConfig, None, [
+        f"encoder={encoder}", f"out={out}", f"max_length={MAX_POSITIONS}", "val_fraction=0.15", "test_fraction=0.2",
+        f"data.corpus={corpus}",
+        f"data.positives=[{{path: {files_dir}, limit: 100, kind: code}}, {{path: {jsonl}, limit: 100}}]", *extra])
+
+
+@pytest.fixture(scope="module")
+def python_annotator(tmp_path_factory, python_negatives, positives, encoder_dir):
+    """An annotator fine-tuned (full mode) on Python positives vs Python negatives: (directory, result, log)."""
+    out = tmp_path_factory.mktemp("python_annotator")
+    logs = []
+    cfg = _annotator_config(encoder_dir, out, python_negatives, positives, "mode=full", "lr=0.001", "epochs=6",
+                            "batch_size=16", "micro_batch_size=16")
+    return out, train_annotator(cfg, log=logs.append), logs
+
+
+def _languages(paths: list[str]) -> collections.Counter:
+    return collections.Counter("Python" if p.endswith(".py") else "other" for p in paths)
+
+
+def test_tiny_bert_learns_quality_full_finetuning(python_annotator, python_negatives, positives):
+    """Criterion 5: random-init BERT + WordPiece trained here separates the positive sources (documented
+    standard-library modules, and instruction records made from their functions) from random corpus
+    files of the same language, on held-out examples."""
+    out, result, logs = python_annotator
+    # the same language on both sides: every positive and every negative is Python
+    neg_ids = set((out / "negative_ids.txt").read_text().split())
+    paths = {r.id: r.path for r in records.iter_records(python_negatives)}
+    assert len(neg_ids) == 200 and neg_ids <= set(paths) and _languages([paths[i] for i in neg_ids]) == {"Python": 200}
+    assert all(p.suffix == ".py" for p in positives[0].iterdir())
+    assert {json.loads(x)["lang"] for x in positives[1].read_text().splitlines()} == {"python"}
+    # held-out separation: a bar far above chance (0.5) for 80 test examples
     assert result.test.roc_auc > 0.9, logs
     assert result.test.f1 > 0.8, logs
     metrics = json.loads((out / "metrics.json").read_text())
@@ -87,46 +130,37 @@ def test_tiny_bert_learns_quality_full_finetuning(trained_annotator, corpus_dir)
     # The kept checkpoint is the epoch with the best validation F1.
     assert max(h["f1"] for h in metrics["history"]) == metrics["history"][result.best_epoch - 1]["f1"]
     assert metrics["positives"] == metrics["negatives"] == 200  # balanced
-    neg_ids = set((out / "negative_ids.txt").read_text().split())
-    assert len(neg_ids) == 200 and neg_ids <= {r.id for r in records.iter_records(corpus_dir)}
     Funnel.read(out / "training_data_funnel.json").check()
 
 
-def test_saved_annotator_loads_in_transformers_pipeline(trained_annotator):
+def test_saved_annotator_loads_in_transformers_pipeline(python_annotator):
+    """The saved directory is a transformers text-classification model: its pipeline gives each text the
+    score our Scorer gives it (one output, "high_quality", through a sigmoid)."""
     from transformers import pipeline
 
     from megatron_snow.phase2.scoring import Scorer
 
-    out, _, _ = trained_annotator
-    texts = ["def add(a, b):\n    \"\"\"Return the sum.\"\"\"\n    return a + b\n", "#define FOO 1\nextern int x;\n"]
+    out, _, _ = python_annotator
+    texts = ["def add(a, b):\n    \"\"\"Return the sum.\"\"\"\n    return a + b\n",
+             "import unittest\n\nclass T(unittest.TestCase):\n    def test_x(self):\n        self.assertTrue(1)\n"]
     pipe = pipeline("text-classification", model=str(out), tokenizer=str(out), device="cpu")
+    assert pipe.model.config.id2label == {0: "high_quality"}  # one output: its label is the only one there is
     got = pipe(texts)
-    scorer = Scorer(out, device="cpu")
-    ours = scorer.score_texts(texts)
+    ours = Scorer(out, device="cpu").score_texts(texts)
     for g, o in zip(got, ours):
-        assert g["label"] == "high_quality"
         assert g["score"] == pytest.approx(o.score, abs=1e-5)  # short texts: one window, same score
 
 
-def test_frozen_mode_trains_head_only(trained_annotator, corpus_dir, positives, tmp_path):
+def test_frozen_mode_trains_head_only(python_annotator, python_negatives, positives, tmp_path):
     """FineWeb-Edu recipe: embeddings and encoder layers stay fixed, pooler + linear head learn."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    from megatron_snow.phase2.annotator import TrainAnnotatorConfig, train_annotator
-
-    # A pretrained encoder to freeze: the session's fine-tuned annotator without its head.
+    # A pretrained encoder to freeze: the module's fine-tuned annotator without its head.
     encoder = tmp_path / "encoder"
-    AutoModel.from_pretrained(trained_annotator[0]).save_pretrained(encoder)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(trained_annotator[0]).save_pretrained(encoder)
-    files_dir, jsonl = positives
-    cfg = load_config(TrainAnnotatorConfig, None, [
-        f"encoder={encoder}", f"out={tmp_path / 'frozen'}", "mode=frozen", "epochs=20", "batch_size=32",
-        f"max_length={MAX_POSITIONS}", "val_fraction=0.15", "test_fraction=0.2", "data.seed=7",
-        f"data.corpus={corpus_dir}",
-        f"data.positives=[{{path: {files_dir}, limit: 100, kind: code}}, {{path: {jsonl}, limit: 100}}]",
-    ])
+    AutoModel.from_pretrained(python_annotator[0]).save_pretrained(encoder)
+    AutoTokenizer.from_pretrained(python_annotator[0]).save_pretrained(encoder)
+    cfg = _annotator_config(encoder, tmp_path / "frozen", python_negatives, positives, "mode=frozen", "epochs=20",
+                            "batch_size=32", "data.seed=7")
     logs = []
     result = train_annotator(cfg, log=logs.append)
     assert any("mode=frozen" in line and "trainable params=4,225" in line for line in logs), logs  # pooler + head

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from megatron_snow import records
 from megatron_snow.funnel import Funnel
 from tests.bad_inputs import write_bad_records_dataset
+from tests.rank_checks import assert_every_rank_did_units
 
 REPO = Path(__file__).resolve().parents[2]
 ENV1 = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1"}
@@ -71,9 +73,9 @@ def test_build_index_counts_every_bad_record(bad, sp_tokenizer, tmp_path, ranks)
     prefix = tmp_path / "idx"
     run = _launch(ranks, "build_index.py", "--input", str(d), "--tokenizer", str(sp_tokenizer),
                   "--output-prefix", str(prefix), "--workers", "2", "progress=false")
-    if ranks == 2:  # each rank reported its rank and the world size
+    if ranks == 2:  # each rank reported its rank and the world size, and built parts
         for r in (0, 1):
-            assert f"build_index rank {r}/2: built" in run.stdout, run.stdout[-2000:]
+            assert re.search(rf"build_index rank {r}/2: built [1-9]", run.stdout), run.stdout[-2000:]
     funnel = _check_funnel(Path(f"{prefix}.funnel.json"), info)
     import gzip
 
@@ -98,6 +100,7 @@ def test_annotate_and_select_count_every_bad_record(bad, sp_tokenizer, trained_a
     assert {r["id"] for r in read_scores(scores) if r["score"] is not None} == info["good_ids"]
     ranks_json = json.loads((scores / "ranks.json").read_text())
     assert [(r["rank"], r["world_size"]) for r in ranks_json["ranks"]] == [(i, ranks) for i in range(ranks)]
+    assert all(r["units"] for r in ranks_json["ranks"]), ranks_json  # every rank scored shards
 
     out = tmp_path / "p2"
     _launch(ranks, "select_data.py", "--quiet", f"corpus={corpus}", f"tokenizer={sp_tokenizer}", f"out={out}",
@@ -107,3 +110,4 @@ def test_annotate_and_select_count_every_bad_record(bad, sp_tokenizer, trained_a
     assert selected and selected <= info["good_ids"]
     assert funnel.total("kept")[0] == len(selected)
     assert funnel.reasons().get("below_cutoff", 0) == len(info["good_ids"]) - len(selected)
+    assert_every_rank_did_units(out, ranks)  # select's passes too

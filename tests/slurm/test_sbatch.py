@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.training.tiny_data import build_byte_dataset
+from tests.rank_checks import assert_every_rank_did_units, assert_every_rank_saved
+from tests.tiny_repo import REPOSITORIES, write_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.mpi]
 
@@ -84,6 +85,7 @@ def test_phase1_sbatch_trains_and_checkpoints(reference):
     # every rank's own log (torchrun --log-dir), one directory per job
     rank_logs = sorted(p.parent.name for p in (reference / "logs").glob("node0/*/attempt_0/*/stdout.log"))
     assert rank_logs == ["0", "1"]
+    assert_every_rank_saved(reference / "ckpt" / f"iter_{ITERS:07d}", 2)  # and both trained
     assert json.loads((reference / "logs" / "exit_status.json").read_text())["status"] == "finished"
 
 
@@ -118,20 +120,16 @@ def test_usr1_before_the_time_limit_then_scontrol_requeue_lose_nothing(slurm, re
 
 
 def test_preprocess_sbatch_runs_two_mpi_tasks_under_srun(slurm, tmp_path):
-    repos = tmp_path / "repos" / "json"
-    repos.mkdir(parents=True)
-    for p in sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py")):
-        (repos / p.name).write_text(p.read_text())
+    write_repo(tmp_path / "repos")
     out_dir = tmp_path / "phase1"
     job = slurm.sbatch("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", f"--output={tmp_path}/job-%j.out",
                        "slurm/preprocess_phase1.sh", f"output_dir={out_dir}",
-                       f"ingest.sources=[{{kind: directory, path: {tmp_path / 'repos'}, name: local}}]",
-                       env={"CONFIG": "examples/tiny/data_phase1.yaml"})
+                       f"ingest.sources=[{{kind: directory, path: {tmp_path / 'repos'}, name: local, "
+                       "files_per_shard: 4}]", env={"CONFIG": "examples/tiny/data_phase1.yaml"})
     info = slurm.wait_done(job)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert info["JobState"] == "COMPLETED", log[-3000:]
     assert "launch_mpi: 2 ranks on 1 nodes" in log
-    assert json.loads((out_dir / "07_grouped" / "manifest.json").read_text())["records"] == 1
-    # both MPI tasks took part: the runner records the world size and each rank's units
-    ranks = json.loads((out_dir / "01_ingest" / "ranks.json").read_text())
-    assert ranks["world_size"] == 2 and len(ranks["ranks"]) == 2, ranks
+    assert json.loads((out_dir / "07_grouped" / "manifest.json").read_text())["records"] == REPOSITORIES
+    # both MPI tasks took part in every stage, and each finished units of it
+    assert_every_rank_did_units(out_dir, 2, stages=7)

@@ -251,6 +251,13 @@ def test_mix_accounts_for_every_document(mix_inputs, corpus, tmp_path, ranks):
     else:
         p = cli("mix", mix_args(prefixes["synthetic"], str(blend), out), ranks=ranks)
         assert p.returncode == 0, p.stderr[-3000:]
+        # mix has one writer by design: rank 0 mixes, rank 1 waits for its outcome and exits with its code.
+        # One table: the two processes were one 2-rank job (two 1-rank runs would each have mixed and printed)
+        assert p.stderr.count("== phase-3 mix ==") == 1, p.stderr[-3000:]
+        single = tmp_path / "single"
+        assert mix_main(mix_args(prefixes["synthetic"], str(blend), single)) == 0
+        for name in ("funnel.json", "mix_report.json", "split-synthetic.json", "split-phase2.json"):
+            assert _relative(out / name, out) == _relative(single / name, single), name  # what one process makes
     stats = {k: json.loads(Path(f"{prefixes[k]}.stats.json").read_text()) for k in ("phase2", "synthetic")}
     # build-index kept every good record of the bad dataset; the seed cases' good ones too
     with gzip.open(f"{prefixes['phase2']}.docs.jsonl.gz", "rt") as f:
@@ -268,6 +275,11 @@ def test_mix_accounts_for_every_document(mix_inputs, corpus, tmp_path, ranks):
         assert sum(v["tokens"] for v in split.values()) == stats[source]["tokens"]
         assert sum(v["documents"] for v in split.values()) == stats[source]["documents"]
     assert json.loads((out / "blend.json").read_text())["total_tokens"] == pytest.approx(BUDGET, abs=2)
+
+
+def _relative(path: Path, out: Path) -> str:
+    """A mix file's text with its own output directory's path taken out (it names the split indexes)."""
+    return path.read_text().replace(str(out), "OUT")
 
 
 def _damage(root: Path, prefixes: dict, blend: Path, case: str, tmp: Path) -> tuple[str, str, list[str]]:

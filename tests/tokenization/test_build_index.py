@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from megatron_snow.faults import KILL_ENV, TRACE_ENV, read_trace
 from megatron_snow.funnel import Funnel
 from megatron_snow.tokenization import load_tokenizer
 from megatron_snow.stages import RANKS_FILE, StaleOutputError, StepError
@@ -227,13 +228,13 @@ def test_huggingface_tokenizer_builds_and_verifies(corpus_records, hf_tokenizer_
 
 @pytest.mark.slow
 def test_resume_after_sigkill_redoes_only_unfinished_parts(corpus_records, sp_model, tmp_path, single):
-    """SIGKILL after 3 finished units (tests/kill_after.py wraps the runner from outside); the same command
+    """SIGKILL after 3 finished units (a kill point of megatron_snow/faults.py); the same command
     then builds only the other units and the index bytes equal an uninterrupted build's."""
     prefix = tmp_path / "r"
     cmd = ["build-index", "--input", str(corpus_records[0]), "--tokenizer", str(sp_model), "--output-prefix",
            str(prefix), "progress=false", "keep_parts=true"]
-    killed = subprocess.run([sys.executable, str(REPO / "tests/kill_after.py"), "3", *cmd], capture_output=True,
-                            text=True, timeout=300, cwd=REPO, env=ENV1)
+    killed = subprocess.run([sys.executable, "-m", "megatron_snow", *cmd], capture_output=True, text=True,
+                            timeout=300, cwd=REPO, env={**ENV1, KILL_ENV: "unit.marker_written:*@3"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     markers = sorted(_work(prefix).glob("unit-*.json"))
     assert len(markers) == 3 and not index_paths(prefix)["bin"].exists()
@@ -480,15 +481,19 @@ def test_damaged_shard_is_counted_and_a_lying_manifest_fails(sp_model, tmp_path,
         _build([liar], sp_model, tmp_path / "l", workers=2)
     assert not index_paths(tmp_path / "l")["stats"].exists()
     # under 2 MPI ranks the unit of shard 1 is rank 1's: every rank ends, rank 0 says the one line
-    cmd = [sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input", str(liar), "--tokenizer",
-           str(sp_model), "--output-prefix", str(tmp_path / "l2"), "progress=false"]
-    if shutil.which("mpiexec"):
-        cmd = ["mpiexec", "-n", "2"] + cmd
-    cli = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert shutil.which("mpiexec"), "mpiexec not on PATH: this case needs 2 MPI ranks (no fallback to one)"
+    cmd = ["mpiexec", "-n", "2", sys.executable, str(REPO / "tools/preprocess/build_index.py"), "--input", str(liar),
+           "--tokenizer", str(sp_model), "--output-prefix", str(tmp_path / "l2"), "progress=false",
+           "batch_docs=1"]  # each document written as it is read: rank 1 adds shard 1's before the count is wrong
+    trace = tmp_path / "l2.trace"  # the points each process passed (megatron_snow/faults.py): who tokenized what
+    cli = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, TRACE_ENV: str(trace)})
     assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr[-2000:]
     errors = [line for line in cli.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("build-index: error: build_index: unit 1 ("), cli.stderr
     assert "manifest says 8" in errors[0] and not index_paths(tmp_path / "l2")["bin"].exists()
+    pids = {name.split(":")[1]: pid for name, pid in read_trace(trace) if name.startswith("index.document:")}
+    assert set(pids) >= {"part-00000", "part-00001"} and pids["part-00000"] != pids["part-00001"], pids
 
 
 def test_train_tokenizer_counts_a_truncated_gzip(corpus_records, tmp_path):

@@ -214,9 +214,11 @@ SMALL = ["vocab_size=600", "sample_bytes=200000", "num_threads=1", "progress=fal
 
 
 def _cli(args: list[str], kill_after: int | None = None, ranks: int = 1) -> subprocess.CompletedProcess:
-    cmd = [sys.executable] + ([str(REPO / "tests/kill_after.py"), str(kill_after)] if kill_after else
-                              ["-m", "megatron_snow"]) + ["train-tokenizer", *args]
+    """train-tokenizer; with ``kill_after``, each process SIGKILLs itself after its Nth unit marker."""
+    cmd = [sys.executable, "-m", "megatron_snow", "train-tokenizer", *args]
     env = {**os.environ, "MEGATRON_SNOW_NO_MPI": "1"}
+    if kill_after:
+        env["MEGATRON_SNOW_KILL"] = f"unit.marker_written:*@{kill_after}"
     if ranks > 1:
         cmd = ["mpiexec", "-n", str(ranks)] + cmd
         env.pop("MEGATRON_SNOW_NO_MPI")
