@@ -303,3 +303,24 @@ def split_in_host(code: str, host: str, rng: random.Random) -> str | None:
     first = rename(ast.unparse(ast.fix_missing_locations(ast.Module(head + [fn], []))), rng)
     cut = [m.start() for m in re.finditer(r"(?m)^def ", first)][-1]  # the main function: the last top-level def
     return first[:cut] + "\n" + host + "\n\n" + first[cut:]
+
+
+def reference_stream(code: str) -> list[str]:
+    """The test's own fixed normal form, independent of the normaliser under test: ``tokenize`` tokens of
+    the code (docstrings and comments gone, layout canonical), names not builtins, keywords or attributes
+    as ``I``, strings ``S``, numbers ``N``. An edit counts when it changes this; a function's size is its
+    length."""
+    text = ast.unparse(strip_docstrings(code))
+    out, prev = [], None
+    for t in tokenize.generate_tokens(io.StringIO(text).readline):
+        if t.type == tokenize.NAME:
+            out.append(t.string if t.string in _KEEP or prev == "." else "I")
+        elif t.type == tokenize.STRING:
+            out.append("S")
+        elif t.type == tokenize.NUMBER:
+            out.append("N")
+        elif t.type == tokenize.OP and t.string not in "()":
+            out.append(t.string)
+        if t.type not in (tokenize.NL, tokenize.COMMENT, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            prev = t.string
+    return out
