@@ -87,7 +87,7 @@ class DecontamConfig:
     code_min_grams: int = 6  # functions / test blocks with fewer k-grams (code_ngram + 5 tokens) take no part
     code_max_items: int = 10  # k-grams found in more benchmark items than this are idioms, left out
     # tokenize only files whose skeleton shares keys with a code unit (same verdicts); off: on real code it
-    # skips too few files to pay for itself yet (site-packages, 8 MB: 1.10 vs 1.07 MB/s per core)
+    # skips too few files to pay for itself yet (bench/bench_decontam.py: 1.24 vs 1.34 MB/s per core)
     prefilter: bool = False
     code_min_named_grams: int = 3  # short functions as written (names kept): at least code_ngram + 2 tokens
     # built indexes are kept here, keyed by the benchmark files' content + these settings;
@@ -790,9 +790,9 @@ def _read_cache(directory: Path, key: str) -> tuple[dict, dict[str, np.ndarray]]
 # holds all keys of a unit matched whole, half of those of a unit matched by containment (and half of a
 # test block's literal words), a name a one-liner rule needs, a word of a literal-rule unit with a short
 # skeleton, or when it is short (fewer names than a short benchmark function alone could have).
-# Measured: the same verdicts on every planted copy and clean file of the quality tests and on 8 MB of
-# site-packages, but about half the bytes of real code still pass, and the skeleton costs what the
-# skipped tokenizing saves (1.07 vs 1.10 MB/s per core): off by default.
+# Measured (bench/bench_decontam.py --mb 8, standard library and site-packages): the same verdicts, but
+# 384 of 551 files still pass and the skeleton costs more than the skipped tokenizing saves (1.24 MB/s per
+# core with it, 1.34 without): off by default.
 
 _SKEL = 6  # skeleton tokens per key
 _SKEL_SHORT_FILE = 160  # names: a file with fewer may be a short benchmark function alone (file rule: < 114 tokens)
