@@ -172,6 +172,30 @@ def run_stages(corpus: Path, out: Path, ranks: int, corpus_mb: float) -> list[di
     return rows
 
 
+def held_in_full(out: Path) -> dict:
+    """What every rank of near dedup holds in full: the candidate edge list (16 B an edge, all-gathered) and
+    the union-find over the nodes on it, rebuilt here from the stage's saved band keys."""
+    work = out / STAGE_DIRS["near_dedup"] / "_work"
+    hashes, keys = [], []
+    for f in sorted(work.glob("keys-*.npy")):
+        i = int(f.stem.split("-")[1])
+        k = np.load(f)
+        valid = (k != 0).all(axis=1) if k.ndim == 2 else np.ones(0, bool)
+        hashes.append(k[valid])
+        keys.append(clusters.global_keys(i, len(k))[valid])
+    docs = sum(len(k) for k in keys)
+    if not docs:
+        return {"documents": 0, "edges": 0, "edge_bytes": 0, "nodes": 0}
+    bands = hashes[0].shape[1]
+    entries = np.stack([np.concatenate(hashes).reshape(-1), np.repeat(np.concatenate(keys), bands)], axis=1)
+    edges = clusters.bucket_edges(entries)
+    edges = np.unique(edges, axis=0) if len(edges) else edges
+    nodes = len(np.unique(edges)) if len(edges) else 0
+    payload = sum(f.stat().st_size for f in work.glob("sig-*.npy"))
+    return {"documents": docs, "edges": int(len(edges)), "edge_bytes": int(edges.nbytes), "nodes": int(nodes),
+            "payload_bytes": int(payload)}
+
+
 # -- references, in process ---------------------------------------------------------------------
 
 def cpu(fn):
@@ -399,7 +423,11 @@ def main() -> None:
           f"{max(r['peak_rss_mib'] for r in rows):12d}   (decontaminate: {dec / total:.0%} of the CPU;"
           f" without it {mb / (total - dec):.2f} MB/s)")
     print(f"CPU s per MB: {total / mb:.3f}")
-    result = {"corpus": info, "ranks": args.ranks, "stages": rows, "whole_cpu_s": total, "mb": mb}
+    held = held_in_full(out)
+    print(f"near dedup, held by every rank: {held['edges']} candidate edges ({held['edge_bytes'] / 2**20:.2f} MiB)"
+          f" over {held['nodes']} of {held['documents']} documents; on disk: {held['payload_bytes'] / 1e6:.1f} MB"
+          " of shingle sets for the exact check")
+    result = {"corpus": info, "ranks": args.ranks, "stages": rows, "whole_cpu_s": total, "mb": mb, "near_dedup": held}
     if not args.no_reference:
         refs, ref_mb = references(out, args.ref_mb, set(args.skip))
         print(f"\nbeside the usual alternatives, in this process, on {ref_mb:.1f} MB"

@@ -61,12 +61,14 @@ KEY_PATTERNS: list[tuple[str, re.Pattern]] = [
     ("stripe_key", re.compile(r"\b[sr]k_live_[0-9A-Za-z]{20,}\b")),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
 ]
-# Literals every match of a key pattern holds (a pattern runs only on a file that has one of them).
+# Literals every match of a key pattern holds (a pattern runs only on a file that has one of them);
+# KEY_GATE finds any of them in one pass (a file with none, nearly every file, is done at once).
 KEY_ANCHORS: dict[str, tuple[str, ...]] = {
     "private_key": ("PRIVATE KEY-----",), "aws_access_key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA"),
     "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "slack_token": ("xox",),
     "google_api_key": ("AIza",), "stripe_key": ("k_live_",), "jwt": (".eyJ",),
 }
+KEY_GATE = re.compile(r"PRIVATE KEY-----|A(?:KIA|SIA|GPA|IDA|ROA)|gh[pousr]_|github_pat_|xox|AIza|k_live_|\.eyJ")
 # Necessary conditions, searched fast (they start with a literal): every IPV4 match holds
 # ".D.D.D"; every IPV6 match holds ":H:" (alternative 1) or "::H" (alternative 2), and the stricter
 # "H:H:" or "H::H" (IPV6_SITE: where a match may be).
@@ -87,6 +89,9 @@ SECRET_ASSIGN = re.compile(
 # position and every character's class ([\w-], [A-Za-z0-9...], quotes, spaces), so the spans are
 # those of SECRET_ASSIGN; a literal-led pattern is searched several times faster than (?i).
 _SECRET_ASSIGN_LOWER = re.compile(SECRET_ASSIGN.pattern.removeprefix("(?i)"))
+# The tail every SECRET_ASSIGN match holds; case plays no part in it for ASCII text (under (?i) the
+# value's [A-Za-z] also takes a few non-ASCII letters, so non-ASCII text skips this gate).
+_SECRET_GATE = re.compile(r"[:=]>?\s*[\"']([A-Za-z0-9+/=_\-.]{16,128})[\"']")
 
 
 def _entropy(s: str) -> float:
@@ -153,11 +158,12 @@ def find_pii(text: str, cfg: PIIConfig) -> list[tuple[int, int, str]]:
     """Non-overlapping (start, end, kind) spans, earliest first; keys win over other kinds."""
     spans: list[tuple[int, int, str]] = []
     if cfg.redact_keys:
-        for name, pat in KEY_PATTERNS:
-            if any(a in text for a in KEY_ANCHORS[name]):
-                spans += [(m.start(), m.end(), "key") for m in pat.finditer(text)]
+        if KEY_GATE.search(text):
+            for name, pat in KEY_PATTERNS:
+                if any(a in text for a in KEY_ANCHORS[name]):
+                    spans += [(m.start(), m.end(), "key") for m in pat.finditer(text)]
         if text.isascii():
-            found = _SECRET_ASSIGN_LOWER.finditer(text.lower())
+            found = _SECRET_ASSIGN_LOWER.finditer(text.lower()) if _SECRET_GATE.search(text) else ()
         else:
             found = SECRET_ASSIGN.finditer(text)
         for m in found:

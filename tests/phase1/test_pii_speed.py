@@ -43,7 +43,8 @@ PIECES = [
     "sk_live_" + "a1" * 10, "rk_live_x", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmN",
     "eyJ", ".eyJ", "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----", "-----BEGIN ",
     "PASSWORD = 'Zx81kLmN0pQ2rS3tU4vW'", "Secret_Token: \"aB3dE6gH9jK2mN5pQ8\"", "API-KEY=>'Q1w2E3r4T5y6U7i8O9'",
-    "passwd='hunter2hunter2hunter2'", "client_secret = 'x'", "token", "ApiKey", "ACCESS_KEY", "auth-key",
+    "passwd='hunter2hunter2hunter2'", "token='aB3dE6gH9jK2mN5p'",
+    "secret:\"0123456789abcdeF\"", "client_secret = 'x'", "token", "ApiKey", "ACCESS_KEY", "auth-key",
     "dev@mail.example.com", "a@b.co", "python@2.7", "user@localhost", "_x@y.org", "x.y+z@sub.dom.io", "@", "@@a.bc",
     "ſecret = 'aB3dE6gH9jK2mN5pQ8'", "toKen", "apı_key = 'aB3dE6gH9jK2mN5pQ8x'", "İ", "é", "ß",
     " ", "\n", "\t", "=", ":", ".", "'", '"', "-", "_", "0", "9", "a", "F", "Z",
@@ -52,6 +53,7 @@ PIECES = [
 
 def _texts(n: int, seed: int = 0):
     rng = random.Random(seed)
+    yield from PIECES  # alone: a gate is decided per text, so a piece must also be tried without others
     for _ in range(n):
         yield "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 40)))
         yield "".join(rng.choice("0123456789abcdefABCDEF.:@_-='\" \nxkKſıİ") for _ in range(rng.randint(1, 80)))
