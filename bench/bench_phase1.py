@@ -317,7 +317,10 @@ def datatrove_exact_dedup(docs: list[str], work: Path) -> float:
         ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups,
     )
 
-    conf = ExactDedupConfig()
+    def content(doc: Document) -> bytes:  # its default hash (xxhash 4) takes bytes only
+        return doc.text.encode("utf-8")
+
+    conf = ExactDedupConfig(content_getter=content)
     t0 = time.process_time()
     sig = ExactDedupSignature(output_folder=str(work / "sigs"), config=conf, finder_workers=1)
     list(sig.run((Document(text=d, id=str(i)) for i, d in enumerate(docs)), rank=0, world_size=1) or [])
