@@ -237,9 +237,11 @@ def references(out: Path, ref_mb: float, skip: set[str]) -> list[tuple]:
         dt_ok = "datatrove" not in skip
         if dt_ok:
             try:
+                import orjson  # noqa: F401 - datatrove's JSONL reader and writer need it
                 from datatrove.utils.logging import logger
                 logger.remove()  # datatrove logs every step at INFO
-            except ImportError:
+            except ImportError as e:
+                print(f"datatrove references left out: {e} (pip install datatrove orjson)")
                 dt_ok = False
         _, ours = cpu(lambda: [r for s in shards for r in read_shard_checked(s)])
         ref = None
