@@ -6,6 +6,12 @@ multicast addresses are not personal), must not be a well-known public DNS
 resolver, and must not be a version number ("version 1.2.3.4", "v1.2.3.4").
 Generic ``secret = "..."`` assignments are redacted only when the value looks
 random (mixed character classes, high entropy), so constants and words stay.
+
+Speed: most code holds none of what a pattern needs, so each pattern runs only where a cheap
+necessary condition holds (a literal anchor such as ``AKIA`` or ``-----BEGIN``, a dotted quad of
+digits, two hex groups around a colon). The conditions are implied by the patterns, so the spans
+found are those of running every pattern over every file (``tests/phase1/test_pii_speed.py``
+checks that against the plain passes).
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ class PIIConfig:
 
 
 EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][\w.+%-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])")
-IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)")
+IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                  r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)")
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|(?::?[0-9A-Fa-f]{1,4}))(?![\w:.])"
                   r"|(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}(?![\w:.])")
 # "version = 1.2.3.4", "v1.2.3.4", __version__ = "1.2.3.4", AssemblyVersion("1.0.0.0"): not addresses.
@@ -45,7 +52,8 @@ PUBLIC_DNS = frozenset({
 })
 
 KEY_PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("private_key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
+    ("private_key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
+                               r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
     ("aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![A-Z0-9])")),
     ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{60,})\b")),
     ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
@@ -53,10 +61,37 @@ KEY_PATTERNS: list[tuple[str, re.Pattern]] = [
     ("stripe_key", re.compile(r"\b[sr]k_live_[0-9A-Za-z]{20,}\b")),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
 ]
+# Literals every match of a key pattern holds (a pattern runs only on a file that has one of them);
+# KEY_GATE finds any of them in one pass (a file with none, nearly every file, is done at once).
+KEY_ANCHORS: dict[str, tuple[str, ...]] = {
+    "private_key": ("PRIVATE KEY-----",), "aws_access_key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), "slack_token": ("xox",),
+    "google_api_key": ("AIza",), "stripe_key": ("k_live_",), "jwt": (".eyJ",),
+}
+KEY_GATE = re.compile(r"PRIVATE KEY-----|A(?:KIA|SIA|GPA|IDA|ROA)|gh[pousr]_|github_pat_|xox|AIza|k_live_|\.eyJ")
+# Necessary conditions, searched fast (they start with a literal): every IPV4 match holds
+# ".D.D.D"; every IPV6 match holds ":H:" (alternative 1) or "::H" (alternative 2), and the stricter
+# "H:H:" or "H::H" (IPV6_SITE: where a match may be).
+IPV4_GATE = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d")
+IPV6_GATE = re.compile(r":[0-9A-Fa-f]{1,4}:|::[0-9A-Fa-f]")
+IPV6_SITE = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:|[0-9A-Fa-f]::[0-9A-Fa-f]")
+# An IPV6 match is a whole maximal run of [\w:.] (its look-arounds exclude those characters on both
+# sides); an EMAIL match starts where the run of [\w.+%-] before its "@" starts. So each pattern is
+# tried only there, at the start of the run around a site, with the text before it in view.
+_IPV6_RUN_CHAR = re.compile(r"[\w:.]")
+_IPV6_RUN = re.compile(r"[\w:.]*")
+_EMAIL_LOCAL_CHAR = re.compile(r"[\w.+%-]")
 # name = "value" where the name says secret; the value (group 1) is redacted if it looks random.
 SECRET_ASSIGN = re.compile(
     r"(?i)(?:secret|token|api[_-]?key|apikey|passw(?:or)?d|access[_-]?key|auth[_-]?key|client[_-]?secret)"
     r"[\w-]*[\"']?\s*[:=]>?\s*[\"']([A-Za-z0-9+/=_\-.]{16,128})[\"']")
+# The same pattern without (?i), run over lower-cased ASCII text: ASCII lower-casing keeps every
+# position and every character's class ([\w-], [A-Za-z0-9...], quotes, spaces), so the spans are
+# those of SECRET_ASSIGN; a literal-led pattern is searched several times faster than (?i).
+_SECRET_ASSIGN_LOWER = re.compile(SECRET_ASSIGN.pattern.removeprefix("(?i)"))
+# The tail every SECRET_ASSIGN match holds; case plays no part in it for ASCII text (under (?i) the
+# value's [A-Za-z] also takes a few non-ASCII letters, so non-ASCII text skips this gate).
+_SECRET_GATE = re.compile(r"[:=]>?\s*[\"']([A-Za-z0-9+/=_\-.]{16,128})[\"']")
 
 
 def _entropy(s: str) -> float:
@@ -83,21 +118,64 @@ def _ip_is_pii(text: str, start: int, value: str) -> bool:
     return True
 
 
+def _run_start(text: str, i: int, char: re.Pattern) -> int:
+    while i > 0 and char.match(text, i - 1):
+        i -= 1
+    return i
+
+
+def _emails(text: str) -> list[re.Match]:
+    """EMAIL.finditer(text), tried only at the start of the local part before each "@"."""
+    out: list[re.Match] = []
+    end, at = 0, text.find("@")
+    while at >= 0:
+        start = _run_start(text, at, _EMAIL_LOCAL_CHAR)
+        if start >= end:  # finditer goes on after the previous match
+            m = EMAIL.match(text, start)
+            if m:
+                out.append(m)
+                end = m.end()
+        at = text.find("@", at + 1)
+    return out
+
+
+def _ipv6s(text: str) -> list[re.Match]:
+    """IPV6.finditer(text), tried only at the start of the [\\w:.] run around each site."""
+    out: list[re.Match] = []
+    run_end = -1
+    for site in IPV6_SITE.finditer(text):
+        if site.start() < run_end:  # a run already tried (once per run: no quadratic cost on "1:2:1:2:...")
+            continue
+        start = _run_start(text, site.start(), _IPV6_RUN_CHAR)
+        run_end = _IPV6_RUN.match(text, site.start()).end()
+        m = IPV6.match(text, start)
+        if m:
+            out.append(m)
+    return out
+
+
 def find_pii(text: str, cfg: PIIConfig) -> list[tuple[int, int, str]]:
     """Non-overlapping (start, end, kind) spans, earliest first; keys win over other kinds."""
     spans: list[tuple[int, int, str]] = []
     if cfg.redact_keys:
-        for _, pat in KEY_PATTERNS:
-            spans += [(m.start(), m.end(), "key") for m in pat.finditer(text)]
-        for m in SECRET_ASSIGN.finditer(text):
-            if looks_random(m.group(1), cfg.min_secret_entropy):
+        if KEY_GATE.search(text):
+            for name, pat in KEY_PATTERNS:
+                if any(a in text for a in KEY_ANCHORS[name]):
+                    spans += [(m.start(), m.end(), "key") for m in pat.finditer(text)]
+        if text.isascii():
+            found = _SECRET_ASSIGN_LOWER.finditer(text.lower()) if _SECRET_GATE.search(text) else ()
+        else:
+            found = SECRET_ASSIGN.finditer(text)
+        for m in found:
+            if looks_random(text[m.start(1):m.end(1)], cfg.min_secret_entropy):
                 spans.append((m.start(1), m.end(1), "key"))
     if cfg.redact_emails and "@" in text:
-        spans += [(m.start(), m.end(), "email") for m in EMAIL.finditer(text)]
+        spans += [(m.start(), m.end(), "email") for m in _emails(text)]
     if cfg.redact_ips:
-        for pat in (IPV4, IPV6) if ":" in text else (IPV4,):
-            spans += [(m.start(), m.end(), "ip_address") for m in pat.finditer(text)
-                      if _ip_is_pii(text, m.start(), m.group())]
+        found = IPV4.finditer(text) if IPV4_GATE.search(text) else ()
+        spans += [(m.start(), m.end(), "ip_address") for m in found if _ip_is_pii(text, m.start(), m.group())]
+        found = _ipv6s(text) if IPV6_GATE.search(text) else ()
+        spans += [(m.start(), m.end(), "ip_address") for m in found if _ip_is_pii(text, m.start(), m.group())]
     rank = {"key": 0, "email": 1, "ip_address": 2}
     spans.sort(key=lambda s: (s[0], rank[s[2]], -s[1]))
     out: list[tuple[int, int, str]] = []
