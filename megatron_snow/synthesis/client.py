@@ -16,13 +16,20 @@ else they are reported as the failures of their own prompts.
 
 Sampling settings reach every server: ``temperature``, ``top_p``,
 ``max_tokens`` and ``seed`` are standard fields (vLLM and SGLang honour them).
-``transformers serve`` (read in its source, 5.x) turns ``temperature: 0`` into
-greedy decoding, but a ``temperature > 0`` alone does not sample (that follows
-``do_sample`` of the model's generation config); a ``generation_config`` JSON
-string in the body does, but it *replaces* the model's generation config (its
-end-of-sequence ids included). So that field is sent only when sampling, with
+``transformers serve`` (read in its source, 5.25) takes ``do_sample`` from a
+``generation_config`` JSON string in the body, and otherwise from the model's
+generation config, so that field is sent when sampling, with
 ``sampling.extra_generation_config`` merged in (e.g. the model's
-``{"eos_token_id": [...]}``); vLLM and SGLang ignore it.
+``{"eos_token_id": [...]}``, as the field replaces the model's); vLLM and
+SGLang ignore it. With ``--continuous-batching``, though, its batching manager
+is built once, at start, from the served model's ``generation_config.json``:
+it samples only when that file says ``"do_sample": true``, and a request can
+set only the temperature / top-k / top-p that the file itself sets (a
+temperature 0 request becomes top-k 1, greedy, only when the file sets
+``top_k``). Serve a model from which you sample there with, e.g.,
+``{"do_sample": true, "temperature": 0.7, "top_k": 50, "top_p": 0.95}``, and
+one decoded greedily without ``do_sample`` (as ``convert-to-hf`` writes
+it): otherwise every answer is greedy, or sampled, whatever a request asks.
 """
 from __future__ import annotations
 
