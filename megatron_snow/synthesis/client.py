@@ -36,11 +36,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 RETRYABLE_STATUS = {408, 409, 429}
+# A 4xx saying the prompt does not fit the model's context (vLLM: "maximum context length is N tokens" / "longer than
+# the maximum model length"; SGLang: "longer than the model's context length"; transformers serve: "The prompt has N
+# tokens, but the model takes at most M"; OpenAI: context_length_exceeded): the prompt's fault, never retried, and
+# counted apart from other failures (``prompt_too_long``), since a shorter snippet or a longer context cures it.
+PROMPT_TOO_LONG = re.compile(r"context length|context_length_exceeded|maximum model length|"
+                             r"prompt has \d+ tokens, but the model takes at most", re.IGNORECASE)
 SERVER_KINDS = ("connection", "timeout")  # failures that may mean the server is gone, not the prompt is bad
 
 
@@ -84,6 +91,7 @@ class Result:
     attempts: int = 0
     error: str | None = None
     errors: list[str] = field(default_factory=list)  # kinds of the failed attempts, in order
+    detail: str = ""  # the last failed attempt's message (e.g. the server's answer), when ``error`` is set
 
 
 def request_body(sampling: SamplingConfig, request_seed: int, api: str) -> dict[str, Any]:
@@ -111,6 +119,8 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
         return "connection", True
     if isinstance(exc, openai.APIStatusError):
         code = exc.status_code
+        if 400 <= code < 500 and PROMPT_TOO_LONG.search(str(exc)):
+            return "prompt_too_long", False
         return f"http_{code}", code >= 500 or code in RETRYABLE_STATUS
     if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError, IndexError, TypeError,
                         AttributeError)):
@@ -192,7 +202,7 @@ async def request_with_retries(client, cfg: ServerConfig, model: str, index: int
             kind, retryable = classify_error(e)
             errors.append(kind)
             if not retryable or attempt == cfg.max_attempts:
-                return Result(index=index, attempts=attempt, error=kind, errors=errors)
+                return Result(index=index, attempts=attempt, error=kind, errors=errors, detail=str(e)[:500])
             delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -139,6 +139,23 @@ def test_failing_server_is_counted(trained_server, synth_inputs, tmp_path):
     assert len(rows) == 2 and all(r["attempts"] == 2 and r["error"] == "http_500" for r in rows)
 
 
+def test_prompt_longer_than_the_context_is_set_aside(trained_server, synth_inputs, tmp_path):
+    """A prompt the server rejects as longer than its model's context (2,048 tokens) is counted as
+    prompt_too_long with the server's message, asked once, never as a request_failed."""
+    phase2, template = synth_inputs
+    long_template = tmp_path / "long_template.txt"
+    padding = " ".join(f"w{i}" for i in range(3000))  # far over 2,048 tokens in the tiny byte-level vocabulary
+    long_template.write_text(template.read_text().replace("### user\n", f"### user\n{padding}\n"))
+    funnel = run(phase2, long_template, tmp_path / "out", trained_server.base_url, "languages=[shell]")
+    assert funnel.reasons() == {"prompt_too_long": 2, "language_not_requested": 14}
+    rows = gen_rows(tmp_path / "out")
+    assert len(rows) == 2 and all(r["attempts"] == 1 and r["error"] == "prompt_too_long" for r in rows)
+    assert all("takes at most 2048" in r["detail"] for r in rows)
+    dropped = [r.meta["dropped"] for r in records.iter_records(tmp_path / "out" / "dropped")]
+    assert [d["reason"] for d in dropped] == ["prompt_too_long"] * 2
+    assert all("takes at most 2048" in d["details"]["server"] for d in dropped)
+
+
 def test_no_server_stops_and_resumes(trained_server, synth_inputs, tmp_path):
     """No server at all: the run stops with one line (exit 1) instead of counting every seed as failed,
     keeps nothing as an answer, and the same run against a server then finishes."""
