@@ -153,7 +153,7 @@ def test_prompt_longer_than_the_context_is_set_aside(trained_server, synth_input
     assert all("takes at most 2048" in r["detail"] for r in rows)
     dropped = [r.meta["dropped"] for r in records.iter_records(tmp_path / "out" / "dropped")]
     assert [d["reason"] for d in dropped] == ["prompt_too_long"] * 2
-    assert all("takes at most 2048" in d["details"]["server"] for d in dropped)
+    assert all("takes at most 2048" in d["server"] for d in dropped)
 
 
 def test_no_server_stops_and_resumes(trained_server, synth_inputs, tmp_path):
