@@ -194,8 +194,10 @@ def _memorized(model, tokenizer, rows, masks) -> bool:
 
 def build_tiny_llama(out_dir: Path, *, pairs: Sequence[tuple[Prompt, str]] = (), extra_texts: Sequence[str] = (),
                      hidden: int = 64, layers: int = 2, vocab_size: int = 512, max_steps: int = 600,
-                     do_sample: bool = False, seed: int = 0) -> Path:
+                     generation: dict | None = None, seed: int = 0) -> Path:
     """Save a tiny Llama + tokenizer (with chat template) to ``out_dir``; with ``pairs`` it answers them greedily.
+
+    ``generation`` overrides the saved generation config (greedy by default), e.g. ``{"do_sample": True, ...}``.
 
     A pair's prompt is a chat message list (answered on /v1/chat/completions) or a raw string
     (answered on /v1/completions, whose prompt is encoded without special tokens).
@@ -216,10 +218,10 @@ def build_tiny_llama(out_dir: Path, *, pairs: Sequence[tuple[Prompt, str]] = (),
     if pairs:
         with torch.enable_grad():
             _train_pairs(model, tokenizer, pairs, max_steps, seed)
-    model.generation_config = GenerationConfig(
-        do_sample=do_sample, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id, max_new_tokens=256,
-    )
+    model.generation_config = GenerationConfig(**{
+        "do_sample": False, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, "max_new_tokens": 256, **(generation or {}),
+    })
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -102,6 +102,7 @@ def test_tiny_pipeline_end_to_end_and_rerun_is_idempotent(tmp_path):
     not_seeds = sum(n for r, n in funnel.reasons().items() if r in NOT_SEED_REASONS)
     assert funnel.total("in")[0] - not_seeds == n_seeds >= 10
     assert "request_failed" not in funnel.reasons()
+    assert "prompt_too_long" not in funnel.reasons()  # the tiny template and snippets fit the model's 256 tokens
     kept = json.loads((work / "synthetic/manifest.json").read_text())["records"]
     assert funnel.total("kept")[0] == kept
 

@@ -1,52 +1,56 @@
-"""Stand-in "GitHub repositories" for the tiny example, made from code already on the machine.
+"""Stand-in "GitHub repositories" for the tiny example: pinned files of CPython 3.11.7, shipped in the repository.
 
-Each top-level folder of OUT is one repository (the layout phase-1 ingest reads):
-a few Python standard-library packages, and C headers from /usr/include when the
-machine has them. The choice is fixed, so every run sees the same input.
+corpus/cpython-3.11.7.tar.xz (PSF License Version 2, corpus/LICENSE; how it was made: corpus/make_corpus.py)
+holds 16 standard-library packages and CPython's C headers, each top-level folder of OUT one repository (the
+layout phase-1 ingest reads), and 120 top-level standard-library modules as the annotator's positives. The
+archive's SHA-256 is checked before it is unpacked, so every machine runs the example on the same bytes,
+whatever Python or system headers it has.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import sysconfig
+import hashlib
+import io
+import lzma
+import sys
+import tarfile
 from pathlib import Path
 
-STDLIB_PACKAGES = ["json", "email", "logging", "http", "urllib", "xml", "concurrent", "importlib",
-                   "unittest", "sqlite3", "wsgiref", "xmlrpc", "html", "dbm", "curses", "ctypes"]
-MAX_HEADERS = 120
+CORPUS = Path(__file__).with_name("corpus") / "cpython-3.11.7.tar.xz"
+SHA256 = "45f62bfd40452883c82f5bc18379b29963472649bf306be4c2fa57b1b9b92313"
 
 
-def make_repos(out: Path) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+def corpus_members() -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
+    data = CORPUS.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256:
+        sys.exit(f"make_repos: {CORPUS} has SHA-256 {digest}, expected {SHA256} (a damaged or changed corpus)")
+    tar = tarfile.open(fileobj=io.BytesIO(lzma.decompress(data)), mode="r")
+    return tar, tar.getmembers()
+
+
+def unpack(prefix: str, out: Path) -> int:
+    """Write the archive's files under ``prefix/`` into ``out`` (existing files are left as they are)."""
+    tar, members = corpus_members()
     n = 0
-    for pkg in STDLIB_PACKAGES:
-        src = stdlib / pkg
-        if src.is_dir() and not (out / pkg).exists():
-            shutil.copytree(src, out / pkg, ignore=shutil.ignore_patterns("__pycache__", "test", "tests"))
-        n += (out / pkg).is_dir()
-    include = Path("/usr/include")
-    if include.is_dir():
-        dest = out / "usr-include"
-        headers = sorted(p for p in include.glob("*.h") if p.is_file() and not p.is_symlink())[:MAX_HEADERS]
-        for h in headers:
-            dest.mkdir(exist_ok=True)
-            if not (dest / h.name).exists():
-                shutil.copyfile(h, dest / h.name)
-        n += dest.is_dir()
+    for m in members:
+        if m.isfile() and m.name.startswith(prefix + "/"):
+            dest = out / m.name[len(prefix) + 1:]
+            n += 1
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(m).read())
     return n
 
 
-def make_positives(out: Path, limit: int = 120) -> int:
-    """Stand-in for the recipe's high-quality positives (hqcode + instructions, a download):
-    the standard library's top-level modules, which are not in the stand-in repositories."""
-    out.mkdir(parents=True, exist_ok=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    modules = [p for p in sorted(stdlib.glob("*.py")) if 2000 <= p.stat().st_size <= 60000][:limit]
-    for p in modules:
-        if not (out / p.name).exists():
-            shutil.copyfile(p, out / p.name)
-    return len(modules)
+def make_repos(out: Path) -> int:
+    unpack("repos", out)
+    return sum(1 for p in out.iterdir() if p.is_dir())
+
+
+def make_positives(out: Path) -> int:
+    """Stand-in for the recipe's high-quality positives (hqcode + instructions, a download)."""
+    return unpack("positives", out)
 
 
 if __name__ == "__main__":

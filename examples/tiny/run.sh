@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole Arctic-SnowCoder recipe, tiny, on one CPU machine, offline (about 6 minutes on 2 cores).
 #
-#   phase-1 data  : local code -> ingest, filter, exact + near dedup, decontaminate, PII, group (2 MPI ranks)
+#   phase-1 data  : CPython 3.11.7's files (shipped: examples/tiny/corpus) -> ingest, filter, exact + near dedup,
+#                   decontaminate, PII, group (2 MPI ranks)
 #   tokenizer     : SentencePiece BPE (vocabulary 2,048) -> Megatron .bin/.idx
 #   phase 1       : train a tiny Llama-style model with megatron-core (2 processes, gloo)
 #   phase 2       : a tiny BERT annotator (trained here) scores every file; the top files per
@@ -36,7 +37,7 @@ train_paths() {
     "logging.tensorboard_dir=$W/checkpoints/$phase/tensorboard logging.metrics_file=$W/checkpoints/$phase/metrics.jsonl"
 }
 
-step "0. inputs: local code standing in for GitHub repositories"
+step "0. inputs: pinned CPython 3.11.7 files standing in for GitHub repositories (examples/tiny/corpus)"
 python examples/tiny/make_repos.py --out $W/repos --positives $W/positives
 
 step "1. phase-1 data ($NRANKS MPI ranks)"
@@ -115,9 +116,11 @@ else
     sleep 0.5
   done
   echo "transformers serve (pid $SERVER_PID) on 127.0.0.1:$PORT"
-  # completions API (the converted tokenizer has no chat template); greedy, short answers
+  # completions API (the converted tokenizer has no chat template); greedy, short answers; a short template and
+  # snippet so that prompt and answer fit the model's 256 tokens (a longer prompt would be counted as prompt_too_long)
   python -m megatron_snow synthesize phase2=$W/phase2_data out=$W/synthetic seeds_per_language=16 \
-    snippet_max_lines=8 server.base_url=http://127.0.0.1:$PORT/v1 server.api=completions \
+    prompt=examples/tiny/prompt.txt snippet_max_lines=6 snippet_max_chars=240 \
+    server.base_url=http://127.0.0.1:$PORT/v1 server.api=completions \
     server.concurrency=8 server.timeout_s=120 server.max_attempts=2 sampling.max_tokens=64 progress=false
   stop_server
   trap - EXIT INT TERM

@@ -17,7 +17,9 @@ They are still generated and scored (the table's pass@1 counts every task, as
 the paper does); results.json names each as ``"excluded: <reason>"`` and gives
 a second pass@1 without them. Established with the full canonical check
 (``MEGATRON_SNOW_EVAL_FULL=1 python -m pytest tests/evaluate/test_canonical.py --timeout 0``)
-on Python 3.11, pandas 3.0.1, numpy 2.4.6, matplotlib 3.11.2, scipy 1.17.1.
+on Python 3.11 with the libraries of ``BIGCODEBENCH_MADE_WITH``, which
+``scripts/install_eval.sh`` pins; ``tests/evaluate/test_canonical.py`` fails when
+the installed versions differ (then re-run the full check and update both).
 """
 from __future__ import annotations
 
@@ -54,9 +56,30 @@ def missing_modules(problem: dict) -> list[str]:
 # The category before the first colon: version (a library newer than BigCodeBench's pins, which cannot be
 # installed beside this project's), network, root (the sandbox runs as root), timeout, timing (flaky);
 # "(inferred)": the failure was read but its cause not traced to a library change.
-_PD = "pandas 3.0.1 here (BigCodeBench pins 2.0.3)"
-_NP = "numpy 2.4.6 / scipy 1.17.1 here (BigCodeBench pins numpy 1.21.2, scipy 1.7.2)"
-_MPL = "matplotlib 3.11.2 here (BigCodeBench pins 3.7.0)"
+# the versions of the libraries BigCodeBench's tasks run on that the list below was established with
+BIGCODEBENCH_MADE_WITH: dict[str, str] = {"python": "3.11", "pandas": "3.0.1", "numpy": "2.4.6", "scipy": "1.17.1",
+                                          "matplotlib": "3.11.2"}
+
+
+def installed_versions() -> dict[str, str]:
+    """The installed versions of the ``BIGCODEBENCH_MADE_WITH`` libraries (Python as major.minor)."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for name in BIGCODEBENCH_MADE_WITH:
+        if name != "python":
+            try:
+                out[name] = version(name)
+            except PackageNotFoundError:
+                out[name] = "not installed"
+    return out
+
+
+_PD = f"pandas {BIGCODEBENCH_MADE_WITH['pandas']} here (BigCodeBench pins 2.0.3)"
+_NP = (f"numpy {BIGCODEBENCH_MADE_WITH['numpy']} / scipy {BIGCODEBENCH_MADE_WITH['scipy']} here "
+       "(BigCodeBench pins numpy 1.21.2, scipy 1.7.2)")
+_MPL = f"matplotlib {BIGCODEBENCH_MADE_WITH['matplotlib']} here (BigCodeBench pins 3.7.0)"
 BIGCODEBENCH_EXCLUDED: dict[str, str] = {
     "BigCodeBench/36": f'version: {_PD}: DataFrame.applymap was removed',
     "BigCodeBench/39": f"version: {_NP}: 'Calling nonzero on 0d arrays is not allowed'",

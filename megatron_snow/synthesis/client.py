@@ -16,24 +16,38 @@ else they are reported as the failures of their own prompts.
 
 Sampling settings reach every server: ``temperature``, ``top_p``,
 ``max_tokens`` and ``seed`` are standard fields (vLLM and SGLang honour them).
-``transformers serve`` (read in its source, 5.x) turns ``temperature: 0`` into
-greedy decoding, but a ``temperature > 0`` alone does not sample (that follows
-``do_sample`` of the model's generation config); a ``generation_config`` JSON
-string in the body does, but it *replaces* the model's generation config (its
-end-of-sequence ids included). So that field is sent only when sampling, with
+``transformers serve`` (read in its source, 5.25) takes ``do_sample`` from a
+``generation_config`` JSON string in the body, and otherwise from the model's
+generation config, so that field is sent when sampling, with
 ``sampling.extra_generation_config`` merged in (e.g. the model's
-``{"eos_token_id": [...]}``); vLLM and SGLang ignore it.
+``{"eos_token_id": [...]}``, as the field replaces the model's); vLLM and
+SGLang ignore it. With ``--continuous-batching``, though, its batching manager
+is built once, at start, from the served model's ``generation_config.json``:
+it samples only when that file says ``"do_sample": true``, and a request can
+set only the temperature / top-k / top-p that the file itself sets (a
+temperature 0 request becomes top-k 1, greedy, only when the file sets
+``top_k``). Serve a model from which you sample there with, e.g.,
+``{"do_sample": true, "temperature": 0.7, "top_k": 50, "top_p": 0.95}``, and
+one decoded greedily without ``do_sample`` (as ``convert-to-hf`` writes
+it): otherwise every answer is greedy, or sampled, whatever a request asks.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 RETRYABLE_STATUS = {408, 409, 429}
+# A 4xx saying the prompt does not fit the model's context (vLLM: "maximum context length is N tokens" / "longer than
+# the maximum model length"; SGLang: "longer than the model's context length"; transformers serve: "The prompt has N
+# tokens, but the model takes at most M"; OpenAI: context_length_exceeded): the prompt's fault, never retried, and
+# counted apart from other failures (``prompt_too_long``), since a shorter snippet or a longer context cures it.
+PROMPT_TOO_LONG = re.compile(r"context length|context_length_exceeded|maximum model length|"
+                             r"prompt has \d+ tokens, but the model takes at most", re.IGNORECASE)
 SERVER_KINDS = ("connection", "timeout")  # failures that may mean the server is gone, not the prompt is bad
 
 
@@ -77,6 +91,7 @@ class Result:
     attempts: int = 0
     error: str | None = None
     errors: list[str] = field(default_factory=list)  # kinds of the failed attempts, in order
+    detail: str = ""  # the last failed attempt's message (e.g. the server's answer), when ``error`` is set
 
 
 def request_body(sampling: SamplingConfig, request_seed: int, api: str) -> dict[str, Any]:
@@ -104,6 +119,8 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
         return "connection", True
     if isinstance(exc, openai.APIStatusError):
         code = exc.status_code
+        if 400 <= code < 500 and PROMPT_TOO_LONG.search(str(exc)):
+            return "prompt_too_long", False
         return f"http_{code}", code >= 500 or code in RETRYABLE_STATUS
     if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError, IndexError, TypeError,
                         AttributeError)):
@@ -185,7 +202,7 @@ async def request_with_retries(client, cfg: ServerConfig, model: str, index: int
             kind, retryable = classify_error(e)
             errors.append(kind)
             if not retryable or attempt == cfg.max_attempts:
-                return Result(index=index, attempts=attempt, error=kind, errors=errors)
+                return Result(index=index, attempts=attempt, error=kind, errors=errors, detail=str(e)[:500])
             delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -28,7 +28,9 @@ below or kept.
 Filtering (rank 0, in seed order, so the result does not depend on the
 number of ranks, the completion order or a resume): extraction of the code
 file from the answer, then each rejection counted in the funnel by reason:
-``request_failed``, ``truncated`` (finish reason not ``stop``), ``binary`` / ``invalid_utf8`` (a NUL or
+``prompt_too_long`` (the server answered that the prompt does not fit its
+model's context: shorten ``snippet_max_chars`` / ``snippet_max_lines`` or serve a
+longer context), ``request_failed``, ``truncated`` (finish reason not ``stop``), ``binary`` / ``invalid_utf8`` (a NUL or
 a lone surrogate in the answer), ``no_code``,
 ``wrong_language``, ``syntax_error``, ``contaminated`` (the phase-1
 decontaminator), ``duplicate_of_seed`` / ``near_duplicate_of_seed`` (against
@@ -79,8 +81,8 @@ SEEDS_FILE = "seeds.jsonl.gz"
 MODEL_FILE = "model.json"
 GEN_DIR = "generated"
 SEED_REJECTS = "seed_rejects.jsonl.gz"  # damaged phase-2 lines (stand-ins naming file and line), for unit 0
-REASONS = ("request_failed", "truncated", "binary", "invalid_utf8", "no_code", "wrong_language", "syntax_error",
-           "contaminated", "duplicate_of_seed", "near_duplicate_of_seed", "duplicate", "near_duplicate")
+REASONS = ("prompt_too_long", "request_failed", "truncated", "binary", "invalid_utf8", "no_code", "wrong_language",
+           "syntax_error", "contaminated", "duplicate_of_seed", "near_duplicate_of_seed", "duplicate", "near_duplicate")
 
 
 @dataclass
@@ -415,7 +417,9 @@ class Synthesize(Step):
                 row = log[j]
                 reason, details = None, {}
                 code = None
-                if row.get("error"):
+                if row.get("error") == "prompt_too_long":
+                    reason, details = "prompt_too_long", {"server": row.get("detail", "")}
+                elif row.get("error"):
                     reason, details = "request_failed", {"error": row["error"], "attempts": row["attempts"]}
                 elif row.get("finish_reason") != "stop":
                     reason, details = "truncated", {"finish_reason": row.get("finish_reason")}

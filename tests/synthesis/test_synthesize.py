@@ -139,6 +139,23 @@ def test_failing_server_is_counted(trained_server, synth_inputs, tmp_path):
     assert len(rows) == 2 and all(r["attempts"] == 2 and r["error"] == "http_500" for r in rows)
 
 
+def test_prompt_longer_than_the_context_is_set_aside(trained_server, synth_inputs, tmp_path):
+    """A prompt the server rejects as longer than its model's context (2,048 tokens) is counted as
+    prompt_too_long with the server's message, asked once, never as a request_failed."""
+    phase2, template = synth_inputs
+    long_template = tmp_path / "long_template.txt"
+    padding = " ".join(f"w{i}" for i in range(3000))  # far over 2,048 tokens in the tiny byte-level vocabulary
+    long_template.write_text(template.read_text().replace("### user\n", f"### user\n{padding}\n"))
+    funnel = run(phase2, long_template, tmp_path / "out", trained_server.base_url, "languages=[shell]")
+    assert funnel.reasons() == {"prompt_too_long": 2, "language_not_requested": 14}
+    rows = gen_rows(tmp_path / "out")
+    assert len(rows) == 2 and all(r["attempts"] == 1 and r["error"] == "prompt_too_long" for r in rows)
+    assert all("takes at most 2048" in r["detail"] for r in rows)
+    dropped = [r.meta["dropped"] for r in records.iter_records(tmp_path / "out" / "dropped")]
+    assert [d["reason"] for d in dropped] == ["prompt_too_long"] * 2
+    assert all("takes at most 2048" in d["server"] for d in dropped)
+
+
 def test_no_server_stops_and_resumes(trained_server, synth_inputs, tmp_path):
     """No server at all: the run stops with one line (exit 1) instead of counting every seed as failed,
     keeps nothing as an answer, and the same run against a server then finishes."""
@@ -261,21 +278,30 @@ def test_sampling_fields_on_the_wire(trained_server, synth_inputs, tmp_path):
 
 
 def test_sampling_takes_effect_on_transformers_serve(tmp_path):
-    """temperature > 0 through our client really samples on `transformers serve` (whose own default is
-    greedy): the same prompt four times gives different answers. A fresh server: its first request
-    fixes the continuous-batching sampling settings."""
+    """Each request's temperature through our client takes effect on `transformers serve --continuous-batching`:
+    temperature > 0 samples (four seeds, four answers differ), temperature 0 is greedy (four seeds, one answer).
+
+    The server's batching manager starts with the served model's generation config (transformers 5.25, read in
+    its source): it samples only when that config has ``do_sample: true``, and a request can set only the
+    temperature / top-k / top-p that the config itself sets (temperature 0 becomes top-k 1). So the model is
+    served with a sampling config, as a model meant to be sampled from on that server must be (client.py)."""
     import asyncio
 
     from llm_server import build_tiny_llama, serve
     from megatron_snow.synthesis.client import SamplingConfig, ServerConfig, run_requests
 
-    model_dir = build_tiny_llama(tmp_path / "model")
-    got = {}
+    model_dir = build_tiny_llama(tmp_path / "model",
+                                 generation={"do_sample": True, "temperature": 0.7, "top_k": 50, "top_p": 0.95})
+    answers = {}
     with serve(model_dir, log_path=tmp_path / "server.log") as server:
         cfg = ServerConfig(base_url=server.base_url, model=server.model, concurrency=2, timeout_s=120)
         msgs = [{"role": "user", "content": "def f(x):"}]
-        sampling = SamplingConfig(temperature=1.0, max_tokens=12)
-        asyncio.run(run_requests(cfg, server.model, ((i, msgs, i) for i in range(4)), 4, sampling,
-                                 lambda r: got.__setitem__(r.index, r), progress=False))
-    assert all(r.error is None and r.completion_tokens > 0 for r in got.values())
-    assert len({r.text for r in got.values()}) > 1
+        for temperature in (1.0, 0.0):
+            got = {}
+            asyncio.run(run_requests(cfg, server.model, ((i, msgs, i) for i in range(4)), 4,
+                                     SamplingConfig(temperature=temperature, max_tokens=12),
+                                     lambda r: got.__setitem__(r.index, r), progress=False))
+            assert all(r.error is None and r.completion_tokens > 0 for r in got.values()), temperature
+            answers[temperature] = {r.text for r in got.values()}
+    assert len(answers[1.0]) > 1
+    assert len(answers[0.0]) == 1

@@ -67,6 +67,26 @@ def test_request_body_and_errors():
     assert classify_error(RuntimeError("x")) == ("RuntimeError", False)
 
 
+def test_prompt_too_long_is_told_apart():
+    """The 400 answers of vLLM, SGLang and transformers serve to a prompt longer than the model's context are
+    ``prompt_too_long`` (not retried); other 400s stay ``http_400``."""
+    import httpx
+    import openai
+
+    def bad_request(message: str) -> openai.BadRequestError:
+        response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1/v1/completions"))
+        return openai.BadRequestError(message, response=response, body=None)
+
+    for message in ("This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
+                    "(2036 in the messages, 64 in the completion).",  # vLLM
+                    "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",  # vLLM V1
+                    "The input (5000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
+                    "Error code: 400 - {'detail': 'The prompt has 300 tokens, but the model takes at most 256, "
+                    "prompt and answer (`--max-model-len`).'}"):  # transformers serve 5.25
+        assert classify_error(bad_request(message)) == ("prompt_too_long", False), message
+    assert classify_error(bad_request("prompt must be a string.")) == ("http_400", False)
+
+
 def test_text_problem_and_snippet_max_chars():
     from megatron_snow.synthesis.filters import text_problem
 
