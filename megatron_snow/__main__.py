@@ -26,13 +26,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "convert-to-hf": ("megatron_snow.convert.to_hf:main", "checkpoint -> Hugging Face Llama directory (+ tokenizer)"),
     "convert-from-hf": ("megatron_snow.convert.from_hf:main", "Hugging Face Llama -> checkpoint to start a phase from"),
     "evaluate": ("megatron_snow.evaluate.cli:main", "HumanEval+, MBPP+, EvoEval, BigCodeBench pass@1 beside the paper's table"),
-<<<<<<< HEAD
-    "ablation": ("megatron_snow.ablation:main", "annotator-selected vs random data, same tokens, held-out loss"),
-    "report": ("megatron_snow.report:main", "report.md and a self-contained report.html for a run directory"),
-=======
     "ablation": ("megatron_snow.ablation:main", "the paper's ablations: grouping, data selection; held-out loss"),
-    "report": ("megatron_snow.report:main", "report.md with plots for a run directory"),
->>>>>>> h-fidelity
+    "report": ("megatron_snow.report:main", "report.md and a self-contained report.html for a run directory"),
 }
 
 

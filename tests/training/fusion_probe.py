@@ -21,7 +21,7 @@ import torch
 
 
 def _init(tp: int) -> None:
-    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core import parallel_state
 
     from megatron_snow.training import cpu_compat
 
