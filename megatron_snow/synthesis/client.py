@@ -108,6 +108,16 @@ def request_body(sampling: SamplingConfig, request_seed: int, api: str) -> dict[
     return body
 
 
+def error_message(exc: BaseException) -> str:
+    """The exception's text and, for an HTTP error, the body the server sent: the openai client's text keeps only
+    a ``message`` field, where e.g. transformers serve puts its reason in ``detail``."""
+    text = str(exc)
+    body = getattr(exc, "body", None)
+    if body is not None:
+        text += " " + (body if isinstance(body, str) else json.dumps(body, default=str))
+    return text[:500]
+
+
 def classify_error(exc: BaseException) -> tuple[str, bool]:
     """(kind, retryable) of a failed request."""
     import httpx
@@ -119,7 +129,7 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
         return "connection", True
     if isinstance(exc, openai.APIStatusError):
         code = exc.status_code
-        if 400 <= code < 500 and PROMPT_TOO_LONG.search(str(exc)):
+        if 400 <= code < 500 and PROMPT_TOO_LONG.search(error_message(exc)):
             return "prompt_too_long", False
         return f"http_{code}", code >= 500 or code in RETRYABLE_STATUS
     if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError, IndexError, TypeError,
@@ -202,7 +212,7 @@ async def request_with_retries(client, cfg: ServerConfig, model: str, index: int
             kind, retryable = classify_error(e)
             errors.append(kind)
             if not retryable or attempt == cfg.max_attempts:
-                return Result(index=index, attempts=attempt, error=kind, errors=errors, detail=str(e)[:500])
+                return Result(index=index, attempts=attempt, error=kind, errors=errors, detail=error_message(e))
             delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -73,18 +73,20 @@ def test_prompt_too_long_is_told_apart():
     import httpx
     import openai
 
-    def bad_request(message: str) -> openai.BadRequestError:
+    def bad_request(body: dict) -> openai.BadRequestError:  # as the openai client makes it of the answer's body
         response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1/v1/completions"))
-        return openai.BadRequestError(message, response=response, body=None)
+        message = body.get("message")
+        return openai.BadRequestError("Error code: 400" + (f" - {message}" if message else ""), response=response,
+                                      body=body)
 
-    for message in ("This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
-                    "(2036 in the messages, 64 in the completion).",  # vLLM
-                    "The decoder prompt (length 5000) is longer than the maximum model length of 4096.",  # vLLM V1
-                    "The input (5000 tokens) is longer than the model's context length (4096 tokens).",  # SGLang
-                    "Error code: 400 - {'detail': 'The prompt has 300 tokens, but the model takes at most 256, "
-                    "prompt and answer (`--max-model-len`).'}"):  # transformers serve 5.25
-        assert classify_error(bad_request(message)) == ("prompt_too_long", False), message
-    assert classify_error(bad_request("prompt must be a string.")) == ("http_400", False)
+    for body in ({"message": "This model's maximum context length is 2048 tokens. However, you requested 2100 "
+                             "tokens (2036 in the messages, 64 in the completion).", "type": "BadRequestError"},  # vLLM
+                 {"message": "The decoder prompt (length 5000) is longer than the maximum model length of 4096."},
+                 {"message": "The input (5000 tokens) is longer than the model's context length (4096 tokens)."},
+                 {"detail": "The prompt has 300 tokens, but the model takes at most 256, prompt and answer "
+                            "(`--max-model-len`)."}):  # transformers serve 5.25: its reason only in the body
+        assert classify_error(bad_request(body)) == ("prompt_too_long", False), body
+    assert classify_error(bad_request({"detail": "prompt must be a string."})) == ("http_400", False)
 
 
 def test_text_problem_and_snippet_max_chars():
