@@ -61,3 +61,12 @@ def stdlib_modules() -> list[tuple[str, str, str]]:
 def stdlib_package(name: str) -> list[tuple[str, str, str]]:
     """The files of one shipped standard-library package (e.g. "json", "email") or "cpython-include"."""
     return [f for f in cpython_files() if f[0].startswith(f"repos/{name}/")]
+
+
+def write_package(name: str, root: Path) -> Path:
+    """Write one shipped package's files as ``root/<name>/...`` (a stand-in repository); returns ``root/name``."""
+    for path, _, text in stdlib_package(name):
+        dest = Path(root) / path.split("/", 1)[1]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+    return Path(root) / name
