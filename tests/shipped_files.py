@@ -5,7 +5,7 @@ Two pinned archives, read in memory (nothing unpacked), in a fixed order:
   ``repos/cpython-include/...`` (C headers) and ``positives/<module>.py`` (120 top-level stdlib modules);
 - tests/phase1/data/clean_code.jsonl.xz: 1,396 files of CPython, numpy, scipy, fsspec, attrs, click (Python)
   and torch / pyarrow headers (C++, labelled "c" or "c++" in the archive).
-Never the machine's own standard library or /usr/include: those differ from one machine to the next.
+Never the machine's own standard library or system headers: those differ from one machine to the next.
 """
 from __future__ import annotations
 
