@@ -2,13 +2,13 @@
 directory has its own conftest.py)."""
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
-import sysconfig
 from pathlib import Path
 
 from code_samples import SAMPLES
+
+from tests.shipped_files import clean_code_files, stdlib_modules, stdlib_package
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = 1000  # padded to 1024: 24 padding rows to drop
@@ -31,24 +31,20 @@ VARIANTS = {
 
 
 def real_files() -> list[tuple[str, str, str]]:
-    """Source files every Python install has (stdlib, C headers, torch's C++ and JavaScript)."""
+    """Real source files the repository ships (CPython 3.11.7 modules and C headers, torch C++ headers),
+    so the tokenizer trains on the same bytes on every machine; plus torch's JavaScript (an installed package)."""
     def pkg(name: str) -> Path:
         spec = importlib.util.find_spec(name)
         return Path(spec.origin).parent if spec and spec.origin else Path("/nonexistent")
 
-    out = []
-    groups = [
-        ("python", sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))[:24]),
-        ("c", sorted(glob.glob(os.path.join(sysconfig.get_paths()["include"], "*.h")))[:8]),
-        ("cpp", sorted(glob.glob(str(pkg("torch") / "include" / "c10" / "util" / "*.h")))[:6]),
-        ("javascript", [str(pkg("torch") / "utils" / "model_dump" / "code.js")]),
-    ]
-    for lang, paths in groups:
-        for p in paths:
-            try:
-                out.append((p, lang, Path(p).read_text(encoding="utf-8")[:40_000]))
-            except (OSError, UnicodeDecodeError):
-                continue
+    out = [(p, "python", t[:40_000]) for p, _, t in stdlib_modules()[:24]]
+    out += [(p, "c", t[:40_000]) for p, _, t in stdlib_package("cpython-include")[:8]]
+    out += [(p, "cpp", t[:40_000]) for p, _, t in clean_code_files("torch")[:6]]
+    for p in [str(pkg("torch") / "utils" / "model_dump" / "code.js")]:
+        try:
+            out.append((p, "javascript", Path(p).read_text(encoding="utf-8")[:40_000]))
+        except (OSError, UnicodeDecodeError):
+            continue
     return out
 
 

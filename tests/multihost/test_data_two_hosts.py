@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.stages import RANKS_FILE
+from tests.shipped_files import write_package
 
 pytestmark = [pytest.mark.multihost, pytest.mark.distributed, pytest.mark.mpi, pytest.mark.slow]
 
@@ -78,10 +77,9 @@ def _both_hosts_worked(two_hosts, stage_dir: Path, units: int) -> None:
 
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory) -> Path:
-    """One repository (the standard library's json package) in 3 ingest shards of 2 files."""
+    """One repository (the standard library's json package, 5 files) in 3 ingest shards of 2 files."""
     root = tmp_path_factory.mktemp("repos")
-    shutil.copytree(Path(sysconfig.get_paths()["stdlib"]) / "json", root / "json",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    write_package("json", root)  # CPython 3.11.7's json package, shipped in the repository
     return root
 
 

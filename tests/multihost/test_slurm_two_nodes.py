@@ -12,13 +12,13 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.training.tiny_data import build_byte_dataset
+from tests.shipped_files import write_package
 from twohosts import unavailable_reason
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow, pytest.mark.distributed, pytest.mark.mpi]
@@ -158,8 +158,7 @@ def test_phase1_sbatch_on_two_nodes_equals_one_host_through_usr1_and_requeue(slu
 
 def test_preprocess_sbatch_runs_one_mpi_rank_per_node(slurm2, tmp_path):
     repos = tmp_path / "repos"
-    shutil.copytree(Path(sysconfig.get_paths()["stdlib"]) / "json", repos / "json",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    write_package("json", repos)  # CPython 3.11.7's json package, shipped in the repository
     out_dir = tmp_path / "phase1"
     job = slurm2.sbatch("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--output={tmp_path}/job-%j.out",
                         "slurm/preprocess_phase1.sh", f"output_dir={out_dir}",

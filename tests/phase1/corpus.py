@@ -1,7 +1,7 @@
-"""A small, deterministic corpus of real code found on this machine, with planted cases.
+"""A small, deterministic corpus of real code, with planted cases.
 
-Base files: Python standard library, C headers from /usr/include, JavaScript and
-shell scripts found on disk. Planted: exact and edited near duplicates,
+Base files: CPython 3.11.7's standard library and C headers, from the archives the repository ships
+(tests/shipped_files.py); JavaScript and shell scripts found on disk. Planted: exact and edited near duplicates,
 benchmark solutions pasted into files, PII, minified and generated files,
 invalid UTF-8, binary, empty, and a one-line multi-megabyte file.
 ``build_corpus`` returns the expectations the tests check.
@@ -12,14 +12,27 @@ import gzip
 import json
 import os
 import random
-import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_snow.phase1.filters import FilterThresholds, filter_reason
 from megatron_snow.phase1.minhash import ShingleHasher, jaccard
+from tests.shipped_files import clean_code_files, cpython_files, stdlib_package
 
 SEARCH_ROOTS = ("/usr/lib", "/usr/share", "/usr/local/lib", "/opt", "/etc", "/root/.pyenv/versions")
+
+
+def _usable(text: str, name: str, lo: int = 1500, hi: int = 30000) -> bool:
+    return (lo <= len(text.encode()) <= hi and "\x00" not in text
+            and filter_reason(text, name, FilterThresholds()) is None)
+
+
+def _spread(items: list, n: int) -> list:
+    """n items spread evenly over the (sorted) list."""
+    if len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
 
 
 def _pick(paths: list[Path], n: int, lo: int = 1500, hi: int = 30000) -> list[Path]:
@@ -28,14 +41,23 @@ def _pick(paths: list[Path], n: int, lo: int = 1500, hi: int = 30000) -> list[Pa
         try:
             if p.is_file() and not p.is_symlink() and lo <= p.stat().st_size <= hi:
                 text = p.read_bytes().decode("utf-8")
-                if filter_reason(text, str(p), FilterThresholds()) is None and "\x00" not in text:
+                if _usable(text, str(p), lo, hi):
                     ok.append(p)
         except (OSError, UnicodeDecodeError):
             continue
-    if len(ok) <= n:
-        return ok
-    step = len(ok) / n
-    return [ok[int(i * step)] for i in range(n)]
+    return _spread(ok, n)
+
+
+def _shipped_stdlib() -> list[tuple[str, str]]:
+    """(path relative to Lib/, text) of the shipped standard-library files, each path once, sorted."""
+    files: dict[str, str] = {}
+    for name, lang, text in cpython_files():
+        if lang == "python":  # positives/<module>.py or repos/<package>/...
+            files[name.split("/", 1)[1]] = text
+    for name, _, text in clean_code_files("cpython"):
+        files.setdefault(name, text)
+    skip = {"site-packages", "test", "tests", "idlelib", "lib2to3"}
+    return sorted((k, v) for k, v in files.items() if not skip & set(k.split("/")) and _usable(v, k))
 
 
 def _find(pattern: str, limit: int = 4000) -> list[Path]:
@@ -84,20 +106,19 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
                  n_sh: int = 20) -> Corpus:
     root = Path(root)
     c = Corpus(root)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    all_py = [p for p in stdlib.rglob("*.py") if not {"site-packages", "test", "tests", "idlelib", "lib2to3"}
-              & set(p.relative_to(stdlib).parts)]
-    py = _pick(all_py, n_py)
-    hosts = [p for p in _pick(all_py, n_py + 40) if p not in set(py)][:5]  # not in the corpus
-    headers = _pick(list(Path("/usr/include").glob("*.h")), n_h)
+    all_py = _shipped_stdlib()
+    py = _spread(all_py, n_py)
+    hosts = [p for p in _spread(all_py, n_py + 40) if p not in set(py)][:5]  # not in the corpus
+    headers = _spread([(name.split("/", 2)[2], text) for name, _, text in stdlib_package("cpython-include")
+                       if _usable(text, name)], n_h)
     js = _pick(_find(".js"), n_js)
     sh = _pick(_find(".sh"), n_sh)
     base: list[tuple[str, bytes]] = []
-    for p in py:
-        parts = p.relative_to(stdlib).parts
+    for rel, text in py:
+        parts = rel.split("/")
         repo = "cpython-" + (parts[0].replace(".py", "") if len(parts) > 1 else "root")
-        base.append((f"{repo}/{'/'.join(parts)}", p.read_bytes()))
-    base += [(f"usr-include/{p.name}", p.read_bytes()) for p in headers]
+        base.append((f"{repo}/{rel}", text.encode()))
+    base += [(f"cpython-include/{rel}", text.encode()) for rel, text in headers]
     base += [(f"js-found/{i:03d}-{p.name}", p.read_bytes()) for i, p in enumerate(js)]
     base += [(f"shell-found/{i:03d}-{p.name}", p.read_bytes()) for i, p in enumerate(sh)]
     files: dict[str, bytes] = dict(base)
@@ -206,8 +227,7 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
                                               {"humaneval", "humaneval+", "evoeval_verbose", "evoeval_concise"}, "HumanEval/12"),
             "planted/bench/ducks.py": ('"""' + gsm[0]["question"] + '"""\nprint(16 - 3 - 4)\n', {"gsm8k"}, "gsm8k/0"),
         }
-        for host_path, (rel, (snippet, benches, item)) in zip(hosts, sorted(cases.items())):
-            host = host_path.read_text()
+        for (_, host), (rel, (snippet, benches, item)) in zip(hosts, sorted(cases.items())):
             # paste into the middle of a real file, re-indented differently (substring match is whitespace-blind)
             mid = len(host) // 2
             cut = host.rfind("\n", 0, mid) + 1

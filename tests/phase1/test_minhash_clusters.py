@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from megatron_snow.phase1 import clusters
 from megatron_snow.phase1.minhash import (
     ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, tokens,
 )
+from tests.shipped_files import stdlib_modules
 
 
 @pytest.mark.parametrize("threshold,num_perm", [(0.7, 256), (0.85, 256), (0.5, 128), (0.7, 64)])
@@ -24,8 +24,8 @@ def test_lsh_params_minimise_fp_fn_like_datasketch(threshold, num_perm):
 
 
 def _files(n=12):
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    return [(stdlib / f).read_text() for f in ("heapq.py", "bisect.py", "textwrap.py", "contextlib.py",
+    stdlib = {Path(name).name: text for name, _, text in stdlib_modules()}  # shipped CPython 3.11.7 modules
+    return [stdlib[f] for f in ("heapq.py", "bisect.py", "textwrap.py", "contextlib.py",
                                                 "shlex.py", "queue.py", "sched.py", "fnmatch.py")][:n]
 
 

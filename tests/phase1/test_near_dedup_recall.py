@@ -1,6 +1,7 @@
 """Near dedup recall curve on planted pairs of real code across the Jaccard range (issue 15, criterion 1).
 
-Base files: Python standard-library modules (code nobody here wrote), first cleared of any
+Base files: real Python shipped in the repository (tests/shipped_files.py: CPython 3.11.7's standard
+library and its tests, numpy, scipy, fsspec, attrs, click; code nobody here wrote), first cleared of any
 near duplicates among themselves. Each gets one edited copy whose identifier tokens are
 replaced at a rate chosen to land the pair's true 5-gram shingle Jaccard in a given bin;
 the true Jaccard is then measured exactly. A pair is "caught" when both files end in one
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import random
 import re
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,17 +19,24 @@ from megatron_snow.phase1.clusters import near_duplicates
 from megatron_snow.phase1.minhash import (
     NearDedupConfig, ShingleHasher, candidate_probability, exact_jaccard, lsh_params,
 )
+from tests.shipped_files import clean_code_files, cpython_files
 
 BINS = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.75), (0.75, 0.8), (0.8, 0.9), (0.9, 1.0)]
 _IDENT = re.compile(r"[A-Za-z_0-9]+")
 
 
 def _bases(n: int) -> list[str]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    paths = sorted(p for p in stdlib.rglob("*.py")
-                   if not {"site-packages", "encodings", "test", "tests", "idle_test"} & set(p.parts)
-                   and 2_000 < p.stat().st_size < 40_000)
-    texts = [p.read_text(errors="replace") for p in random.Random(0).sample(paths, min(len(paths), n + n // 4))]
+    files = {}  # path -> text, each path once: the CPython archive first, then clean_code.jsonl.xz
+    for path, lang, text in cpython_files():
+        if lang == "python":
+            files[path.split("/", 1)[1]] = text
+    for path, lang, text in clean_code_files():
+        if lang == "python":
+            files.setdefault(path, text)
+    paths = sorted(p for p, t in files.items()
+                   if not {"site-packages", "encodings", "idle_test"} & set(p.split("/"))
+                   and 2_000 < len(t.encode()) < 40_000)
+    texts = [files[p] for p in random.Random(0).sample(paths, min(len(paths), n + n // 4))]
     texts = [t for t in texts if len(ShingleHasher().shingles(t, 5)) >= 200]
     related = near_duplicates(texts, NearDedupConfig(threshold=0.3))  # anything alike is left out
     gone = set(related) | set(related.values())

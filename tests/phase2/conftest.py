@@ -1,16 +1,14 @@
 """Fixtures of the phase-2 tests: a corpus of real local code, a tiny BERT encoder, a trained annotator.
 
-The corpus is built from files on this machine (the Python standard library's
-tests, C headers under /usr/include, the C++ standard library headers), so
-the tests run offline. The positive set is the Python standard library's own
-modules, as files and as instruction records made from their documented
-functions; the annotator must tell them from random corpus documents.
+The corpus is built from real files the repository ships (tests/shipped_files.py: CPython 3.11.7's own
+tests and C headers, torch and pyarrow C++ headers), the same on every machine and offline. The positive
+set is the Python standard library's own top-level modules (shipped too), as files and as instruction
+records made from their documented functions; the annotator must tell them from random corpus documents.
 """
 from __future__ import annotations
 
 import ast
 import json
-import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,39 +16,33 @@ import pytest
 
 from megatron_snow import records
 from megatron_snow.phase2.tiny_encoder import make_tiny_encoder
+from tests.shipped_files import clean_code_files, stdlib_modules, stdlib_package
 
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MAX_POSITIONS = 128  # the tiny encoder's window (126 content tokens + [CLS] + [SEP])
 
 
-def _read(p: Path, max_chars: int) -> str:
-    try:
-        return p.read_text(encoding="utf-8")[:max_chars]
-    except (UnicodeDecodeError, OSError):
-        return ""
-
-
 def local_code_files(per_language: int, max_chars: int = 6000) -> list[tuple[str, str, str]]:
-    """(path, language, text) of real local files, a fixed deterministic choice."""
+    """(path, language, text) of real shipped files, a fixed deterministic choice."""
     sources = {
-        "Python": sorted((STDLIB / "test").glob("test_*.py")),
-        "C": sorted(Path("/usr/include").rglob("*.h")),
-        "C++": sorted(p for p in Path("/usr/include/c++").rglob("*") if p.is_file() and p.suffix in ("", ".h", ".tcc")),
+        "Python": [(p, t) for p, _, t in clean_code_files("cpython")
+                   if p.startswith("test/") and Path(p).name.startswith("test_")],
+        "C": [(p, t) for p, _, t in stdlib_package("cpython-include")],
+        "C++": [(p, t) for p, _, t in clean_code_files("pyarrow") + clean_code_files("torch")],
     }
     out = []
     for lang, paths in sources.items():
         step = max(1, len(paths) // (per_language * 2))  # spread the choice over the tree
         chosen: list[tuple[str, str, str]] = []
-        seen: set[Path] = set()
-        for p in paths[::step] + paths:
+        seen: set[str] = set()
+        for p, text in paths[::step] + paths:
             if len(chosen) >= per_language:
                 break
             if p in seen:
                 continue
             seen.add(p)
-            text = _read(p, max_chars)
+            text = text[:max_chars]
             if len(text) >= 200:
-                chosen.append((str(p), lang, text))
+                chosen.append((p, lang, text))
         out += chosen
     return out
 
@@ -81,20 +73,19 @@ def write_corpus(directory: Path, docs: list[tuple[str, str, str]], per_shard: i
 
 
 def stdlib_positives(directory: Path) -> tuple[Path, Path]:
-    """(a directory of Python module files, a JSONL of instruction records) from the stdlib."""
+    """(a directory of Python module files, a JSONL of instruction records) from the shipped stdlib modules."""
     files_dir = directory / "modules"
     files_dir.mkdir(parents=True, exist_ok=True)
     instructions = []
-    for p in sorted(STDLIB.glob("*.py"))[:160]:
-        text = _read(p, 6000)
+    for name, _, src in stdlib_modules():
+        text = src[:6000]
         if len(text) < 200:
             continue
-        (files_dir / p.name).write_text(text)
+        (files_dir / Path(name).name).write_text(text)
         try:
-            tree = ast.parse(p.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
+            tree = ast.parse(src)
+        except SyntaxError:
             continue
-        src = p.read_text(encoding="utf-8")
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and len(instructions) < 200:
                 doc = ast.get_docstring(node)

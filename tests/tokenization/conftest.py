@@ -1,16 +1,14 @@
-"""Fixtures for the tokenizer/index tests: real code from this machine and tiny tokenizers trained on it."""
+"""Fixtures for the tokenizer/index tests: real code (mostly shipped in the repository), tiny tokenizers on it."""
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
-import os
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.records import CodeRecord, ShardedWriter
+from tests.shipped_files import clean_code_files, stdlib_modules, stdlib_package
 from tok_corpus import EDGE_CASES, SHELL_WITH_TABS
 
 def _read(path: str | Path, limit: int = 60_000) -> str | None:
@@ -22,12 +20,15 @@ def _read(path: str | Path, limit: int = 60_000) -> str | None:
 
 
 def _collect() -> list[tuple[str, str, str]]:
-    """(name, language, text) of real source files found on this machine."""
+    """(name, language, text) of real source files: Python, C and C++ from the archives the repository ships
+    (tests/shipped_files.py), the same on every machine; JavaScript and shell from installed packages."""
     def pkg(name: str) -> Path:
         spec = importlib.util.find_spec(name)
         return Path(spec.origin).parent if spec and spec.origin else Path("/nonexistent")
 
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str]] = [(p, "python", t[:60_000]) for p, _, t in stdlib_modules()[:40]]
+    out += [(p, "c", t[:60_000]) for p, _, t in stdlib_package("cpython-include")[:20]]
+    out += [(p, "c++", t[:60_000]) for p, _, t in clean_code_files("torch")[:7] + clean_code_files("pyarrow")[:7]]
 
     def add(paths, language, n):
         k = 0
@@ -37,13 +38,6 @@ def _collect() -> list[tuple[str, str, str]]:
                 out.append((str(p), language, text))
                 k += 1
 
-    stdlib = sysconfig.get_paths()["stdlib"]
-    add(glob.glob(os.path.join(stdlib, "*.py")), "python", 40)
-    add(glob.glob(os.path.join(sysconfig.get_paths()["include"], "*.h")), "c", 12)
-    add(glob.glob("/usr/include/*.h"), "c", 8)  # absent on minimal images; the others always exist
-    torch_inc = pkg("torch") / "include"
-    add(glob.glob(str(torch_inc / "c10" / "util" / "*.h")), "c++", 12)
-    add(glob.glob("/usr/include/c++/*/bits/stl_vector.h") + glob.glob("/usr/include/c++/*/bits/basic_string.h"), "c++", 2)
     # JavaScript and shell files that installed packages (torch, tensorboard's werkzeug, tqdm) ship
     add([pkg("torch") / "utils" / "model_dump" / "code.js",
          pkg("werkzeug") / "debug" / "shared" / "debugger.js"], "javascript", 2)

@@ -1,0 +1,72 @@
+"""Real source files the repository ships, so tests read the same bytes on every machine.
+
+Two pinned archives, read in memory (nothing unpacked), in a fixed order:
+- examples/tiny/corpus/cpython-3.11.7.tar.xz: CPython 3.11.7 ``repos/<package>/...`` (16 stdlib packages),
+  ``repos/cpython-include/...`` (C headers) and ``positives/<module>.py`` (120 top-level stdlib modules);
+- tests/phase1/data/clean_code.jsonl.xz: 1,396 files of CPython, numpy, scipy, fsspec, attrs, click (Python)
+  and torch / pyarrow headers (C++, labelled "c" or "c++" in the archive).
+Never the machine's own standard library or system headers: those differ from one machine to the next.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import lzma
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CPYTHON_ARCHIVE = REPO / "examples" / "tiny" / "corpus" / "cpython-3.11.7.tar.xz"
+CLEAN_CODE_ARCHIVE = REPO / "tests" / "phase1" / "data" / "clean_code.jsonl.xz"
+_LANGUAGE = {".py": "python", ".h": "c"}
+
+
+@functools.lru_cache(maxsize=None)
+def cpython_files() -> tuple[tuple[str, str, str], ...]:
+    """(path in the archive, language, text) of every file of the CPython archive, sorted by path."""
+    out = []
+    with tarfile.open(CPYTHON_ARCHIVE, mode="r:xz") as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                text = tar.extractfile(m).read().decode("utf-8")
+                out.append((m.name, _LANGUAGE.get(Path(m.name).suffix, "text"), text))
+    return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=None)
+def clean_code_records() -> tuple[dict, ...]:
+    """The records of clean_code.jsonl.xz ({package, version, license, path, language, text}), in file order."""
+    with lzma.open(CLEAN_CODE_ARCHIVE, "rt", encoding="utf-8") as f:
+        return tuple(json.loads(line) for line in f if line.strip())
+
+
+def clean_code_files(package: str | None = None) -> list[tuple[str, str, str]]:
+    """(path, language, text) of clean_code.jsonl.xz, optionally of one package (e.g. "torch"), sorted by path.
+
+    torch and pyarrow headers are C++ whatever their record says ("c" for ``.h``): they are reported as "c++".
+    """
+    out = []
+    for r in clean_code_records():
+        if package is None or r["package"] == package:
+            lang = "c++" if r["package"] in ("torch", "pyarrow") else r["language"]
+            out.append((r["path"], lang, r["text"]))
+    return sorted(out)
+
+
+def stdlib_modules() -> list[tuple[str, str, str]]:
+    """The 120 top-level standard-library modules (``positives/*.py``) of the CPython archive."""
+    return [f for f in cpython_files() if f[0].startswith("positives/")]
+
+
+def stdlib_package(name: str) -> list[tuple[str, str, str]]:
+    """The files of one shipped standard-library package (e.g. "json", "email") or "cpython-include"."""
+    return [f for f in cpython_files() if f[0].startswith(f"repos/{name}/")]
+
+
+def write_package(name: str, root: Path) -> Path:
+    """Write one shipped package's files as ``root/<name>/...`` (a stand-in repository); returns ``root/name``."""
+    for path, _, text in stdlib_package(name):
+        dest = Path(root) / path.split("/", 1)[1]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+    return Path(root) / name
