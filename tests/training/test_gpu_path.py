@@ -55,8 +55,8 @@ def test_fusion_choice():
     cfg = load_train_config(str(REPO / "examples" / "snowcoder_1.3b" / "phase1.yaml"))
     fused = estimate_memory(cfg, 64000, "sdpa", swiglu_fusion=True).activations
     plain = estimate_memory(cfg, 64000, "sdpa", swiglu_fusion=False).activations
-    # two fewer [s, b, ffn] bf16 tensors per layer: 24 x 2 x 8192 x 5632 x 2 bytes
-    assert plain - fused == 24 * 2 * 8192 * 5632 * 2
+    # two fewer [s, b, ffn] bf16 tensors per layer: 24 layers x 2 x 8192 x micro-batch x 5632 x 2 bytes
+    assert plain - fused == 24 * 2 * 8192 * cfg.training.micro_batch_size * 5632 * 2
 
 
 def test_profile_iters_write_top_kernels(tiny_data, tmp_path):
