@@ -14,22 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
-
-def _init(tp: int) -> None:
-    from megatron.core import parallel_state
-
-    from megatron_snow.training import cpu_compat
-
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29519")
-    cpu_compat.install()
-    torch.distributed.init_process_group("gloo")
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
+from attention_probe import _init  # the same one-process / torchrun world (this folder is on sys.path)
 
 
 def _build(swiglu: bool, cross_entropy: bool):
