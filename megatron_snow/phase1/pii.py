@@ -176,13 +176,18 @@ def find_pii(text: str, cfg: PIIConfig) -> list[tuple[int, int, str]]:
         spans += [(m.start(), m.end(), "ip_address") for m in found if _ip_is_pii(text, m.start(), m.group())]
         found = _ipv6s(text) if IPV6_GATE.search(text) else ()
         spans += [(m.start(), m.end(), "ip_address") for m in found if _ip_is_pii(text, m.start(), m.group())]
-    rank = {"key": 0, "email": 1, "ip_address": 2}
-    spans.sort(key=lambda s: (s[0], rank[s[2]], -s[1]))
+    return resolve_overlaps(spans)
+
+
+_KIND_RANK = {"key": 0, "email": 1, "ip_address": 2}
+
+
+def resolve_overlaps(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Non-overlapping spans, earliest first; at the same start keys win, then the longest."""
     out: list[tuple[int, int, str]] = []
-    for s in spans:
-        if out and s[0] < out[-1][1]:
-            continue
-        out.append(s)
+    for s in sorted(spans, key=lambda s: (s[0], _KIND_RANK[s[2]], -s[1])):
+        if not out or s[0] >= out[-1][1]:
+            out.append(s)
     return out
 
 

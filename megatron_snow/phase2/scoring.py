@@ -170,41 +170,33 @@ class Scorer:
         return out  # type: ignore[return-value]
 
     # -- model -------------------------------------------------------------
-    def score_windows(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
-        """Positive-class probability of each window, batched by similar length."""
-        return self._collect(self._launch(windows))
-
     @torch.inference_mode()
-    def _launch(self, windows: Sequence[Sequence[int]]) -> tuple[list[int], list[torch.Tensor]]:
-        """Queue the model on every batch of ``windows`` (sorted by length) without waiting for
-        results (one copy back at the end, not one sync per batch). A batch without padding
-        runs without an attention mask, so SDPA takes its fused kernels."""
+    def score_windows(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Positive-class probability of each window, batched by similar length. Every batch is
+        queued on the device without waiting for its result (one copy back at the end, not one
+        sync per batch); a batch without padding runs without an attention mask, so SDPA takes
+        its fused kernels."""
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
         cuda = self.device.type == "cuda"
         outputs = []
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
-            seqs = [self.prefix + list(windows[i]) + self.suffix for i in idx]
-            lengths = np.array([len(q) for q in seqs])
-            longest = int(lengths.max())
-            ids = np.full((len(seqs), longest), self.pad_id, dtype=np.int64)
-            for r, q in enumerate(seqs):
-                ids[r, : len(q)] = q
-            input_ids = torch.from_numpy(ids)
-            mask = None
-            if lengths.min() < longest:
-                mask = torch.from_numpy((np.arange(longest)[None, :] < lengths[:, None]).astype(np.int64))
-            if cuda:
-                input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-                mask = mask.pin_memory().to(self.device, non_blocking=True) if mask is not None else None
-            with fixed_threads(self.threads):
+        with fixed_threads(self.threads):  # once for the whole loop: setting torch's threads is not free
+            for b in range(0, len(order), self.batch_size):
+                idx = order[b : b + self.batch_size]
+                seqs = [self.prefix + list(windows[i]) + self.suffix for i in idx]
+                lengths = np.array([len(q) for q in seqs])
+                longest = int(lengths.max())
+                ids = np.full((len(seqs), longest), self.pad_id, dtype=np.int64)
+                for r, q in enumerate(seqs):
+                    ids[r, : len(q)] = q
+                input_ids = torch.from_numpy(ids)
+                mask = None
+                if lengths.min() < longest:
+                    mask = torch.from_numpy((np.arange(longest)[None, :] < lengths[:, None]).astype(np.int64))
+                if cuda:
+                    input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+                    mask = mask.pin_memory().to(self.device, non_blocking=True) if mask is not None else None
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            outputs.append(self.probabilities(logits[:, 0] if logits.dim() == 3 else logits))
-        return order, outputs
-
-    @staticmethod
-    def _collect(launched: tuple[list[int], list[torch.Tensor]]) -> np.ndarray:
-        order, outputs = launched
+                outputs.append(self.probabilities(logits[:, 0] if logits.dim() == 3 else logits))
         scores = np.zeros(len(order), dtype=np.float64)
         if outputs:
             scores[order] = torch.cat(outputs).cpu().double().numpy()

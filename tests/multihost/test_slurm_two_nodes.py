@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from twohosts import unavailable_reason
 
 from megatron_snow.training.tiny_data import build_byte_dataset
 from tests.shipped_files import write_package
-from twohosts import unavailable_reason
+from tests.training.training_helpers import all_losses
 
 pytestmark = [pytest.mark.multihost, pytest.mark.slow, pytest.mark.distributed, pytest.mark.mpi]
 
@@ -105,13 +106,6 @@ def _submit(slurm2, work: Path, data: Path) -> int:
                               "LOG_DIR": str(work / "logs"), "SOCKET_IFNAME": "snow0", "RDZV_JOIN_TIMEOUT": "120"})
 
 
-def _losses(path: Path) -> dict[int, set[float]]:
-    out: dict[int, set[float]] = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            out.setdefault(rec["iteration"], set()).add(rec["loss"])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +118,13 @@ def one_host(byte_data, tmp_path_factory) -> dict[int, set[float]]:
                         "pretrain_gpt.py", "--config", "examples/tiny/train_tiny.yaml", *_overrides(work, byte_data)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    return _losses(work / "metrics.jsonl")
+    return all_losses(work / "metrics.jsonl")
 
 
 def test_phase1_sbatch_on_two_nodes_equals_one_host_through_usr1_and_requeue(slurm2, byte_data, one_host, tmp_path):
     job = _submit(slurm2, tmp_path, byte_data)
     deadline = time.time() + 240
-    while not ((tmp_path / "metrics.jsonl").is_file() and _losses(tmp_path / "metrics.jsonl")):
+    while not ((tmp_path / "metrics.jsonl").is_file() and all_losses(tmp_path / "metrics.jsonl")):
         assert slurm2.job(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), "job ended before training"
         assert time.time() < deadline, "no iteration within 240 s"
         time.sleep(0.1)
@@ -152,7 +146,7 @@ def test_phase1_sbatch_on_two_nodes_equals_one_host_through_usr1_and_requeue(slu
     assert f"resumed from {tmp_path / 'ckpt' / f'iter_{first:07d}'} at iteration {first}" in out
     assert "Traceback" not in out
     # the same loss at every iteration as one host with two processes, whichever segment ran it
-    assert _losses(tmp_path / "metrics.jsonl") == one_host
+    assert all_losses(tmp_path / "metrics.jsonl") == one_host
     assert sorted(p.name for p in (tmp_path / "logs").glob("node*")) == ["node0", "node1"]
 
 

@@ -15,6 +15,7 @@ import pytest
 from megatron_snow.training.tiny_data import build_byte_dataset
 from tests.rank_checks import assert_every_rank_did_units, assert_every_rank_saved
 from tests.tiny_repo import REPOSITORIES, write_repo
+from tests.training.training_helpers import all_losses
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed, pytest.mark.mpi]
 
@@ -36,19 +37,12 @@ def _env(work: Path) -> dict:
     return {"NPROC_PER_NODE": "2", "CONFIG": "examples/tiny/train_tiny.yaml", "LOG_DIR": str(work / "logs")}
 
 
-def _losses(path: Path) -> dict[int, set[float]]:
-    out: dict[int, set[float]] = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            out.setdefault(rec["iteration"], set()).add(rec["loss"])
-    return out
 
 
 def _wait_for_iteration(work: Path, it: int, slurm, job: int, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while True:
-        done = _losses(work / "metrics.jsonl") if (work / "metrics.jsonl").is_file() else {}
+        done = all_losses(work / "metrics.jsonl") if (work / "metrics.jsonl").is_file() else {}
         if done and max(done) >= it:
             return
         state = slurm.job(job).get("JobState")
@@ -79,7 +73,7 @@ def reference(slurm, byte_data, tmp_path_factory) -> Path:
 def test_phase1_sbatch_trains_and_checkpoints(reference):
     out = next(reference.glob("job-*.out")).read_text()
     assert re.search(r"launch_train: job \d+ \(restart 0\): 1 nodes x 2 processes, rendezvous \S+:\d+", out)
-    assert sorted(_losses(reference / "metrics.jsonl")) == list(range(1, ITERS + 1))
+    assert sorted(all_losses(reference / "metrics.jsonl")) == list(range(1, ITERS + 1))
     assert (reference / "ckpt" / "latest").read_text().strip() == str(ITERS)
     assert f"[train] iter {ITERS} | loss" in out  # rank 0's console is in the job's output
     # every rank's own log (torchrun --log-dir), one directory per job
@@ -114,7 +108,7 @@ def test_usr1_before_the_time_limit_then_scontrol_requeue_lose_nothing(slurm, re
     assert f"resumed from {work / 'ckpt' / f'iter_{second:07d}'} at iteration {second}" in out
     assert "Traceback" not in out  # every segment ended cleanly (torchrun leaves the signals to the ranks)
     # The same loss at every iteration as the uninterrupted job, whichever segment ran it.
-    got, ref = _losses(work / "metrics.jsonl"), _losses(reference / "metrics.jsonl")
+    got, ref = all_losses(work / "metrics.jsonl"), all_losses(reference / "metrics.jsonl")
     assert sorted(got) == list(range(1, ITERS + 1))
     assert all(got[i] == ref[i] for i in ref), {i: (got[i], ref[i]) for i in ref if got[i] != ref[i]}
 

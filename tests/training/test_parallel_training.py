@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-
-from training_helpers import launch, read_metrics, start, tiny_overrides
+from training_helpers import all_losses, launch, read_metrics, start, tiny_overrides
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -70,14 +68,6 @@ def test_pp2_trains_logs_and_checkpoint_loads_at_pp1(tiny_data, tmp_path):
     assert pp1_valid["split"] == "valid" and pp1_valid["loss"] == pytest.approx(pp2_valid, rel=1e-5, abs=1e-5)
 
 
-def _all_losses(path: Path) -> dict[int, set[float]]:
-    """iteration -> every train loss logged for it (by the killed run and the restart)."""
-    out: dict[int, set[float]] = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            out.setdefault(rec["iteration"], set()).add(rec["loss"])
-    return out
 
 
 def _kill_tree(proc) -> None:
@@ -133,7 +123,7 @@ def test_dp2_distributed_optimizer_kill_and_resume_is_exact(tiny_data, tmp_path)
     out = launch(2, over)
     assert f"resumed from {run_dir / 'ckpt' / f'iter_{killed_at:07d}'}" in out.stdout
 
-    got = _all_losses(run_dir / "metrics.jsonl")
+    got = all_losses(run_dir / "metrics.jsonl")
     assert sorted(got) == list(range(1, iters + 1))
     for it in range(1, iters + 1):
         assert got[it] == {ref[it]["loss"]}, f"iteration {it}: {got[it]} vs uninterrupted {ref[it]['loss']}"

@@ -110,3 +110,13 @@ def read_metrics(path: Path, split: str = "train") -> dict[int, dict]:
         if rec["split"] == split:
             out[rec["iteration"]] = rec
     return out
+
+
+def all_losses(path: Path) -> dict[int, set[float]]:
+    """iteration -> every train loss logged for it (a killed run and its restart, or every rank's log)."""
+    out: dict[int, set[float]] = {}
+    for line in Path(path).read_text().splitlines():
+        rec = json.loads(line)
+        if rec["split"] == "train":
+            out.setdefault(rec["iteration"], set()).add(rec["loss"])
+    return out
