@@ -11,11 +11,21 @@ field (or a dotted path into a nested config it holds) to an interval such as
 ``"(0, 1]"``, ``"[1, inf)"`` or ``">= 0"``; a value outside is rejected when the
 config is built, with one line such as ``near_dedup.threshold=1.5 is out of
 range (0, 1]``. Malformed YAML is one line with the file, line and column.
+
+Self-checking configs (the shape every config class moves to): subclass ``Config`` and
+declare fields with ``setting(default, help=..., range=...)``. Each field's help text
+and range live on the field itself (``--help`` reads them; nothing parses source);
+``Config.__post_init__`` checks the ranges and then calls ``validate()`` for rules that
+tie fields together, so a config checks itself however it is built, children first
+(they are built before their parent). A ``validate()`` message starts with the key it
+names, relative to the class; ``load_config`` prefixes the path from the root.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +38,36 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config that cannot be loaded; the message is one line naming the key."""
+
+
+_NO_DEFAULT = dataclasses.MISSING
+
+
+def setting(default: Any = _NO_DEFAULT, *, help: str = "", range: str | None = None,  # noqa: A002
+            factory: Any = None) -> Any:
+    """A config field carrying its help text and allowed range (``"(0, 1]"``, ``">= 1"``).
+
+    ``factory`` builds a mutable default (a list, a dict, a nested config). No default
+    and no factory: the key is required."""
+    if range is not None:
+        _parse_interval(range)  # a malformed spec fails at import, not when a user hits it
+    metadata = {"help": help, "range": range}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    if default is _NO_DEFAULT:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Config:
+    """Base of every config dataclass: ranges from ``setting(range=...)``, then ``validate()``."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules that tie fields together; raise ConfigError naming the key. Default: none."""
 
 
 def _type_name(tp: Any) -> str:
@@ -137,6 +177,18 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
                 raise ConfigError(f"{prefix}{path}={v!r} is out of range {spec}")
 
 
+def check_fields(cfg: Any) -> None:
+    """Check each field's ``setting(range=...)`` (a list: every item); ConfigError on the first miss."""
+    for f in dataclasses.fields(cfg):
+        spec = f.metadata.get("range")
+        if spec is None:
+            continue
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_range(v, spec):
+                raise ConfigError(f"{f.name}={v!r} is out of range {spec}")
+
+
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -151,9 +203,11 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
             raise ConfigError(f"missing required key '{prefix}{name}'")
     try:
         built = cls(**kwargs)
+    except ConfigError as e:
+        if issubclass(cls, Config) and prefix:
+            raise ConfigError(prefix + str(e)) from None  # a Config names keys relative to itself
+        raise
     except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
     check_ranges(built, prefix)
     return built
@@ -233,3 +287,64 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
 def dump_config(cfg: Any, path: str | Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+# --- help text -----------------------------------------------------------------------------------------
+
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+?)\s*$")
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Legacy: field name -> the comment on its line in the class source (configs not yet on ``setting``)."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in src.splitlines():
+        m = _FIELD_LINE.match(line)
+        if m:
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return "(required)"
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field holds (directly, or as the items of a list), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def settings_help(cls: type, prefix: str = "", ranges: dict[str, str] | None = None) -> list[str]:
+    """One line per setting: ``key = default  meaning [range]``, recursing into nested configs."""
+    hints = typing.get_type_hints(cls)
+    notes = _field_comments(cls)
+    ranges = dict(ranges or {})
+    for k, v in getattr(cls, "RANGES", {}).items():
+        ranges.setdefault(prefix + k, v)
+    lines = []
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        note = f.metadata.get("help") or notes.get(f.name, "")
+        spec = f.metadata.get("range") or ranges.get(key)
+        inner = _dataclass_in(hints.get(f.name))
+        if inner is not None and typing.get_origin(hints[f.name]) in (list, tuple):
+            lines.append(f"  {key} = {_default_of(f)!r}    {note or 'a list of:'}")
+            lines += settings_help(inner, key + "[].", ranges)
+        elif inner is not None:
+            lines += settings_help(inner, key + ".", ranges)
+        else:
+            rng = f"  [range {spec}]" if spec else ""
+            lines.append(f"  {key} = {_default_of(f)!r}" + (f"    {note}" if note else "") + rng)
+    return lines

@@ -9,75 +9,13 @@ one line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import re
 import sys
-import typing
 from typing import Any, Callable
 
-from megatron_snow.config import ConfigError, load_config
+from megatron_snow.config import ConfigError, load_config, settings_help
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.records import RecordError
 from megatron_snow.stages.runner import StepError
-
-_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+?)\s*$")
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> the comment on its line in the class source ('' when none)."""
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in src.splitlines():
-        m = _FIELD_LINE.match(line)
-        if m:
-            out.setdefault(m.group(1), m.group(2))
-    return out
-
-
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return "(required)"
-
-
-def _dataclass_in(tp: Any) -> type | None:
-    """The dataclass a field holds (directly, or as the items of a list), else None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def settings_help(cls: type, prefix: str = "", ranges: dict[str, str] | None = None) -> list[str]:
-    """One line per setting: ``key = default  meaning [range]``, recursing into nested configs."""
-    hints = typing.get_type_hints(cls)
-    notes = _field_comments(cls)
-    ranges = dict(ranges or {})
-    for k, v in getattr(cls, "RANGES", {}).items():
-        ranges.setdefault(prefix + k, v)
-    lines = []
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        inner = _dataclass_in(hints.get(f.name))
-        if inner is not None and typing.get_origin(hints[f.name]) in (list, tuple):
-            lines.append(f"  {key} = {_default_of(f)!r}    {notes.get(f.name, 'a list of:')}")
-            lines += settings_help(inner, key + "[].", ranges)
-        elif inner is not None:
-            lines += settings_help(inner, key + ".", ranges)
-        else:
-            rng = f"  [range {ranges[key]}]" if key in ranges else ""
-            note = notes.get(f.name, "")
-            lines.append(f"  {key} = {_default_of(f)!r}" + (f"    {note}" if note else "") + rng)
-    return lines
-
 
 def build_parser(prog: str, doc: str, config_cls: type) -> argparse.ArgumentParser:
     epilog = "settings (key=value on the command line, or in the --config YAML):\n" + "\n".join(
