@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the benchmarks' own evaluators used by `python -m megatron_snow evaluate`
 # (megatron_snow/evaluate/): EvalPlus 0.3.1 (HumanEval+, MBPP+), EvoEval 0.1.0 and
-# BigCodeBench 0.2.5, each with --no-deps (which setup.py extras cannot say) plus
+# BigCodeBench 0.2.5, each with --no-deps (which pyproject extras cannot say) plus
 # exactly what their scoring code imports:
 #   - evalplus' declared deps pull google-generativeai, which downgrades protobuf
 #     below what tensorboard needs (tensorboard then fails to import);

@@ -16,6 +16,6 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -c "$LOCK" -e ".[dev]"
-# the benchmarks' own evaluators (EvalPlus, EvoEval, BigCodeBench): --no-deps installs setup.py cannot express
+# the benchmarks' own evaluators (EvalPlus, EvoEval, BigCodeBench): --no-deps installs the project metadata cannot express
 PYTHON="$PY" MEGATRON_SNOW_LOCK="$LOCK" bash scripts/install_eval.sh
 "$PY" -c "import megatron.core, torch; print(f'megatron-snow ready: torch {torch.__version__}, megatron-core {megatron.core.__version__}')"
