@@ -16,6 +16,8 @@ import functools
 import operator
 import os
 import sys
+import time
+import traceback
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
@@ -331,14 +333,26 @@ def _leave_on_uncaught_exception() -> None:
     sys.excepthook = hook
 
 
+ABORT_GRACE_S = 0.5  # time for mpiexec to forward the dying rank's traceback
+
+
 def _abort_on_uncaught_exception(mpi_comm: Any) -> None:
     """A rank that dies of an exception takes the job with it; otherwise the other ranks
-    would wait in their next collective until the Slurm time limit."""
-    previous = sys.excepthook
+    would wait in their next collective until the Slurm time limit.
+
+    The traceback goes out in one write, and the rank waits a moment before the abort:
+    MPICH's launcher forwards a rank's stderr through a pipe and stops forwarding once
+    the abort tears the job down, so a traceback written line by line right before
+    ``Abort`` arrived cut after its first lines (seen in CI)."""
 
     def hook(kind, value, tb):
-        previous(kind, value, tb)
+        text = "".join(traceback.format_exception(kind, value, tb))
         sys.stderr.flush()
+        try:
+            os.write(2, text.encode(errors="replace"))
+        except OSError:
+            pass
+        time.sleep(ABORT_GRACE_S)
         mpi_comm.Abort(1)
 
     sys.excepthook = hook
