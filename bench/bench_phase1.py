@@ -40,6 +40,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import argparse  # noqa: E402
 import gzip  # noqa: E402
 import json  # noqa: E402
+import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -410,6 +411,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.compare:
         sys.exit(compare(Path(args.compare[0]), Path(args.compare[1])))
+    load_start = os.getloadavg()[0]
     work = Path(args.work)
     corpus = work / f"corpus-{args.mb:g}mb"
     info = make_corpus(corpus, args.mb)
@@ -441,8 +443,11 @@ def main() -> None:
         for task, o, name, r in refs:
             print(f"{task:30s} {o:7.2f}  {name:36s} " + (f"{r:7.2f} {o / r:6.2f}x" if r else f"{'-':>7s} {'-':>7s}"))
         result["references"] = [dict(zip(("task", "ours", "reference", "theirs"), r)) for r in refs]
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:  # docs/results/phase1_speed.json is this file: tests/test_claims.py rebuilds docs/scale.md from it
+        result["run"] = {"command": "python bench/bench_phase1.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(),
+                         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
+                         "python": platform.python_version()}
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Real source files the repository ships, so tests read the same bytes on every machine.
 
-Two pinned archives, read in memory (nothing unpacked), in a fixed order:
+Three pinned archives, read in memory (nothing unpacked), in a fixed order:
 - examples/tiny/corpus/cpython-3.11.7.tar.xz: CPython 3.11.7 ``repos/<package>/...`` (16 stdlib packages),
   ``repos/cpython-include/...`` (C headers) and ``positives/<module>.py`` (120 top-level stdlib modules);
 - tests/phase1/data/clean_code.jsonl.xz: 1,396 files of CPython, numpy, scipy, fsspec, attrs, click (Python)
-  and torch / pyarrow headers (C++, labelled "c" or "c++" in the archive).
+  and torch / pyarrow headers (C++, labelled "c" or "c++" in the archive);
+- tests/data/js_shell/js-shell.tar.xz: JavaScript of ten packages bundled with npm 11.19.1 and the Bash scripts of
+  pyenv and three plugins (ISC/MIT; versions, licences and SHA-256 in its README).
 Never the machine's own standard library or system headers: those differ from one machine to the next.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import lzma
 import tarfile
@@ -18,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CPYTHON_ARCHIVE = REPO / "examples" / "tiny" / "corpus" / "cpython-3.11.7.tar.xz"
 CLEAN_CODE_ARCHIVE = REPO / "tests" / "phase1" / "data" / "clean_code.jsonl.xz"
+JS_SHELL_ARCHIVE = REPO / "tests" / "data" / "js_shell" / "js-shell.tar.xz"
+JS_SHELL_SHA256 = "a6d5f6b65b1aabd0823599c51fb211acfbed6f30b10030d015b4ce01341e09a6"
 _LANGUAGE = {".py": "python", ".h": "c"}
 
 
@@ -70,3 +76,21 @@ def write_package(name: str, root: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
     return Path(root) / name
+
+
+@functools.lru_cache(maxsize=None)
+def js_shell_files(language: str | None = None) -> tuple[tuple[str, str, str], ...]:
+    """(path in the archive, "javascript" or "shell", text) of js-shell.tar.xz, licence files left out, sorted by
+    path; optionally of one language. The SHA-256 is checked first, so a changed archive fails here, by name."""
+    data = JS_SHELL_ARCHIVE.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != JS_SHELL_SHA256:
+        raise RuntimeError(f"{JS_SHELL_ARCHIVE} has SHA-256 {digest}, expected {JS_SHELL_SHA256}")
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+        for m in tar.getmembers():
+            if m.isfile() and not Path(m.name).name.startswith("LICENSE"):
+                lang = m.name.split("/", 1)[0]
+                if language in (None, lang):
+                    out.append((m.name, lang, tar.extractfile(m).read().decode("utf-8")))
+    return tuple(sorted(out))

@@ -161,7 +161,8 @@ def _generate(cfg: EvalConfig, units: list[Unit], problems: dict[str, dict], out
     backend = make_backend(cfg.generation, model_dir=cfg.model or None, server=cfg.server or None)
     per_unit, used = {}, {"backend": backend.name, "max_new_tokens": {}}
     if hasattr(backend, "device"):
-        used.update(device=backend.device, dtype=backend.dtype, batch_size=backend.batch_size)
+        used.update(device=backend.device, dtype=backend.dtype, batch_size=backend.batch_size,
+                    **backend.determinism())
     if backend.name == "vllm":
         used.update(dtype=backend.dtype, tensor_parallel_size=cfg.generation.tensor_parallel_size)
     if hasattr(backend, "model") and isinstance(backend.model, str):

@@ -8,7 +8,10 @@ bar. Decoding is greedy: ``do_sample=False`` (transformers), temperature 0
 
 - ``TransformersBackend``: ``AutoModelForCausalLM`` on CPU or GPU; prompts
   sorted by length and left-padded in batches of ``batch_size``; generation
-  stops per sequence at a stop string (``stop_strings``) or EOS.
+  stops per sequence at a stop string (``stop_strings``) or EOS. On CPU it
+  runs on ``CPU_THREADS`` torch threads with deterministic algorithms
+  (``megatron_snow.determinism``), recorded in the results: a greedy argmax
+  between near-equal logits must not flip with the machine's thread count.
 - ``VLLMBackend``: vLLM's offline API (``vllm.LLM(model, tensor_parallel_size,
   dtype)``, ``LLM.generate(prompts, SamplingParams(temperature=0, max_tokens,
   stop), use_tqdm=True)``, ``RequestOutput.outputs[0].text``: the same in the
@@ -34,6 +37,8 @@ from typing import ClassVar
 from tqdm import tqdm
 
 from megatron_snow.evaluate.tasks import truncate_at_stops
+
+CPU_THREADS = 1  # torch threads of CPU generation: fixed, so completions do not depend on the machine
 
 
 @dataclass
@@ -74,6 +79,7 @@ class TransformersBackend:
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         self.device, self.dtype, self.batch_size = device, dtype, cfg.batch_size
+        self.threads = CPU_THREADS if device == "cpu" else None  # GPU kernels do not split over CPU threads
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -81,6 +87,18 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
 
     def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+        from megatron_snow.determinism import fixed_threads  # imports torch: only when generating
+
+        if self.threads is None:
+            return self._generate(prompts, stops, max_new_tokens, desc)
+        with fixed_threads(self.threads):
+            return self._generate(prompts, stops, max_new_tokens, desc)
+
+    def determinism(self) -> dict:
+        """What to record beside the results: the fixed CPU thread count (nothing on GPU)."""
+        return {} if self.threads is None else {"torch_threads": self.threads, "deterministic_algorithms": True}
+
+    def _generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str) -> list[str]:
         import torch
 
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch

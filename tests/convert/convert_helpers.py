@@ -2,13 +2,12 @@
 directory has its own conftest.py)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from code_samples import SAMPLES
 
-from tests.shipped_files import clean_code_files, stdlib_modules, stdlib_package
+from tests.shipped_files import clean_code_files, js_shell_files, stdlib_modules, stdlib_package
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = 1000  # padded to 1024: 24 padding rows to drop
@@ -32,19 +31,11 @@ VARIANTS = {
 
 def real_files() -> list[tuple[str, str, str]]:
     """Real source files the repository ships (CPython 3.11.7 modules and C headers, torch C++ headers),
-    so the tokenizer trains on the same bytes on every machine; plus torch's JavaScript (an installed package)."""
-    def pkg(name: str) -> Path:
-        spec = importlib.util.find_spec(name)
-        return Path(spec.origin).parent if spec and spec.origin else Path("/nonexistent")
-
+    and npm packages' JavaScript), so the tokenizer trains on the same bytes on every machine."""
     out = [(p, "python", t[:40_000]) for p, _, t in stdlib_modules()[:24]]
     out += [(p, "c", t[:40_000]) for p, _, t in stdlib_package("cpython-include")[:8]]
     out += [(p, "cpp", t[:40_000]) for p, _, t in clean_code_files("torch")[:6]]
-    for p in [str(pkg("torch") / "utils" / "model_dump" / "code.js")]:
-        try:
-            out.append((p, "javascript", Path(p).read_text(encoding="utf-8")[:40_000]))
-        except (OSError, UnicodeDecodeError):
-            continue
+    out += [(p, "javascript", t[:40_000]) for p, _, t in js_shell_files("javascript")[:1]]
     return out
 
 

@@ -91,6 +91,8 @@ def test_tiny_model_through_transformers(tiny_model, tmp_path, eval_cache):
     assert main(["--model", str(model_dir), *_common(out, eval_cache), "generation.backend=transformers",
                  "generation.batch_size=2", "generation.max_new_tokens=200"]) == 0
     _check_generated_run(out, problems, "transformers")
+    used = json.loads((out / "results.json").read_text())["settings"]["generation"]
+    assert used["device"] == "cpu" and used["torch_threads"] == 1 and used["deterministic_algorithms"] is True
 
 
 @pytest.mark.slow

@@ -99,3 +99,28 @@ def test_missing_vllm_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--model", str(model), "--out", str(out), "generation.backend=tgi"]) == 2
     assert capsys.readouterr().err.strip() == ("evaluate: generation.backend: expected one of auto, transformers, "
                                                "vllm, got 'tgi'")
+
+
+def test_cpu_generation_runs_on_the_fixed_thread_count(tmp_path):
+    """transformers on CPU generates on CPU_THREADS torch threads whatever the caller set (greedy argmax over
+    near-equal logits must not depend on the machine's thread count), gives the caller's setting back and
+    says what it used."""
+    import torch
+
+    from megatron_snow.evaluate.generate import CPU_THREADS, GenerationConfig, TransformersBackend
+    from tests.evaluate.tiny_model import train_tiny_llama
+
+    model_dir = train_tiny_llama(tmp_path / "model", [("def one():", "\n    return 1\n")])
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS + 2)
+    try:
+        backend = TransformersBackend(str(model_dir), GenerationConfig(device="cpu"))
+        seen: set[int] = set()
+        backend.model.register_forward_pre_hook(lambda module, args: seen.add(torch.get_num_threads()))
+        out = backend.generate(["def one():"], ["\ndef "], max_new_tokens=32)
+        assert seen == {CPU_THREADS}  # every forward pass of the generation
+        assert torch.get_num_threads() == CPU_THREADS + 2
+    finally:
+        torch.set_num_threads(before)
+    assert out == ["\n    return 1\n"]
+    assert backend.determinism() == {"torch_threads": CPU_THREADS, "deterministic_algorithms": True}

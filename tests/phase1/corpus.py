@@ -1,8 +1,8 @@
 """A small, deterministic corpus of real code, with planted cases.
 
-Base files: CPython 3.11.7's standard library and C headers, from the archives the repository ships
-(tests/shipped_files.py); JavaScript and shell scripts found on disk. Planted: exact and edited near duplicates,
-benchmark solutions pasted into files, PII, minified and generated files,
+Base files: CPython 3.11.7's standard library and C headers, JavaScript of npm's bundled packages and pyenv's
+Bash scripts, all from the archives the repository ships (tests/shipped_files.py), the same on every machine.
+Planted: exact and edited near duplicates, benchmark solutions pasted into files, PII, minified and generated files,
 invalid UTF-8, binary, empty, and a one-line multi-megabyte file.
 ``build_corpus`` returns the expectations the tests check.
 """
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_snow.phase1.filters import FilterThresholds, filter_reason
 from megatron_snow.phase1.minhash import ShingleHasher, jaccard
-from tests.shipped_files import clean_code_files, cpython_files, stdlib_package
-
-SEARCH_ROOTS = ("/usr/lib", "/usr/share", "/usr/local/lib", "/opt", "/etc", "/root/.pyenv/versions")
-
+from tests.shipped_files import clean_code_files, cpython_files, js_shell_files, stdlib_package
 
 def _usable(text: str, name: str, lo: int = 1500, hi: int = 30000) -> bool:
     return (lo <= len(text.encode()) <= hi and "\x00" not in text
@@ -35,17 +31,9 @@ def _spread(items: list, n: int) -> list:
     return [items[int(i * step)] for i in range(n)]
 
 
-def _pick(paths: list[Path], n: int, lo: int = 1500, hi: int = 30000) -> list[Path]:
-    ok = []
-    for p in sorted(set(paths)):
-        try:
-            if p.is_file() and not p.is_symlink() and lo <= p.stat().st_size <= hi:
-                text = p.read_bytes().decode("utf-8")
-                if _usable(text, str(p), lo, hi):
-                    ok.append(p)
-        except (OSError, UnicodeDecodeError):
-            continue
-    return _spread(ok, n)
+def _shipped(language: str, n: int) -> list[tuple[str, str]]:
+    """n usable (path, text) of one language of the shipped JavaScript/shell archive, spread over it."""
+    return _spread([(p, t) for p, _, t in js_shell_files(language) if _usable(t, p)], n)
 
 
 def _shipped_stdlib() -> list[tuple[str, str]]:
@@ -58,18 +46,6 @@ def _shipped_stdlib() -> list[tuple[str, str]]:
         files.setdefault(name, text)
     skip = {"site-packages", "test", "tests", "idlelib", "lib2to3"}
     return sorted((k, v) for k, v in files.items() if not skip & set(k.split("/")) and _usable(v, k))
-
-
-def _find(pattern: str, limit: int = 4000) -> list[Path]:
-    out: list[Path] = []
-    for root in SEARCH_ROOTS:
-        if os.path.isdir(root):
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "dist-packages", "test", "tests"))
-                out += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(pattern) and not f.endswith(".min" + pattern)]
-                if len(out) > limit:
-                    return out
-    return out
 
 
 def shingle_set(text: str) -> set:
@@ -111,16 +87,16 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
     hosts = [p for p in _spread(all_py, n_py + 40) if p not in set(py)][:5]  # not in the corpus
     headers = _spread([(name.split("/", 2)[2], text) for name, _, text in stdlib_package("cpython-include")
                        if _usable(text, name)], n_h)
-    js = _pick(_find(".js"), n_js)
-    sh = _pick(_find(".sh"), n_sh)
+    js = _shipped("javascript", n_js)
+    sh = _shipped("shell", n_sh)
     base: list[tuple[str, bytes]] = []
     for rel, text in py:
         parts = rel.split("/")
         repo = "cpython-" + (parts[0].replace(".py", "") if len(parts) > 1 else "root")
         base.append((f"{repo}/{rel}", text.encode()))
     base += [(f"cpython-include/{rel}", text.encode()) for rel, text in headers]
-    base += [(f"js-found/{i:03d}-{p.name}", p.read_bytes()) for i, p in enumerate(js)]
-    base += [(f"shell-found/{i:03d}-{p.name}", p.read_bytes()) for i, p in enumerate(sh)]
+    base += [(f"js-shipped/{i:03d}-{Path(p).name}", t.encode()) for i, (p, t) in enumerate(js)]
+    base += [(f"shell-shipped/{i:03d}-{Path(p).name}", t.encode()) for i, (p, t) in enumerate(sh)]
     files: dict[str, bytes] = dict(base)
     rng = random.Random(7)
 
@@ -162,7 +138,7 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
             break
 
     # filter cases
-    js_text = files[next(r for r in files if r.startswith("js-found/"))].decode() if js else "function f(a){return a}\n" * 50
+    js_text = files[next(r for r in files if r.startswith("js-shipped/"))].decode()
     minified = "".join(line.strip() for line in js_text.split("\n")).replace(" ", "") * 4
     files["planted/static/app.js"] = ("/* app */" + minified + "\n").encode()
     files["planted/static/vendor.min.js"] = ("var x=1;\n" * 10 + "function g(a,b){return a+b}\n").encode()

@@ -41,6 +41,7 @@ from megatron_snow.phase1.decontaminate import (
     DecontamConfig, Decontaminator, code_tokens, generic_tokens, python_tokens,
 )
 from tests.phase1.decontam_edits import EDITS, edited, reference_stream, reformat, rename, split_in_host
+from tests.results import check_or_write
 
 BENCHES = ("humanevalplus", "mbppplus", "bigcodebench", "evoeval_difficult", "evoeval_creative")
 CLEAN_CODE = Path(__file__).parent / "data" / "clean_code.jsonl.xz"
@@ -302,16 +303,22 @@ def test_short_rules_leave_generic_code_in_real_files(dec):
     assert dec.check("def total(values):\n    return sum(values)\n\nprint(total([1]))\n", "python") is None
 
 
+@pytest.fixture(scope="module")
+def clean_flagged(dec) -> tuple[int, list[tuple[str, str, str, str]]]:
+    """(files, [(file, reason, item, match)]) of all rules together on the shipped clean corpus."""
+    rows = clean_corpus()
+    return len(rows), [(f"{r['package']}/{r['path']}", h["reason"], h["item"], h["match"][:80]) for r in rows
+                       if (h := dec.check(r["text"], r["language"]))]
+
+
 @pytest.mark.slow
-def test_clean_real_code_false_positive_rate(dec):
+def test_clean_real_code_false_positive_rate(clean_flagged):
     """All rules together on the shipped clean corpus (1,396 files: 996 Python, 400 C/C++ headers):
     <= 0.2% flagged."""
-    rows = clean_corpus()
-    assert len(rows) == 1396  # the corpus is fixed: 0.2% is 2 files
-    flagged = [(f"{r['package']}/{r['path']}", h["reason"], h["item"], h["match"][:80]) for r in rows
-               if (h := dec.check(r["text"], r["language"]))]
-    rate = len(flagged) / len(rows)
-    print(f"\nclean files flagged: {len(flagged)} / {len(rows)} = {rate:.4f}")
+    n_rows, flagged = clean_flagged
+    assert n_rows == 1396  # the corpus is fixed: 0.2% is 2 files
+    rate = len(flagged) / n_rows
+    print(f"\nclean files flagged: {len(flagged)} / {n_rows} = {rate:.4f}")
     for f in flagged:
         print("  ", f)
     assert rate <= 0.002, flagged
@@ -328,3 +335,20 @@ def test_prefilter_keeps_every_verdict(dec, planted, benchmarks_dir):
     skipped = sum(not pre._prefilter.passes(t, lang) for t, lang in cases)
     assert [pre.check(t, lang) for t, lang in cases] == [dec.check(t, lang) for t, lang in cases]
     assert skipped >= 100, skipped  # it does skip files (measured 241 of 1,230)
+
+
+@pytest.mark.slow
+def test_measured_quality_is_the_committed_result(table, clean_flagged):
+    """docs/results/decontam_quality.json holds this module's measurement (README.md quotes it, rebuilt by
+    tests/test_claims.py): fails when the rules or the planted set change what is caught and the file was not
+    rewritten (MEGATRON_SNOW_WRITE_RESULTS=1)."""
+    recall: dict = defaultdict(lambda: defaultdict(dict))  # variant -> benchmark -> size -> "caught/planted"
+    for (stem, variant, size), (caught, planted_n) in sorted(table.items()):
+        if planted_n:
+            recall[variant][stem][size] = f"{caught}/{planted_n}"
+    n_files, flagged = clean_flagged
+    check_or_write("decontam_quality", {
+        "made_by": "MEGATRON_SNOW_WRITE_RESULTS=1 python -m pytest tests/phase1/test_decontam_quality.py "
+                   "-k committed_result",
+        "short_tokens": SHORT, "bars": {f"{v}/{s or 'all'}": b for (v, s), b in BARS.items()}, "edit_bar": EDIT_BAR,
+        "recall": recall, "clean_corpus": {"files": n_files, "flagged": [f[0] for f in flagged]}})

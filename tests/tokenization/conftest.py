@@ -1,47 +1,25 @@
 """Fixtures for the tokenizer/index tests: real code (mostly shipped in the repository), tiny tokenizers on it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from megatron_snow.records import CodeRecord, ShardedWriter
-from tests.shipped_files import clean_code_files, stdlib_modules, stdlib_package
+from tests.shipped_files import clean_code_files, js_shell_files, stdlib_modules, stdlib_package
 from tok_corpus import EDGE_CASES, SHELL_WITH_TABS
-
-def _read(path: str | Path, limit: int = 60_000) -> str | None:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text[:limit]
-
 
 def _collect() -> list[tuple[str, str, str]]:
     """(name, language, text) of real source files: Python, C and C++ from the archives the repository ships
-    (tests/shipped_files.py), the same on every machine; JavaScript and shell from installed packages."""
-    def pkg(name: str) -> Path:
-        spec = importlib.util.find_spec(name)
-        return Path(spec.origin).parent if spec and spec.origin else Path("/nonexistent")
-
+    (tests/shipped_files.py), the same on every machine; JavaScript and shell from the shipped js-shell archive."""
     out: list[tuple[str, str, str]] = [(p, "python", t[:60_000]) for p, _, t in stdlib_modules()[:40]]
     out += [(p, "c", t[:60_000]) for p, _, t in stdlib_package("cpython-include")[:20]]
     out += [(p, "c++", t[:60_000]) for p, _, t in clean_code_files("torch")[:7] + clean_code_files("pyarrow")[:7]]
 
-    def add(paths, language, n):
-        k = 0
-        for p in sorted(paths):
-            text = _read(p)
-            if text and k < n:
-                out.append((str(p), language, text))
-                k += 1
-
-    # JavaScript and shell files that installed packages (torch, tensorboard's werkzeug, tqdm) ship
-    add([pkg("torch") / "utils" / "model_dump" / "code.js",
-         pkg("werkzeug") / "debug" / "shared" / "debugger.js"], "javascript", 2)
-    add([pkg("tqdm") / "completion.sh"], "shell", 1)
+    # JavaScript (npm's bundled packages) and Bash (pyenv) from the shipped archive
+    out += [(p, "javascript", t[:60_000]) for p, _, t in js_shell_files("javascript")[:2]]
+    out += [(p, "shell", t[:60_000]) for p, _, t in js_shell_files("shell")[:1]]
     out.append(("synthetic/build.sh", "shell", SHELL_WITH_TABS))
     return out
 
