@@ -232,6 +232,13 @@ def run_one(cmd: Command, argv: list[str], prog: str) -> int:
     from megatron_snow.stages.runner import StepError
 
     prefix = cmd.prefix.format(prog=prog)
+    cls = cmd.config_class()
+    bad = None  # a bad flag or bad settings: deterministic, the same on every rank
+    try:  # before the communicator: --help and a bad flag need no MPI
+        args = build_parser(cmd, prog if prog != cmd.name else None).parse_intermixed_args(argv)
+        args.prog = prog
+    except UsageError as e:
+        bad = str(e)
     comm = get_comm() if cmd.comm else Comm(None)
     root = comm.is_root if cmd.comm else os.environ.get("RANK", "0") == "0"
 
@@ -239,14 +246,14 @@ def run_one(cmd: Command, argv: list[str], prog: str) -> int:
         if root:
             print(f"{prefix}{msg}".replace("\n", " "), file=sys.stderr, flush=True)
 
-    cls = cmd.config_class()
-    try:
-        args = build_parser(cmd, prog if prog != cmd.name else None).parse_intermixed_args(argv)
-        args.prog = prog
-        overrides = overrides_from(cmd, cls, args) + _route_rest(cmd, cls, list(args.overrides))
-        cfg = load_config(cls, args.config, overrides)
-    except (UsageError, ConfigError) as e:  # deterministic: the same on every rank
-        say(str(e))
+    if bad is None:
+        try:
+            overrides = overrides_from(cmd, cls, args) + _route_rest(cmd, cls, list(args.overrides))
+            cfg = load_config(cls, args.config, overrides)
+        except ConfigError as e:
+            bad = str(e)
+    if bad is not None:
+        say(bad)
         return 2
     if args.quiet and hasattr(cfg, "progress"):
         cfg.progress = False
