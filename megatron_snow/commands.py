@@ -93,7 +93,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):  # argparse prints usage and exits; one line instead
         raise UsageError(message)
 
 
