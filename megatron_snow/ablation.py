@@ -462,26 +462,18 @@ def render_tables(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m megatron_snow ablation", description=__doc__.split("\n\n")[0],
-                                epilog="Settings (key=value): " + ", ".join(AblationConfig.__dataclass_fields__))
-    p.add_argument("--config", default=None, help="YAML file of AblationConfig settings")
-    p.add_argument("overrides", nargs="*", help="key=value settings")
-    a = p.parse_args(argv)
-    try:
-        cfg = load_config(AblationConfig, a.config, a.overrides)
-        result = run_ablation(cfg)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"ablation: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        print(str(e), file=sys.stderr)
-        return 1
+def cli_run(cfg: AblationConfig, args, comm) -> None:
+    """The ``ablation`` command."""
+    result = run_ablation(cfg)
     print(result["conclusion"])
     print(f"wrote {Path(cfg.out) / 'ablation.json'}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow ablation``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["ablation"].main(argv)
 
 
 if __name__ == "__main__":

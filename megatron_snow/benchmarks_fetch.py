@@ -18,7 +18,6 @@ sources): for air-gapped clusters, and how the tests exercise this code.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megatron_snow.benchmarks import default_download_dir
+from megatron_snow.config import Config, setting
 
 
 @dataclass(frozen=True)
@@ -182,28 +182,35 @@ def fetch(out: Path, stems: list[str] | None = None, mirror: Path | None = None,
     return {"out": str(out), "fetched": sorted(manifest), "failed": failed}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m megatron_snow fetch-benchmarks",
-        description="Download the evaluation benchmarks (HumanEval(+), MBPP(+), EvoEval, BigCodeBench(-Hard), "
-                    "GSM8K, APPS, DS-1000) into the directory that decontamination, alignment and evaluation "
-                    "use by default. Pinned files are checked by sha256.")
-    p.add_argument("--out", default=None, help=f"target directory (default: {default_download_dir()}; "
-                   "or set MEGATRON_SNOW_BENCHMARKS to use another directory everywhere)")
-    p.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(BY_STEM)}")
-    p.add_argument("--mirror", default=None, help="read sources from this local directory instead of the network")
-    p.add_argument("--force", action="store_true", help="fetch again files already present")
-    a = p.parse_args(argv)
-    out = Path(a.out) if a.out else Path(os.environ.get("MEGATRON_SNOW_BENCHMARKS") or default_download_dir())
-    stems = [s.strip() for s in a.only.split(",") if s.strip()] or None
-    try:
-        result = fetch(out, stems, Path(a.mirror) if a.mirror else None, a.force)
-    except FetchError as e:
-        print(f"fetch-benchmarks: {e}", file=sys.stderr)
-        return 2
+@dataclass
+class FetchConfig(Config):
+    """Settings of ``fetch-benchmarks``."""
+
+    out: str = setting("", help="target directory (empty: $MEGATRON_SNOW_BENCHMARKS, else the default download "
+                                "directory that decontamination, alignment and evaluation read)")
+    only: str = setting("", help=f"comma-separated subset of: {','.join(BY_STEM)} (empty: every set)")
+    mirror: str = setting("", help="read sources from this local directory instead of the network")
+    force: bool = setting(False, help="fetch again files already present")
+
+
+def cli_run(cfg: FetchConfig, args, comm) -> None:
+    """The ``fetch-benchmarks`` command: a set that fails is named, the others are still fetched (exit 1)."""
+    from megatron_snow.stages.runner import StepError
+
+    out = Path(cfg.out or os.environ.get("MEGATRON_SNOW_BENCHMARKS") or default_download_dir())
+    stems = [s.strip() for s in cfg.only.split(",") if s.strip()] or None
+    result = fetch(out, stems, Path(cfg.mirror) if cfg.mirror else None, cfg.force)
     print(f"fetch-benchmarks: {len(result['fetched'])} sets in {out}"
           + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
-    return 1 if result["failed"] else 0
+    if result["failed"]:
+        raise StepError(f"{len(result['failed'])} failed: {result['failed'][0]}", 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow fetch-benchmarks``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["fetch-benchmarks"].main(argv)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,17 @@ peak 1.6x the model's size, the checkpoint writer's buffers included.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import yaml
 
+from megatron_snow.config import Config, setting
 from megatron_snow.convert.mapping import ConvertError, Shape, from_hf_tensors, read_hf_config, shape_of
 from megatron_snow.convert.runtime import quiet_megatron_warnings, single_process_group
 
@@ -250,25 +251,30 @@ def _copy_tokenizer(hf_dir: Path, out: Path, vocab_size: int) -> Path | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="convert_from_hf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--load", required=True, help="Hugging Face Llama directory (config.json + safetensors)")
-    parser.add_argument("--save", required=True, help="new checkpoint directory (a save root)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
-                        help="weights' dtype in the checkpoint (default fp32; the trainer casts on load)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*",
-                        help="key=value settings of the new phase, e.g. parallel.tensor_model_parallel_size=2 "
-                             "model.make_vocab_size_divisible_by=128 data.seq_length=4096")
-    args = parser.parse_args(argv)
-    quiet_megatron_warnings()
-    from megatron_snow.config import ConfigError
+@dataclass
+class FromHFConfig(Config):
+    """Settings of ``convert-from-hf``; other ``key=value`` pairs are settings of the training config (``train``)."""
 
-    try:
-        info = convert_from_hf(args.load, args.save, args.overrides, args.dtype, progress=not args.no_progress)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load: str = setting(help="Hugging Face Llama directory (config.json + safetensors)")
+    save: str = setting(help="new checkpoint directory (a save root)")
+    dtype: Literal["fp32", "bf16"] = setting("fp32", help="weights' dtype in the checkpoint (the trainer casts "
+                                                           "on load)")
+    progress: bool = setting(True, help="a progress bar on stderr")
+    train: dict[str, Any] = setting(factory=dict, help="training-config settings over the checkpoint's, e.g. "
+                                                       "model.rotary_base=500000 (given as plain key=value)")
+
+
+def cli_run(cfg: FromHFConfig, args, comm) -> None:
+    """The ``convert-from-hf`` command."""
+    from megatron_snow.commands import rest_overrides
+
+    quiet_megatron_warnings()
+    info = convert_from_hf(cfg.load, cfg.save, rest_overrides(cfg.train), cfg.dtype, progress=cfg.progress)
     print(json.dumps(info))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow convert-from-hf`` / ``tools/checkpoint/convert_from_hf.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["convert-from-hf"].main(argv)

@@ -22,14 +22,16 @@ largest kind (``linear_fc1``, 2.2 GB), its read buffer and one pending shard.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
+from megatron_snow.config import Config, setting
 from megatron_snow.convert.mapping import (
     EMBEDDING, FINAL_NORM, LAYER_KEYS, OUTPUT, ConvertError, Shape, hf_config_dict, shape_of, to_hf_tensors,
 )
@@ -244,27 +246,34 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="convert", unit="tensor", disable=not enabled, file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="convert_to_hf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--load", required=True, help="save root (its latest iteration) or one iter_ directory")
-    parser.add_argument("--save", required=True, help="Hugging Face directory to write")
-    parser.add_argument("--tokenizer", help="SentencePiece .model or tokenizer.json (default: data.tokenizer_path "
-                                            "of the config); written into the directory")
-    parser.add_argument("--config", help="training YAML with the model settings (default: SAVE_ROOT/config.yaml)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="weights' dtype (default fp32)")
-    parser.add_argument("--max-shard-mb", type=float, default=2048, help="largest safetensors shard (default 2048)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of the config, e.g. model.rotary_base=500000")
-    args = parser.parse_args(argv)
-    quiet_megatron_warnings()
-    from megatron_snow.config import ConfigError
+@dataclass
+class ToHFConfig(Config):
+    """Settings of ``convert-to-hf``; other ``key=value`` pairs are settings of the training config (``train``)."""
 
-    try:
-        info = convert_to_hf(args.load, args.save, args.tokenizer, args.config, args.overrides, args.dtype,
-                             args.max_shard_mb, progress=not args.no_progress)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load: str = setting(help="save root (its latest iteration) or one iter_ directory")
+    save: str = setting(help="Hugging Face directory to write")
+    tokenizer: str = setting("", help="SentencePiece .model or tokenizer.json (empty: data.tokenizer_path of the "
+                                      "training config); written into the directory")
+    train_config: str = setting("", help="training YAML with the model settings (empty: SAVE_ROOT/config.yaml)")
+    dtype: Literal["fp32", "bf16", "fp16"] = setting("fp32", help="weights' dtype")
+    max_shard_mb: float = setting(2048.0, help="largest safetensors shard, MB", range="> 0")
+    progress: bool = setting(True, help="a progress bar on stderr")
+    train: dict[str, Any] = setting(factory=dict, help="training-config settings over the checkpoint's, e.g. "
+                                                       "model.rotary_base=500000 (given as plain key=value)")
+
+
+def cli_run(cfg: ToHFConfig, args, comm) -> None:
+    """The ``convert-to-hf`` command."""
+    from megatron_snow.commands import rest_overrides
+
+    quiet_megatron_warnings()
+    info = convert_to_hf(cfg.load, cfg.save, cfg.tokenizer or None, cfg.train_config or None,
+                         rest_overrides(cfg.train), cfg.dtype, cfg.max_shard_mb, progress=cfg.progress)
     print(json.dumps(info))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow convert-to-hf`` / ``tools/checkpoint/convert_to_hf.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["convert-to-hf"].main(argv)

@@ -35,7 +35,6 @@ Exit codes: 0 done, 1 failure (generation or an evaluator failed, or no isolatio
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import json
@@ -45,13 +44,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from megatron_snow.config import ConfigError, load_config, to_dict
+from megatron_snow.config import to_dict
 from megatron_snow.evaluate.generate import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
                                              make_backend, require_vllm)
 from megatron_snow.evaluate.report import build_report, to_markdown, write_report
-from megatron_snow.evaluate.sandbox import IsolationUnavailable, SandboxConfig, ScoringError, check_isolation
-from megatron_snow.evaluate.score import SamplesError, read_samples, score_unit
-from megatron_snow.evaluate.tasks import (ALL_UNITS, TaskError, Unit, data_version, load_problems, prompt_for,
+from megatron_snow.evaluate.sandbox import SandboxConfig, check_isolation
+from megatron_snow.evaluate.score import read_samples, score_unit
+from megatron_snow.evaluate.tasks import (Unit, data_version, load_problems, prompt_for,
                                           select_units, stop_strings, unit_path)
 
 PAPER_BENCHMARKS = "humaneval+,mbpp+,evoeval,bigcodebench"
@@ -79,31 +78,6 @@ class InputError(ValueError):
 
 class GenerationError(RuntimeError):
     """The model or server failed to generate: one line, exit code 1."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file with EvalConfig keys")
-    p.add_argument("--model", help="Hugging Face model directory to generate with")
-    p.add_argument("--server", help="OpenAI-compatible server root (.../v1) to generate with (/v1/completions)")
-    p.add_argument("--samples", help="score these completions instead of generating (JSONL file or directory)")
-    p.add_argument("--benchmarks", help=f"comma-separated (default {PAPER_BENCHMARKS}); units: {', '.join(ALL_UNITS)}")
-    p.add_argument("--benchmarks-dir", help="directory of <benchmark>.jsonl.gz files")
-    p.add_argument("--out", help="output directory (samples/, results/, results.json, results.md)")
-    p.add_argument("--name", help="model name in the table")
-    p.add_argument("--limit", type=int, help="only the first N tasks of each unit (smoke test)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of EvalConfig (generation.batch_size=32, ...)")
-    return p
-
-
-def parse_config(argv: list[str]) -> EvalConfig:
-    a = _parser().parse_args(argv)
-    overrides = []
-    for key in ("model", "server", "samples", "benchmarks", "benchmarks_dir", "out", "name", "limit"):
-        v = getattr(a, key)
-        if v is not None:
-            overrides.append(f"{key}={json.dumps(v) if isinstance(v, str) else v}")
-    return load_config(EvalConfig, a.config, overrides + list(a.overrides))
 
 
 def _check(cfg: EvalConfig) -> None:
@@ -255,18 +229,13 @@ def run(cfg: EvalConfig) -> dict:
     return report
 
 
+def cli_run(cfg: EvalConfig, args, comm) -> None:
+    """The ``evaluate`` command."""
+    run(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = parse_config(argv)
-        run(cfg)
-    except (ConfigError, InputError, TaskError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
-    except SamplesError as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
-    except (ScoringError, GenerationError, IsolationUnavailable) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m megatron_snow evaluate`` / ``tools/evaluate.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["evaluate"].main(argv)

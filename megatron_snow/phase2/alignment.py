@@ -113,13 +113,14 @@ USAGE = """example:
   python -m megatron_snow alignment model=models/annotator corpus=data/phase1 out=alignment.json"""
 
 
+def cli_run(cfg, args, comm) -> None:
+    """The ``alignment`` command."""
+    if comm.is_root:
+        alignment(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_snow alignment`` / ``tools/preprocess/alignment.py``."""
-    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.commands import COMMANDS
 
-    def run(cfg, args, comm):
-        if comm.is_root:
-            alignment(cfg)
-
-    return run_cli(argv, prog="alignment", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=AlignmentConfig, run=run)
+    return COMMANDS["alignment"].main(argv)

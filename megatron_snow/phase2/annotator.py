@@ -369,14 +369,15 @@ USAGE = """example:
   python -m megatron_snow train-annotator data.corpus=data/phase1 out=models/annotator mode=frozen"""
 
 
+def cli_run(cfg, args, comm) -> None:
+    """The ``train-annotator`` command."""
+    if comm.is_root:
+        result = train_annotator(cfg)
+        print(f"saved {cfg.out}: best epoch {result.best_epoch}; test {result.test.line()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_snow train-annotator`` / ``tools/preprocess/train_annotator.py``."""
-    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.commands import COMMANDS
 
-    def run(cfg, args, comm):
-        if comm.is_root:
-            result = train_annotator(cfg)
-            print(f"saved {cfg.out}: best epoch {result.best_epoch}; test {result.test.line()}")
-
-    return run_cli(argv, prog="train-annotator", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=TrainAnnotatorConfig, run=run)
+    return COMMANDS["train-annotator"].main(argv)

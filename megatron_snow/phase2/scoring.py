@@ -349,12 +349,13 @@ each process uses its local rank's GPU. Examples:
   torchrun --nproc-per-node 8 -m megatron_snow annotate corpus=data/phase1 model=models/annotator batch_size=256"""
 
 
+def cli_run(cfg, args, comm) -> None:
+    """The ``annotate`` command."""
+    annotate_corpus(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_snow annotate`` / ``tools/preprocess/annotate.py``."""
-    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.commands import COMMANDS
 
-    def run(cfg, args, comm):
-        annotate_corpus(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
-
-    return run_cli(argv, prog="annotate", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=AnnotateConfig, run=run)
+    return COMMANDS["annotate"].main(argv)

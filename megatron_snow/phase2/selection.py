@@ -320,12 +320,13 @@ USAGE = """example:
       budget_tokens=12500000000 repetition=4 index_prefix=data/index/phase2"""
 
 
+def cli_run(cfg, args, comm) -> None:
+    """The ``select`` command."""
+    select(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_snow select`` / ``tools/preprocess/select_data.py``."""
-    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.commands import COMMANDS
 
-    def run(cfg, args, comm):
-        select(cfg, show_progress=not args.quiet, force=args.force, comm=comm)
-
-    return run_cli(argv, prog="select", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=SelectConfig, run=run)
+    return COMMANDS["select"].main(argv)

@@ -68,25 +68,27 @@ USAGE = """For offline runs and small ablations in place of the recipe's arctic-
   python -m megatron_snow train-annotator encoder=models/tiny_encoder ..."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m megatron_snow make-tiny-encoder`` / ``tools/preprocess/make_tiny_encoder.py``."""
+def cli_run(cfg, args, comm) -> None:
+    """The ``make-tiny-encoder`` command."""
     import itertools
 
     from megatron_snow import records
-    from megatron_snow.stages.cli import run_cli
 
-    def run(cfg, args, comm):
-        if not cfg.corpus or not cfg.out:
-            raise ConfigError("make-tiny-encoder needs corpus=[DIR, ...] and out=DIR")
-        texts = [r.content for c in cfg.corpus for r in itertools.islice(records.iter_records(c), cfg.max_docs)]
-        if not texts:
-            raise ConfigError("the corpus has no documents")
-        if comm.is_root:
-            out = make_tiny_encoder(texts, cfg.out, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                                    num_layers=cfg.layers, num_heads=cfg.heads, max_positions=cfg.max_positions,
-                                    seed=cfg.seed)
-            print(f"wrote {out}: BERT {cfg.layers} layers x {cfg.hidden_size}, {cfg.max_positions} positions, "
-                  f"WordPiece vocabulary learned on {len(texts):,} documents")
+    if not cfg.corpus or not cfg.out:
+        raise ConfigError("make-tiny-encoder needs corpus=[DIR, ...] and out=DIR")
+    texts = [r.content for c in cfg.corpus for r in itertools.islice(records.iter_records(c), cfg.max_docs)]
+    if not texts:
+        raise ConfigError("the corpus has no documents")
+    if comm.is_root:
+        out = make_tiny_encoder(texts, cfg.out, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                                num_layers=cfg.layers, num_heads=cfg.heads, max_positions=cfg.max_positions,
+                                seed=cfg.seed)
+        print(f"wrote {out}: BERT {cfg.layers} layers x {cfg.hidden_size}, {cfg.max_positions} positions, "
+              f"WordPiece vocabulary learned on {len(texts):,} documents")
 
-    return run_cli(argv, prog="make-tiny-encoder", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=TinyEncoderConfig, run=run)
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow make-tiny-encoder`` / ``tools/preprocess/make_tiny_encoder.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["make-tiny-encoder"].main(argv)

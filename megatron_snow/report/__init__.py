@@ -8,10 +8,11 @@ network). Both come from the same section builders (``sections.py``), drawn by t
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from megatron_snow.config import Config, setting
 from megatron_snow.report import html, markdown
 from megatron_snow.report.sections import EXAMPLE_CHARS_BUDGET, build_sections
 
@@ -22,13 +23,13 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     """Write ``report.md`` (and its PNG plots) and ``report.html`` beside it for ``run``; returns report.md's path."""
     run = Path(run)
     if not run.is_dir():
-        raise FileNotFoundError(f"report: {run} is not a directory")
+        raise FileNotFoundError(f"{run} is not a directory")
     out = Path(out) if out else run / "report.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     budget = EXAMPLE_CHARS_BUDGET
     sections = build_sections(run, budget)
     if not sections:
-        raise FileNotFoundError(f"report: nothing to report in {run} (no funnel, metrics or results files)")
+        raise FileNotFoundError(f"nothing to report in {run} (no funnel, metrics or results files)")
     title = f"Run report: {run.resolve().name}"
     intro = (f"Made by `python -m megatron_snow report {run}` from the files the steps wrote. The recipe's facts "
              "and the paper's tables: docs/recipe.md.")
@@ -43,19 +44,25 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m megatron_snow report", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", help="a run directory (e.g. examples/tiny/work)")
-    p.add_argument("--out", default=None,
-                   help="report file (default RUN_DIR/report.md; plots and report.html beside it)")
-    a = p.parse_args(argv)
-    try:
-        path = build_report(Path(a.run_dir), Path(a.out) if a.out else None)
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return 2
+@dataclass
+class ReportConfig(Config):
+    """Settings of ``report``."""
+
+    run_dir: str = setting(help="a run directory (e.g. examples/tiny/work); also the first argument")
+    out: str = setting("", help="report file (empty: RUN_DIR/report.md; plots and report.html beside it)")
+
+
+def cli_run(cfg: ReportConfig, args, comm) -> None:
+    """The ``report`` command."""
+    path = build_report(Path(cfg.run_dir), Path(cfg.out) if cfg.out else None)
     print(f"report: {path} and {path.with_suffix('.html')}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow report RUN_DIR``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["report"].main(argv)
 
 
 if __name__ == "__main__":

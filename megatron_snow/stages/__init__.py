@@ -88,10 +88,9 @@ step's ``step.json`` are refused like any other stale output; ``--force``
 removes them. ``tokenization/build_index.py`` and ``tokenization/train.py``
 are the two examples (their directory is ``PREFIX.step/`` / ``X.step/``).
 
-A command line for a step is
-``megatron_snow.stages.cli.run_cli`` (``--config``, ``key=value``,
-``--force``, ``--help`` listing every setting with its default and meaning)
-plus one line in ``megatron_snow/__main__.py`` ``STEPS``.
+A command line for a step is one ``Command`` record in ``megatron_snow/commands.py``
+(``--config``, ``key=value``, ``--force``, ``--help`` listing every setting with its
+default and meaning); ``stages.cli.run_cli`` gives an unregistered step the same.
 """
 from megatron_snow.stages.runner import (  # noqa: F401
     FUNNEL_FILE, RANKS_FILE, STEP_FILE, BadRecord, CodeRecord, Dropped, RecordError, RecordStep, StaleOutputError,

@@ -528,17 +528,18 @@ def synthesize(cfg: SynthesizeConfig, comm=None, force: bool = False, progress: 
     return run_step(Synthesize(cfg), cfg.out, comm, force=force, progress=progress and cfg.progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m megatron_snow synthesize`` / ``tools/preprocess/synthesize.py``."""
-    from megatron_snow.stages.cli import run_cli
+def cli_run(cfg, args, comm) -> None:
+    """The ``synthesize`` command."""
     from megatron_snow.stages.runner import print_funnel
 
-    def run(cfg, args, comm):
-        funnel = synthesize(cfg, comm, force=args.force)
-        print_funnel(funnel, comm)
+    print_funnel(synthesize(cfg, comm, force=args.force), comm)
 
-    return run_cli(argv, prog="synthesize", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE, config_cls=SynthesizeConfig,
-                   run=run)
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow synthesize`` / ``tools/preprocess/synthesize.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["synthesize"].main(argv)
 
 
 USAGE = """Start an OpenAI-compatible server (vLLM, SGLang, `transformers serve`), then:

@@ -370,24 +370,26 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     return plan
 
 
+def cli_run(cfg, args, comm) -> None:
+    """The ``mix`` command: one process copies; the others wait for its outcome (and exit with its code)."""
+    error = None
+    if comm.is_root:
+        try:
+            mix(cfg, force=args.force, log=lambda s: print(s, file=sys.stderr))
+        except StepError as e:
+            error = (str(e), e.exit_code)
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            error = (f"mix: {type(e).__name__}: {e}".replace("\n", " "), 1)
+    error = comm.bcast(error)
+    if error:
+        raise StepError(*error)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_snow mix`` / ``tools/preprocess/mix.py``."""
-    from megatron_snow.stages.cli import run_cli
+    from megatron_snow.commands import COMMANDS
 
-    def run(cfg, args, comm):
-        error = None
-        if comm.is_root:  # one process copies; the others wait for its outcome (and exit with its code)
-            try:
-                mix(cfg, force=args.force, log=lambda s: print(s, file=sys.stderr))
-            except StepError as e:
-                error = (str(e), e.exit_code)
-            except Exception as e:  # noqa: BLE001 - one line, never a traceback
-                error = (f"mix: {type(e).__name__}: {e}".replace("\n", " "), 1)
-        error = comm.bcast(error)
-        if error:
-            raise StepError(*error)
-
-    return run_cli(argv, prog="mix", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE, config_cls=MixConfig, run=run)
+    return COMMANDS["mix"].main(argv)
 
 
 USAGE = """Build both indexes first (build-index), then:

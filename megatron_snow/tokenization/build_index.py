@@ -517,45 +517,30 @@ USAGE = """examples:
   python -m megatron_snow build-index --verify data/index/phase1"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m megatron_snow build-index`` / ``tools/preprocess/build_index.py``."""
+def cli_run(cfg, args, comm) -> None:
+    """The ``build-index`` command; ``--verify PREFIX`` checks an index instead of building one."""
     from megatron_snow.stages import StepError
-    from megatron_snow.stages.cli import run_cli
     from megatron_snow.tokenization.inputs import InputError
     from megatron_snow.tokenization.tokenizer import TokenizerError
 
-    def add_arguments(ap) -> None:
-        ap.add_argument("--input", action="append", help="records directory or JSONL file (repeatable)")
-        ap.add_argument("--tokenizer", help="SentencePiece .model or Hugging Face tokenizer.json")
-        ap.add_argument("--output-prefix", help="writes PREFIX.bin, .idx, .docs.jsonl.gz, .stats.json, .funnel.json")
-        ap.add_argument("--workers", type=int, help="worker processes per MPI rank (default 1)")
-        ap.add_argument("--dtype", choices=["auto", "uint16", "int32"], help="token dtype (default auto)")
-        ap.add_argument("--verify", metavar="PREFIX", help="check an existing index instead of building one")
-        ap.add_argument("--sample", type=int, default=16, help="with --verify: documents decoded and compared to source")
-
-    def extra_overrides(args) -> list[str]:
-        out = [f"inputs={json.dumps(args.input)}"] if args.input else []
-        for key, val in (("tokenizer", args.tokenizer), ("output_prefix", args.output_prefix),
-                         ("workers", args.workers), ("dtype", args.dtype)):
-            if val is not None:
-                out.append(f"{key}={json.dumps(val)}")
-        return out
-
-    def run(cfg, args, comm):
-        if args.verify:
-            if comm.is_root:
-                report = verify_index(args.verify, tokenizer=args.tokenizer, sample=args.sample)
-                print(json.dumps(report, indent=1, default=str))
-                print("verify: OK" if report["ok"] else f"verify: FAILED ({len(report['errors'])} problems)")
-                if not report["ok"]:
-                    raise StepError(f"{args.verify}: {report['errors'][0]}", 1)
-            return
-        try:
-            stats = build_index(cfg, comm, force=args.force)
-        except (InputError, TokenizerError) as e:  # found before the runner starts: the same on every rank
-            raise StepError(str(e), 2) from None
+    if args.verify:
         if comm.is_root:
-            print(f"{cfg.output_prefix}: {stats['documents']:,} documents, {stats['tokens']:,} tokens ({stats['dtype']})")
+            report = verify_index(args.verify, tokenizer=cfg.tokenizer or None, sample=args.sample)
+            print(json.dumps(report, indent=1, default=str))
+            print("verify: OK" if report["ok"] else f"verify: FAILED ({len(report['errors'])} problems)")
+            if not report["ok"]:
+                raise StepError(f"{args.verify}: {report['errors'][0]}", 1)
+        return
+    try:
+        stats = build_index(cfg, comm, force=args.force)
+    except (InputError, TokenizerError) as e:  # found before the runner starts: the same on every rank
+        raise StepError(str(e), 2) from None
+    if comm.is_root:
+        print(f"{cfg.output_prefix}: {stats['documents']:,} documents, {stats['tokens']:,} tokens ({stats['dtype']})")
 
-    return run_cli(argv, prog="build-index", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=BuildIndexConfig, run=run, add_arguments=add_arguments, extra_overrides=extra_overrides)
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow build-index`` / ``tools/preprocess/build_index.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["build-index"].main(argv)

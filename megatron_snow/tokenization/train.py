@@ -293,29 +293,22 @@ USAGE = """examples:
   python -m megatron_snow train-tokenizer --input corpus.jsonl --output tok/small.model vocab_size=8000"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m megatron_snow train-tokenizer`` / ``tools/preprocess/train_tokenizer.py``."""
+def cli_run(cfg, args, comm) -> None:
+    """The ``train-tokenizer`` command."""
     from megatron_snow.stages import StepError
-    from megatron_snow.stages.cli import run_cli
     from megatron_snow.tokenization.inputs import InputError
 
-    def add_arguments(ap) -> None:
-        ap.add_argument("--input", action="append", help="records directory or JSONL file (repeatable)")
-        ap.add_argument("--output", help="path of the .model to write (.vocab and .json report beside it)")
+    try:
+        report = train_tokenizer(cfg, comm, force=args.force)
+    except InputError as e:  # found before the runner starts: the same on every rank
+        raise StepError(str(e).splitlines()[0], 2) from None
+    if comm.is_root:
+        print(f"wrote {report['model']}: vocab {report['vocab_size']}, sample {report['sample_documents']:,} "
+              f"documents / {report['sample_bytes']:,} bytes, sha256 {report['sha256'][:12]}")
 
-    def extra_overrides(args) -> list[str]:
-        out = [f"inputs={json.dumps(args.input)}"] if args.input else []
-        return out + ([f"output={json.dumps(args.output)}"] if args.output else [])
 
-    def run(cfg, args, comm):
-        try:
-            report = train_tokenizer(cfg, comm, force=args.force)
-        except InputError as e:  # found before the runner starts: the same on every rank
-            raise StepError(str(e).splitlines()[0], 2) from None
-        if comm.is_root:
-            print(f"wrote {report['model']}: vocab {report['vocab_size']}, sample {report['sample_documents']:,} "
-                  f"documents / {report['sample_bytes']:,} bytes, sha256 {report['sha256'][:12]}")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow train-tokenizer`` / ``tools/preprocess/train_tokenizer.py``."""
+    from megatron_snow.commands import COMMANDS
 
-    return run_cli(argv, prog="train-tokenizer", doc=__doc__.split("\n\n")[0] + "\n\n" + USAGE,
-                   config_cls=TrainTokenizerConfig, run=run, add_arguments=add_arguments,
-                   extra_overrides=extra_overrides)
+    return COMMANDS["train-tokenizer"].main(argv)

@@ -11,11 +11,12 @@ key=value overrides; --world-size gives the data-parallel size (world / (TP x PP
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
-from megatron_snow.config import ConfigError
-from megatron_snow.training.config import load_train_config
+from megatron_snow.config import Config, ConfigError, setting
+from megatron_snow.training.config import TrainConfig
 from megatron_snow.training.flops import model_size
 from megatron_snow.training.memory import GiB, estimate_memory
 
@@ -73,23 +74,27 @@ def describe(cfg, world_size: int = 1, attention: str | None = None, gpu_memory_
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="training YAML (else defaults plus overrides)")
-    ap.add_argument("--world-size", type=int, default=1, help="GPUs in the run (data-parallel size = this / (TP x PP))")
-    ap.add_argument("--attention", choices=["sdpa", "unfused", "te"], default=None,
-                    help="core attention to estimate for (default: what the config resolves to without TE)")
-    ap.add_argument("--gpu-memory-gib", type=float, default=80.0, help="GPU memory to compare with (default 80)")
-    ap.add_argument("--cpu", action="store_true", help="estimate a CPU run (fp32 by default, explicit masks)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides")
-    a = ap.parse_args(argv)
-    try:
-        print(describe(load_train_config(a.config, a.overrides), a.world_size, a.attention, a.gpu_memory_gib,
-                       on_gpu=not a.cpu))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+@dataclass
+class ModelInfoConfig(TrainConfig, Config):
+    """Settings of ``model-info``: a training config (``--config`` is the training YAML) and four of its own."""
+
+    world_size: int = setting(1, help="GPUs in the run (data-parallel size = this / (TP x PP))", range=">= 1")
+    attention: Literal["sdpa", "unfused", "te"] | None = setting(
+        None, help="core attention to estimate for (null: what the config resolves to without TE)")
+    gpu_memory_gib: float = setting(80.0, help="GPU memory to compare with", range="> 0")
+    cpu: bool = setting(False, help="estimate a CPU run (fp32 by default, explicit masks)")
+
+
+def cli_run(cfg: ModelInfoConfig, args, comm) -> None:
+    """The ``model-info`` command."""
+    print(describe(cfg, cfg.world_size, cfg.attention, cfg.gpu_memory_gib, on_gpu=not cfg.cpu))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_snow model-info`` / ``tools/model_info.py``."""
+    from megatron_snow.commands import COMMANDS
+
+    return COMMANDS["model-info"].main(argv)
 
 
 if __name__ == "__main__":
