@@ -16,11 +16,10 @@ completes), ``code`` (MBPP). Benchmarks are read for evaluation only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 from megatron_snow.phase2.metrics import roc_auc, roc_points
 from megatron_snow.phase2.scoring import Scorer
@@ -31,24 +30,23 @@ DEFAULT_BENCHMARKS = ["humaneval", "humanevalplus", "mbpp", "mbppplus", "bigcode
 
 
 @dataclass
-class AlignmentConfig:
+class AlignmentConfig(Config):
     """Settings of ``tools/preprocess/alignment.py``."""
 
-    model: str = ""  # annotator directory
-    corpus: str = ""  # the phase-1 records dataset (negatives)
-    benchmarks_dir: str = ""  # directory of <name>.jsonl.gz benchmark files; "": megatron_snow.benchmarks default
-    benchmarks: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
-    negatives: int = 1000  # held-out random corpus documents (shared by all benchmarks)
-    max_positives: int = 0  # per benchmark (0: all)
-    seed: int = 1234
-    batch_size: int = 64
-    max_length: int = 512
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = ""  # JSON report path (optional)
-
-    RANGES: ClassVar[dict[str, str]] = {"negatives": ">= 1", "max_positives": ">= 0", "batch_size": ">= 1",
-                                        "max_length": ">= 3"}
+    model: str = setting("", help="annotator directory")
+    corpus: str = setting("", help="the phase-1 records dataset (negatives)")
+    benchmarks_dir: str = setting(
+        "", help="directory of <name>.jsonl.gz benchmark files; \"\": megatron_snow.benchmarks default")
+    benchmarks: list[str] = setting(help="benchmark file stems whose items are the positives", factory=lambda: list(DEFAULT_BENCHMARKS))
+    negatives: int = setting(
+        1000, help="held-out random corpus documents (shared by all benchmarks)", range=">= 1")
+    max_positives: int = setting(0, help="per benchmark (0: all)", range=">= 0")
+    seed: int = setting(1234, help="seed of the negatives' sample")
+    batch_size: int = setting(64, help="windows per forward pass", range=">= 1")
+    max_length: int = setting(512, help="positions per window, special tokens included", range=">= 3")
+    device: str = setting("auto", help="auto | cpu | cuda")
+    dtype: str = setting("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    out: str = setting("", help="JSON report path (optional)")
 
 
 def solution_text(record: dict) -> str:
