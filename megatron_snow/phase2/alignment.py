@@ -19,10 +19,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_snow.config import Config, ConfigError, setting
+from megatron_snow.config import ConfigError, setting
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 from megatron_snow.phase2.metrics import roc_auc, roc_points
-from megatron_snow.phase2.scoring import Scorer
+from megatron_snow.phase2.scoring import Scorer, ScorerSettings
 from megatron_snow.phase2.training_data import sample_corpus
 
 DEFAULT_BENCHMARKS = ["humaneval", "humanevalplus", "mbpp", "mbppplus", "bigcodebench", "evoeval_difficult",
@@ -30,22 +30,18 @@ DEFAULT_BENCHMARKS = ["humaneval", "humanevalplus", "mbpp", "mbppplus", "bigcode
 
 
 @dataclass
-class AlignmentConfig(Config):
+class AlignmentConfig(ScorerSettings):
     """Settings of ``tools/preprocess/alignment.py``."""
 
-    model: str = setting("", help="annotator directory")
     corpus: str = setting("", help="the phase-1 records dataset (negatives)")
     benchmarks_dir: str = setting(
         "", help="directory of <name>.jsonl.gz benchmark files; \"\": megatron_snow.benchmarks default")
-    benchmarks: list[str] = setting(help="benchmark file stems whose items are the positives", factory=lambda: list(DEFAULT_BENCHMARKS))
+    benchmarks: list[str] = setting(help="benchmark file stems whose items are the positives",
+                                    factory=lambda: list(DEFAULT_BENCHMARKS))
     negatives: int = setting(
         1000, help="held-out random corpus documents (shared by all benchmarks)", range=">= 1")
     max_positives: int = setting(0, help="per benchmark (0: all)", range=">= 0")
     seed: int = setting(1234, help="seed of the negatives' sample")
-    batch_size: int = setting(64, help="windows per forward pass", range=">= 1")
-    max_length: int = setting(512, help="positions per window, special tokens included", range=">= 3")
-    device: str = setting("auto", help="auto | cpu | cuda")
-    dtype: str = setting("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
     out: str = setting("", help="JSON report path (optional)")
 
 
@@ -81,8 +77,7 @@ def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> 
     for key in ("model", "corpus"):
         if not getattr(cfg, key):
             raise ConfigError(f"alignment needs {key}=...")
-    scorer = scorer or Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                              max_length=cfg.max_length)
+    scorer = scorer or cfg.scorer()
     seen = read_training_negatives(cfg.model)
     negs = sample_corpus(cfg.corpus, cfg.negatives, cfg.seed, exclude=seen)
     neg_scores = [s.score for s in scorer.score_texts([r.content for r in negs])]
