@@ -43,7 +43,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -51,7 +51,7 @@ import xxhash
 
 from megatron_snow import records
 from megatron_snow.benchmarks import benchmark_path, read_benchmark
-from megatron_snow.config import ConfigError, load_config
+from megatron_snow.config import Config, ConfigError, load_config, setting
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTION_ARMS = ("none", "random", "annotator", "annotator_1x")
@@ -67,37 +67,37 @@ SET_TITLES = {"humanevalplus": "HumanEval+ solutions", "mbppplus": "MBPP+ soluti
 
 
 @dataclass
-class AblationConfig:
-    kind: Literal["selection", "grouping"] = "selection"
-    corpus: str = ""  # selection: the scored phase-1 records (annotate's scores in CORPUS/scores); grouping: files
-    tokenizer: str = ""  # the project's SentencePiece model
-    train_config: str = ""  # YAML of the training runs (selection: phase-2 style; grouping: phase-1 style)
-    load_from: str = ""  # selection: the phase-1 checkpoint every arm starts from (grouping: from scratch)
-    out: str = ""  # everything of the ablation goes here
-    arms: list[str] = field(default_factory=list)  # default: every arm of the kind
-    budget_tokens: int = 200_000  # selection: unique tokens per arm (paper: 10B in Table 4, 12.5B in Table 6)
-    repetition: int = 4  # selection: epochs over the selection (paper: 4)
-    train_iters: int = 100  # grouping: iterations of every run
-    heldout_fraction: float = 0.1  # grouping: share of files (by id hash) no arm trains on
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # training seed; the random arm's selection seed too
-    nproc: int = 2  # training processes (torchrun)
-    threads: int = 1  # CPU threads of every step (training via OMP_NUM_THREADS): fixed, so results are the same bytes
-    heldout_docs: int = 40  # selection: corpus documents selected by no arm, used as held-out set
-    benchmarks: list[str] = field(default_factory=lambda: ["humanevalplus", "mbppplus"])  # held-out solutions
-    benchmarks_dir: str = ""  # default: megatron_snow.benchmarks resolution
-    overrides: list[str] = field(default_factory=list)  # extra key=value for every training run
+class AblationConfig(Config):
+    kind: Literal["selection", "grouping"] = setting("selection", help="which ablation: data selection or grouping")
+    corpus: str = setting(
+        "", help="selection: the scored phase-1 records (annotate's scores in CORPUS/scores); grouping: files")
+    tokenizer: str = setting("", help="the project's SentencePiece model")
+    train_config: str = setting(
+        "", help="YAML of the training runs (selection: phase-2 style; grouping: phase-1 style)")
+    load_from: str = setting(
+        "", help="selection: the phase-1 checkpoint every arm starts from (grouping: from scratch)")
+    out: str = setting("", help="everything of the ablation goes here")
+    arms: list[str] = setting(help="default: every arm of the kind", factory=list)
+    budget_tokens: int = setting(
+        200_000, help="selection: unique tokens per arm (paper: 10B in Table 4, 12.5B in Table 6)", range=">= 1")
+    repetition: int = setting(4, help="selection: epochs over the selection (paper: 4)", range=">= 1")
+    train_iters: int = setting(100, help="grouping: iterations of every run", range=">= 1")
+    heldout_fraction: float = setting(
+        0.1, help="grouping: share of files (by id hash) no arm trains on", range="(0, 1)")
+    seeds: list[int] = setting(help="training seed; the random arm's selection seed too", factory=lambda: [1, 2, 3])
+    nproc: int = setting(2, help="training processes (torchrun)", range=">= 1")
+    threads: int = setting(
+        1, help="CPU threads of every step (training via OMP_NUM_THREADS): fixed, so results are the same bytes",
+        range=">= 1")
+    heldout_docs: int = setting(
+        40, help="selection: corpus documents selected by no arm, used as held-out set", range=">= 0")
+    benchmarks: list[str] = setting(help="held-out solutions", factory=lambda: ["humanevalplus", "mbppplus"])
+    benchmarks_dir: str = setting("", help="default: megatron_snow.benchmarks resolution")
+    overrides: list[str] = setting(help="extra key=value for every training run", factory=list)
 
-    def __post_init__(self):
-        if self.budget_tokens <= 0:
-            raise ConfigError(f"budget_tokens: must be > 0, got {self.budget_tokens}")
-        if self.repetition < 1:
-            raise ConfigError(f"repetition: must be >= 1, got {self.repetition}")
+    def validate(self) -> None:
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: must be distinct and at least one, got {self.seeds}")
-        if self.nproc < 1 or self.heldout_docs < 0 or self.threads < 1 or self.train_iters < 1:
-            raise ConfigError("nproc, threads and train_iters must be >= 1 and heldout_docs >= 0")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
         known = SELECTION_ARMS if self.kind == "selection" else GROUPING_ARMS
         if not self.arms:
             self.arms = list(known)

@@ -18,10 +18,13 @@ and range live on the field itself (``--help`` reads them; nothing parses source
 ``Config.__post_init__`` checks the ranges and then calls ``validate()`` for rules that
 tie fields together, so a config checks itself however it is built, children first
 (they are built before their parent). A ``validate()`` message starts with the key it
-names, relative to the class; ``load_config`` prefixes the path from the root.
+names, relative to the class; ``load_config`` prefixes the path from the root. A message
+that names further keys writes each as ``self.key("name")`` (its path from the root while
+``load_config`` builds it, the bare name otherwise), and is then not prefixed again.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import math
@@ -59,6 +62,9 @@ def setting(default: Any = _NO_DEFAULT, *, help: str = "", range: str | None = N
     return dataclasses.field(default=default, metadata=metadata)
 
 
+_BUILDING = contextvars.ContextVar("config_prefix", default="")  # the path ``_build`` is building
+
+
 class Config:
     """Base of every config dataclass: ranges from ``setting(range=...)``, then ``validate()``."""
 
@@ -68,6 +74,10 @@ class Config:
 
     def validate(self) -> None:
         """Rules that tie fields together; raise ConfigError naming the key. Default: none."""
+
+    def key(self, name: str) -> str:
+        """``name`` as the user wrote it: with its path from the root while ``load_config`` builds this config."""
+        return _BUILDING.get() + name
 
 
 def _type_name(tp: Any) -> str:
@@ -201,14 +211,17 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
             kwargs[name] = _coerce(data[name], hints[name], prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{prefix}{name}'")
+    token = _BUILDING.set(prefix)
     try:
         built = cls(**kwargs)
     except ConfigError as e:
-        if issubclass(cls, Config) and prefix:
-            raise ConfigError(prefix + str(e)) from None  # a Config names keys relative to itself
+        if issubclass(cls, Config) and prefix and not str(e).startswith(prefix):
+            raise ConfigError(prefix + str(e)) from None  # a Config names its first key relative to itself
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+    finally:
+        _BUILDING.reset(token)
     check_ranges(built, prefix)
     return built
 

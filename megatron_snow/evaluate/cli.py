@@ -40,12 +40,12 @@ import gc
 import json
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from megatron_snow.config import to_dict
-from megatron_snow.evaluate.generate import (BACKENDS, DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
+from megatron_snow.config import Config, setting, to_dict
+from megatron_snow.evaluate.generate import (DEFAULT_MAX_NEW_TOKENS, BackendUnavailable, GenerationConfig,
                                              make_backend, require_vllm)
 from megatron_snow.evaluate.report import build_report, to_markdown, write_report
 from megatron_snow.evaluate.sandbox import SandboxConfig, check_isolation
@@ -57,19 +57,21 @@ PAPER_BENCHMARKS = "humaneval+,mbpp+,evoeval,bigcodebench"
 
 
 @dataclass
-class EvalConfig:
-    model: str = ""  # a Hugging Face model directory (e.g. the converter's output)
-    server: str = ""  # or an OpenAI-compatible server's API root, http://HOST:PORT/v1
-    samples: str = ""  # or completions to score: a JSONL file, or a directory of <unit>.jsonl (an earlier OUT/samples)
-    benchmarks: str = PAPER_BENCHMARKS  # benchmarks (or units such as evoeval/difficult), comma-separated
-    benchmarks_dir: str = ""  # empty: the resolver's order (see megatron_snow.benchmarks)
-    out: str = ""  # output directory
-    name: str = ""  # the model's name in the table; empty: from --model / server / samples
-    tokens: str = "-"  # training tokens, for the table's "tokens" column
-    limit: int = 0  # > 0: only the first N tasks of each unit (smoke tests; not comparable with the paper)
-    cache_dir: str = ""  # the evaluators' caches (reference outputs and times); empty: their defaults
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+class EvalConfig(Config):
+    model: str = setting("", help="a Hugging Face model directory (e.g. the converter's output)")
+    server: str = setting("", help="or an OpenAI-compatible server's API root, http://HOST:PORT/v1")
+    samples: str = setting(
+        "", help="or completions to score: a JSONL file, or a directory of <unit>.jsonl (an earlier OUT/samples)")
+    benchmarks: str = setting(PAPER_BENCHMARKS, help="benchmarks (or units such as evoeval/difficult), comma-separated")
+    benchmarks_dir: str = setting("", help="empty: the resolver's order (see megatron_snow.benchmarks)")
+    out: str = setting("", help="output directory")
+    name: str = setting("", help="the model's name in the table; empty: from --model / server / samples")
+    tokens: str = setting("-", help="training tokens, for the table's \"tokens\" column")
+    limit: int = setting(
+        0, help="> 0: only the first N tasks of each unit (smoke tests; not comparable with the paper)", range=">= 0")
+    cache_dir: str = setting("", help="the evaluators' caches (reference outputs and times); empty: their defaults")
+    generation: GenerationConfig = setting(help="how completions are generated", factory=GenerationConfig)
+    sandbox: SandboxConfig = setting(help="how samples are run", factory=SandboxConfig)
 
 
 class InputError(ValueError):
@@ -90,10 +92,6 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError(f"--model {cfg.model}: not a Hugging Face model directory (no config.json)")
     if cfg.samples and not Path(cfg.samples).exists():
         raise InputError(f"--samples {cfg.samples}: not found")
-    if cfg.limit < 0:
-        raise InputError("--limit must be >= 0")
-    if cfg.generation.backend not in BACKENDS:
-        raise InputError(f"generation.backend: expected one of {', '.join(BACKENDS)}, got {cfg.generation.backend!r}")
     if cfg.model and cfg.generation.backend == "vllm":
         try:
             require_vllm()

@@ -32,29 +32,32 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar
 
 from tqdm import tqdm
 
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow.evaluate.tasks import truncate_at_stops
 
 CPU_THREADS = 1  # torch threads of CPU generation: fixed, so completions do not depend on the machine
 
 
 @dataclass
-class GenerationConfig:
-    backend: str = "auto"  # auto (vllm when importable with CUDA, else transformers) | transformers | vllm
-    batch_size: int = 16  # prompts per forward batch (transformers)
-    max_new_tokens: int = 0  # 0: the evaluator's default (EvalPlus / EvoEval 768, BigCodeBench 1280)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (transformers)
-    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
-    tensor_parallel_size: int = 1  # vllm
-    concurrency: int = 16  # requests in flight (server)
-    request_timeout_s: float = 600.0  # per request (server)
-    server_model: str = ""  # server: the model name to request; empty: the first one /v1/models lists
+class GenerationConfig(Config):
+    backend: str = setting(
+        "auto", help="auto (vllm when importable with CUDA, else transformers) | transformers | vllm")
+    batch_size: int = setting(16, help="prompts per forward batch (transformers)", range="[1, inf)")
+    max_new_tokens: int = setting(
+        0, help="0: the evaluator's default (EvalPlus / EvoEval 768, BigCodeBench 1280)", range=">= 0")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N (transformers)")
+    dtype: str = setting("auto", help="auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16")
+    tensor_parallel_size: int = setting(1, help="vllm", range="[1, inf)")
+    concurrency: int = setting(16, help="requests in flight (server)", range="[1, inf)")
+    request_timeout_s: float = setting(600.0, help="per request (server)", range="(0, inf)")
+    server_model: str = setting("", help="server: the model name to request; empty: the first one /v1/models lists")
 
-    RANGES: ClassVar[dict[str, str]] = {"batch_size": "[1, inf)", "max_new_tokens": ">= 0", "concurrency": "[1, inf)",
-              "tensor_parallel_size": "[1, inf)", "request_timeout_s": "(0, inf)"}
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"{self.key('backend')}: expected one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 BACKENDS = ("auto", "transformers", "vllm")

@@ -8,45 +8,40 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 
 
 @dataclass
-class FilterThresholds:
-    max_file_bytes: int = 1_000_000  # The Stack drops files over 1 MB
-    min_file_chars: int = 1  # shorter (after stripping whitespace) counts as empty
-    max_line_length: int = 1000
-    max_avg_line_length: float = 100.0
-    min_alphanum_fraction: float = 0.25
-    min_alpha_fraction: float = 0.0  # 0.5 for data formats (json, yaml) in StarCoder
-    xml_header: bool = True  # drop files with '<?xml version=' in the first 100 chars
-    auto_generated: bool = True
-    auto_generated_lines: int = 5  # look for markers in this many leading lines
-    minified: bool = True
-    minified_min_line_length: int = 300  # a minified file has a line at least this long ...
-    minified_max_whitespace_fraction: float = 0.08  # ... and almost no whitespace
-    html_rule: bool = False  # StarCoder's HTML rule (visible text); on for language 'html'
-    html_min_visible_fraction: float = 0.2
-    html_min_visible_chars: int = 100
-
-    RANGES = {
-        "max_file_bytes": ">= 1", "min_file_chars": ">= 0", "max_line_length": ">= 1", "max_avg_line_length": "> 0",
-        "min_alphanum_fraction": "[0, 1]", "min_alpha_fraction": "[0, 1]", "auto_generated_lines": ">= 1",
-        "minified_min_line_length": ">= 1", "minified_max_whitespace_fraction": "[0, 1]",
-        "html_min_visible_fraction": "[0, 1]", "html_min_visible_chars": ">= 0",
-    }
+class FilterThresholds(Config):
+    max_file_bytes: int = setting(1_000_000, help="The Stack drops files over 1 MB", range=">= 1")
+    min_file_chars: int = setting(1, help="shorter (after stripping whitespace) counts as empty", range=">= 0")
+    max_line_length: int = setting(1000, help="files with a longer line are dropped", range=">= 1")
+    max_avg_line_length: float = setting(100.0, help="files with a longer mean line are dropped", range="> 0")
+    min_alphanum_fraction: float = setting(
+        0.25, help="files with a smaller share of alphanumeric characters are dropped", range="[0, 1]")
+    min_alpha_fraction: float = setting(0.0, help="0.5 for data formats (json, yaml) in StarCoder", range="[0, 1]")
+    xml_header: bool = setting(True, help="drop files with '<?xml version=' in the first 100 chars")
+    auto_generated: bool = setting(True, help="drop files marked as generated ('auto-generated', 'do not edit')")
+    auto_generated_lines: int = setting(5, help="look for markers in this many leading lines", range=">= 1")
+    minified: bool = setting(True, help="drop minified files (see the two settings below)")
+    minified_min_line_length: int = setting(300, help="a minified file has a line at least this long ...", range=">= 1")
+    minified_max_whitespace_fraction: float = setting(0.08, help="... and almost no whitespace", range="[0, 1]")
+    html_rule: bool = setting(False, help="StarCoder's HTML rule (visible text); on for language 'html'")
+    html_min_visible_fraction: float = setting(0.2, help="HTML rule: least share of visible text", range="[0, 1]")
+    html_min_visible_chars: int = setting(100, help="HTML rule: least visible characters", range=">= 0")
 
 
 @dataclass
-class FilterConfig:
-    default: FilterThresholds = field(default_factory=FilterThresholds)
-    per_language: dict[str, dict[str, Any]] = field(default_factory=dict)  # language -> {threshold: value}
+class FilterConfig(Config):
+    default: FilterThresholds = setting(help="thresholds for every language", factory=FilterThresholds)
+    per_language: dict[str, dict[str, Any]] = setting(
+        help="language -> {threshold: value}: overrides of default", factory=dict)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         """Check every per-language override now (keys, types, ranges), not when a file of it shows up."""
         from megatron_snow.config import _build, to_dict
 
@@ -59,11 +54,7 @@ class FilterConfig:
         over = self.per_language.get(language)
         if not over:
             return self.default
-        known = {f.name: f.type for f in dataclasses.fields(FilterThresholds)}
-        for k in over:
-            if k not in known:
-                raise ConfigError(f"unknown key 'filter.per_language.{language}.{k}' (known: {', '.join(sorted(known))})")
-        return dataclasses.replace(self.default, **over)
+        return dataclasses.replace(self.default, **over)  # keys, types and ranges were checked by validate()
 
 
 AUTO_GENERATED_MARKERS = (

@@ -17,19 +17,20 @@ from typing import Iterable, Literal
 
 import xxhash
 
+from megatron_snow.config import Config, setting
 from megatron_snow.records import CodeRecord
 
 
 @dataclass
-class GroupingConfig:
-    enabled: bool = True
-    by: Literal["language_repo", "repo"] = "language_repo"  # paper: language then repository (Table 3)
-    seed: int = 1234
-    num_shards: int = 16  # output shards (hash buckets of (language, repo)); independent of MPI ranks
-    file_separator: str = "<file_sep>{path}\n"  # placed before every file; {path} {repo} {language}
-    max_document_bytes: int = 0  # split a group into several documents above this (0: never)
-
-    RANGES = {"num_shards": "[1, 1000000]", "max_document_bytes": ">= 0"}
+class GroupingConfig(Config):
+    enabled: bool = setting(True, help="concatenate the files of a repository into documents")
+    by: Literal["language_repo", "repo"] = setting("language_repo", help="paper: language then repository (Table 3)")
+    seed: int = setting(1234, help="seed of the file order inside a document")
+    num_shards: int = setting(
+        16, help="output shards (hash buckets of (language, repo)); independent of MPI ranks", range="[1, 1000000]")
+    file_separator: str = setting("<file_sep>{path}\n", help="placed before every file; {path} {repo} {language}")
+    max_document_bytes: int = setting(
+        0, help="split a group into several documents above this (0: never)", range=">= 0")
 
 
 def group_key(rec: CodeRecord, by: str = "language_repo") -> tuple[str, str]:

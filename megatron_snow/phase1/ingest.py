@@ -12,10 +12,11 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow.languages import (
     RECIPE_LANGUAGES, NotebookError, language_from_path, normalize_language, notebook_to_script,
 )
@@ -24,35 +25,29 @@ from megatron_snow.stages.runner import Dropped  # noqa: F401 - re-exported (the
 
 
 @dataclass
-class SourceConfig:
+class SourceConfig(Config):
     """One input. kind: directory (top-level folders are repos), jsonl, stack (parquet/arrow), hub."""
 
-    kind: Literal["directory", "jsonl", "stack", "hub"]
-    path: str  # directory, file or glob; for hub: the dataset id
-    name: str = ""  # source tag written into records (default: kind)
-    hub_config: str | None = None  # hub: data_dir / config name (e.g. "data/python")
-    hub_split: str = "train"
-    hub_cache_dir: str | None = None  # datasets cache (default: the HF cache)
-    files_per_shard: int = 1000  # directory sources: files per output shard
-
-    RANGES = {"files_per_shard": ">= 1"}
+    kind: Literal["directory", "jsonl", "stack", "hub"] = setting(help="what the path holds (see above)")
+    path: str = setting(help="directory, file or glob; for hub: the dataset id")
+    name: str = setting("", help="source tag written into records (default: kind)")
+    hub_config: str | None = setting(None, help="hub: data_dir / config name (e.g. \"data/python\")")
+    hub_split: str = setting("train", help="hub: the split")
+    hub_cache_dir: str | None = setting(None, help="datasets cache (default: the HF cache)")
+    files_per_shard: int = setting(1000, help="directory sources: files per output shard", range=">= 1")
 
 
 @dataclass
-class IngestConfig:
-    sources: list[SourceConfig] = field(default_factory=list)
-    languages: list[str] = field(default_factory=lambda: list(RECIPE_LANGUAGES))
-    max_read_bytes: int = 20_000_000  # larger files are set aside unread
-    binary_probe_bytes: int = 8192  # a NUL byte in this prefix marks a file binary
+class IngestConfig(Config):
+    sources: list[SourceConfig] = setting(help="the inputs, each a source:", factory=list)
+    languages: list[str] = setting(help="languages kept (others are set aside)", factory=lambda: list(RECIPE_LANGUAGES))
+    max_read_bytes: int = setting(20_000_000, help="larger files are set aside unread", range=">= 1")
+    binary_probe_bytes: int = setting(8192, help="a NUL byte in this prefix marks a file binary", range=">= 1")
 
-    RANGES = {"max_read_bytes": ">= 1", "binary_probe_bytes": ">= 1"}
-
-    def __post_init__(self):
-        from megatron_snow.config import ConfigError
-
+    def validate(self) -> None:
         unknown = [lang for lang in self.languages if lang not in RECIPE_LANGUAGES]
         if unknown:
-            raise ConfigError(f"ingest.languages: unknown {unknown} (known: {list(RECIPE_LANGUAGES)})")
+            raise ConfigError(f"{self.key('languages')}: unknown {unknown} (known: {list(RECIPE_LANGUAGES)})")
 
 
 def printable(name: str) -> str:

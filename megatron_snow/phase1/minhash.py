@@ -19,6 +19,8 @@ from functools import lru_cache
 import numpy as np
 import xxhash
 
+from megatron_snow.config import Config, ConfigError, setting
+
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
 _TOKEN = re.compile(r"[A-Za-z_0-9]+")
@@ -27,7 +29,7 @@ _SHIFT61 = np.uint64(61)
 
 
 @dataclass
-class NearDedupConfig:
+class NearDedupConfig(Config):
     """Files whose 5-gram shingle sets have Jaccard >= ``threshold`` are duplicates; one per cluster is kept.
 
     Default: 42 bands x 6 rows of 256 permutations (the fewest candidates that reach
@@ -37,37 +39,37 @@ class NearDedupConfig:
     The signature estimate (``verify_exact: false``) errs by ~0.03 either way at 256
     permutations, so it keeps about half the pairs just above the threshold.
     """
-    enabled: bool = True
-    num_perm: int = 256
-    ngram: int = 5
-    threshold: float = 0.7
-    seed: int = 42
-    bands: int = 0  # 0 (with rows 0): chosen by lsh_params() from candidate_recall
-    rows: int = 0
-    verify: bool = True  # check LSH candidate pairs (else every band collision is a duplicate)
-    verify_exact: bool = True  # check by exact shingle-set Jaccard (else by the signature estimate)
-    candidate_recall: float = 0.99  # P(candidate | J = threshold) the chosen bands/rows reach; 0: FP+FN-area rule
-    false_positive_weight: float = 0.5  # for the FP+FN-area rule (candidate_recall: 0)
-    false_negative_weight: float = 0.5
-    block: int = 512  # shingles per numpy block (bounds memory on huge files, keeps it in cache)
+    enabled: bool = setting(True, help="drop near-duplicates (one file per cluster is kept)")
+    num_perm: int = setting(256, help="MinHash permutations per signature, in [1, 4096]")
+    ngram: int = setting(5, help="tokens per shingle, in [1, 64]")
+    threshold: float = setting(
+        0.7, help="Jaccard similarity at or above which two files are duplicates, in (0, 1]")
+    seed: int = setting(42, help="seed of the MinHash permutations")
+    bands: int = setting(
+        0, help="LSH bands; 0 (with rows 0): chosen by lsh_params() from candidate_recall", range=">= 0")
+    rows: int = setting(0, help="rows per LSH band (0 with bands 0: chosen)", range=">= 0")
+    verify: bool = setting(True, help="check LSH candidate pairs (else every band collision is a duplicate)")
+    verify_exact: bool = setting(True, help="check by exact shingle-set Jaccard (else by the signature estimate)")
+    candidate_recall: float = setting(
+        0.99, help="P(candidate | J = threshold) the chosen bands/rows reach; 0: FP+FN-area rule", range="[0, 1)")
+    false_positive_weight: float = setting(0.5, help="for the FP+FN-area rule (candidate_recall: 0)", range=">= 0")
+    false_negative_weight: float = setting(0.5, help="for the FP+FN-area rule (candidate_recall: 0)", range=">= 0")
+    block: int = setting(512, help="shingles per numpy block (bounds memory on huge files, keeps it in cache)",
+                         range=">= 1")
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.num_perm <= 4096:
-            raise ValueError(f"num_perm must be in [1, 4096], got {self.num_perm}")
-        if not 1 <= self.ngram <= 64:
-            raise ValueError(f"ngram must be in [1, 64], got {self.ngram}")
+    def validate(self) -> None:
+        # num_perm, ngram and threshold keep the messages they have always had (ranges in the help text)
+        for name, lo, hi, spec in (("num_perm", 1, 4096, "[1, 4096]"), ("ngram", 1, 64, "[1, 64]")):
+            if not lo <= getattr(self, name) <= hi:
+                raise ConfigError(f"{self.key(name)} must be in {spec}, got {getattr(self, name)}")
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.bands < 0 or self.rows < 0 or (self.bands == 0) != (self.rows == 0):
-            raise ValueError(f"bands and rows must both be 0 (choose) or both > 0, got {self.bands} x {self.rows}")
+            raise ConfigError(f"{self.key('threshold')} must be in (0, 1], got {self.threshold}")
+        if (self.bands == 0) != (self.rows == 0):
+            raise ConfigError(f"{self.key('bands')} and {self.key('rows')} must both be 0 (choose) or both > 0, "
+                              f"got {self.bands} x {self.rows}")
         if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands*rows = {self.bands * self.rows} > num_perm = {self.num_perm}")
-        if not 0.0 <= self.candidate_recall < 1.0:
-            raise ValueError(f"candidate_recall must be in [0, 1), got {self.candidate_recall}")
-        if self.false_positive_weight < 0 or self.false_negative_weight < 0:
-            raise ValueError("false_positive_weight and false_negative_weight must be >= 0")
-        if self.block < 1:
-            raise ValueError(f"block must be >= 1, got {self.block}")
+            raise ConfigError(f"{self.key('bands')}*rows = {self.bands * self.rows} > "
+                              f"{self.key('num_perm')} = {self.num_perm}")
 
 
 def _integrate(f, a: float, b: float, n: int = 2001) -> float:
@@ -81,8 +83,8 @@ def optimal_lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
     best, best_err = (1, num_perm), float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = _integrate(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
-            fn = _integrate(lambda s: (1 - s ** r) ** b, threshold, 1.0)
+            fp = _integrate(lambda s, r=r, b=b: 1 - (1 - s ** r) ** b, 0.0, threshold)
+            fn = _integrate(lambda s, r=r, b=b: (1 - s ** r) ** b, threshold, 1.0)
             err = fp_weight * fp + fn_weight * fn
             if err < best_err:
                 best, best_err = (b, r), err
@@ -103,7 +105,7 @@ def recall_lsh_params(threshold: float, num_perm: int, candidate_recall: float) 
         b = num_perm // r  # for a fixed r, more bands only raise recall; the area test picks r
         if float(candidate_probability(threshold, b, r)) < candidate_recall:
             continue
-        area = _integrate(lambda x: candidate_probability(x, b, r), 0.0, threshold)
+        area = _integrate(lambda x, b=b, r=r: candidate_probability(x, b, r), 0.0, threshold)
         if area < best_area:
             best, best_area = (b, r), area
     if best is None:

@@ -21,21 +21,21 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from megatron_snow.config import Config, setting
+
 KINDS = ("email", "ip_address", "key")
 
 
 @dataclass
-class PIIConfig:
-    enabled: bool = True
-    email_placeholder: str = "<EMAIL>"
-    ip_placeholder: str = "<IP_ADDRESS>"
-    key_placeholder: str = "<KEY>"
-    redact_emails: bool = True
-    redact_ips: bool = True
-    redact_keys: bool = True
-    min_secret_entropy: float = 3.0  # bits per char for generic secret assignments
-
-    RANGES = {"min_secret_entropy": "[0, 64]"}
+class PIIConfig(Config):
+    enabled: bool = setting(True, help="redact personal data (emails, IP addresses, keys)")
+    email_placeholder: str = setting("<EMAIL>", help="what an email address becomes")
+    ip_placeholder: str = setting("<IP_ADDRESS>", help="what an IP address becomes")
+    key_placeholder: str = setting("<KEY>", help="what a key or secret becomes")
+    redact_emails: bool = setting(True, help="redact email addresses")
+    redact_ips: bool = setting(True, help="redact IP addresses")
+    redact_keys: bool = setting(True, help="redact keys and secrets")
+    min_secret_entropy: float = setting(3.0, help="bits per char for generic secret assignments", range="[0, 64]")
 
 
 EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][\w.+%-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ import xxhash
 
 from megatron_snow.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
 from megatron_snow.benchmarks import benchmark_path
-from megatron_snow.config import ConfigError, to_dict
+from megatron_snow.config import Config, ConfigError, setting, to_dict
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase1 import clusters
@@ -51,42 +51,28 @@ STAGE_DIRS = {"ingest": "01_ingest", "filter": "02_filter", "exact_dedup": "03_e
 
 
 @dataclass
-class ExactDedupConfig:
-    enabled: bool = True  # drop byte-identical copies (the first in input order is kept)
+class ExactDedupConfig(Config):
+    enabled: bool = setting(True, help="drop byte-identical copies (the first in input order is kept)")
 
 
 @dataclass
-class Phase1Config:
-    output_dir: str = "phase1_out"  # one folder per stage is written under it
-    stages: list[str] = field(default_factory=lambda: list(STAGES))  # which to run (in recipe order)
-    keep_dropped: bool = True  # write set-aside records with their reason under STAGE/dropped/
-    progress: bool = True  # progress bars and the funnel tables on stderr (rank 0)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
-    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
-    decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
-    pii: PIIConfig = field(default_factory=PIIConfig)
-    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+class Phase1Config(Config):
+    output_dir: str = setting("phase1_out", help="one folder per stage is written under it")
+    stages: list[str] = setting(help="which to run (in recipe order)", factory=lambda: list(STAGES))
+    keep_dropped: bool = setting(True, help="write set-aside records with their reason under STAGE/dropped/")
+    progress: bool = setting(True, help="progress bars and the funnel tables on stderr (rank 0)")
+    ingest: IngestConfig = setting(help="stage 1: reading the sources", factory=IngestConfig)
+    filter: FilterConfig = setting(help="stage 2: quality filters", factory=FilterConfig)
+    exact_dedup: ExactDedupConfig = setting(help="stage 3: exact deduplication", factory=ExactDedupConfig)
+    near_dedup: NearDedupConfig = setting(help="stage 4: near deduplication", factory=NearDedupConfig)
+    decontaminate: DecontamConfig = setting(help="stage 5: benchmark decontamination", factory=DecontamConfig)
+    pii: PIIConfig = setting(help="stage 6: PII redaction", factory=PIIConfig)
+    grouping: GroupingConfig = setting(help="stage 7: repository grouping", factory=GroupingConfig)
 
-    # Ranges of the settings whose dataclasses live in modules of their own (checked at load).
-    RANGES = {
-        "near_dedup.num_perm": ">= 1", "near_dedup.ngram": ">= 1", "near_dedup.threshold": "(0, 1]",
-        "near_dedup.bands": ">= 0", "near_dedup.rows": ">= 0", "near_dedup.block": ">= 1",
-        "near_dedup.false_positive_weight": ">= 0", "near_dedup.false_negative_weight": ">= 0",
-        "decontaminate.ngram": ">= 1", "decontaminate.ngram_max_items": ">= 1",
-        "decontaminate.min_substring_chars": ">= 1",
-    }
-
-    def __post_init__(self):
+    def validate(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]
         if bad:
             raise ConfigError(f"stages: unknown {bad} (known: {list(STAGES)})")
-        nd = self.near_dedup
-        if bool(nd.bands) != bool(nd.rows):
-            raise ConfigError(f"near_dedup.bands={nd.bands} near_dedup.rows={nd.rows}: set both or neither")
-        if nd.bands * nd.rows > nd.num_perm:
-            raise ConfigError(f"near_dedup.bands*rows = {nd.bands * nd.rows} > near_dedup.num_perm = {nd.num_perm}")
 
 
 # -- steps --------------------------------------------------------------------

@@ -16,14 +16,13 @@ completes), ``code`` (MBPP). Benchmarks are read for evaluation only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import ConfigError, setting
 from megatron_snow.benchmarks import benchmark_path, read_benchmark, resolve_benchmarks_dir
 from megatron_snow.phase2.metrics import roc_auc, roc_points
-from megatron_snow.phase2.scoring import Scorer
+from megatron_snow.phase2.scoring import Scorer, ScorerSettings
 from megatron_snow.phase2.training_data import sample_corpus
 
 DEFAULT_BENCHMARKS = ["humaneval", "humanevalplus", "mbpp", "mbppplus", "bigcodebench", "evoeval_difficult",
@@ -31,24 +30,19 @@ DEFAULT_BENCHMARKS = ["humaneval", "humanevalplus", "mbpp", "mbppplus", "bigcode
 
 
 @dataclass
-class AlignmentConfig:
+class AlignmentConfig(ScorerSettings):
     """Settings of ``tools/preprocess/alignment.py``."""
 
-    model: str = ""  # annotator directory
-    corpus: str = ""  # the phase-1 records dataset (negatives)
-    benchmarks_dir: str = ""  # directory of <name>.jsonl.gz benchmark files; "": megatron_snow.benchmarks default
-    benchmarks: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
-    negatives: int = 1000  # held-out random corpus documents (shared by all benchmarks)
-    max_positives: int = 0  # per benchmark (0: all)
-    seed: int = 1234
-    batch_size: int = 64
-    max_length: int = 512
-    device: str = "auto"
-    dtype: str = "auto"
-    out: str = ""  # JSON report path (optional)
-
-    RANGES: ClassVar[dict[str, str]] = {"negatives": ">= 1", "max_positives": ">= 0", "batch_size": ">= 1",
-                                        "max_length": ">= 3"}
+    corpus: str = setting("", help="the phase-1 records dataset (negatives)")
+    benchmarks_dir: str = setting(
+        "", help="directory of <name>.jsonl.gz benchmark files; \"\": megatron_snow.benchmarks default")
+    benchmarks: list[str] = setting(help="benchmark file stems whose items are the positives",
+                                    factory=lambda: list(DEFAULT_BENCHMARKS))
+    negatives: int = setting(
+        1000, help="held-out random corpus documents (shared by all benchmarks)", range=">= 1")
+    max_positives: int = setting(0, help="per benchmark (0: all)", range=">= 0")
+    seed: int = setting(1234, help="seed of the negatives' sample")
+    out: str = setting("", help="JSON report path (optional)")
 
 
 def solution_text(record: dict) -> str:
@@ -83,8 +77,7 @@ def alignment(cfg: AlignmentConfig, log=print, scorer: Scorer | None = None) -> 
     for key in ("model", "corpus"):
         if not getattr(cfg, key):
             raise ConfigError(f"alignment needs {key}=...")
-    scorer = scorer or Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                              max_length=cfg.max_length)
+    scorer = scorer or cfg.scorer()
     seen = read_training_negatives(cfg.model)
     negs = sample_corpus(cfg.corpus, cfg.negatives, cfg.seed, exclude=seen)
     neg_scores = [s.score for s in scorer.score_texts([r.content for r in negs])]

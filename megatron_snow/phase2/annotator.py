@@ -34,14 +34,14 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow.config import dump_config
 from megatron_snow.determinism import fixed_threads
 from megatron_snow.funnel import Funnel
@@ -54,34 +54,34 @@ LABEL = "high_quality"
 
 
 @dataclass
-class TrainAnnotatorConfig:
+class TrainAnnotatorConfig(Config):
     """Settings of ``tools/preprocess/train_annotator.py``."""
 
-    encoder: str = DEFAULT_ENCODER  # Hugging Face name or local directory of a BERT-style encoder
-    out: str = ""  # output directory of the trained annotator
-    mode: Literal["frozen", "full"] = "frozen"  # frozen (head only, FineWeb-Edu) | full (fine-tune everything)
-    head: Literal["linear", "pooler"] = "pooler"  # linear: the paper's one layer on [CLS] | pooler: FineWeb-Edu's
-    lr: float = 0.0  # 0: 3e-4 for frozen, 3e-5 for full
-    epochs: int = 20
-    batch_size: int = 256
-    micro_batch_size: int = 32  # full mode: gradient accumulation down to this many sequences
-    max_length: int = 512
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.0  # share of steps with linear warmup, then linear decay to 0
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-    threshold: float = 0.5  # score >= threshold counts as positive for P/R/F1
-    seed: int = 0
-    device: str = "auto"  # auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N
-    dtype: str = "auto"  # autocast precision: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
-    threads: int = 1  # torch CPU threads, fixed so that the result does not depend on the machine's thread count
-    data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
-
-    RANGES: ClassVar[dict[str, str]] = {
-        "lr": ">= 0", "epochs": ">= 1", "threads": ">= 1",
-        "batch_size": ">= 1", "micro_batch_size": ">= 1", "max_length": ">= 3",
-        "weight_decay": ">= 0", "warmup_fraction": "[0, 1)", "val_fraction": "(0, 1)", "test_fraction": "[0, 1)",
-        "threshold": "[0, 1]", "data.negatives_per_positive": "> 0", "data.max_chars": ">= 1"}
+    encoder: str = setting(DEFAULT_ENCODER, help="Hugging Face name or local directory of a BERT-style encoder")
+    out: str = setting("", help="output directory of the trained annotator")
+    mode: Literal["frozen", "full"] = setting(
+        "frozen", help="frozen (head only, FineWeb-Edu) | full (fine-tune everything)")
+    head: Literal["linear", "pooler"] = setting(
+        "pooler", help="linear: the paper's one layer on [CLS] | pooler: FineWeb-Edu's")
+    lr: float = setting(0.0, help="0: 3e-4 for frozen, 3e-5 for full", range=">= 0")
+    epochs: int = setting(20, help="passes over the training examples", range=">= 1")
+    batch_size: int = setting(256, help="examples per optimizer step", range=">= 1")
+    micro_batch_size: int = setting(
+        32, help="full mode: gradient accumulation down to this many sequences", range=">= 1")
+    max_length: int = setting(512, help="tokens per example, special tokens included", range=">= 3")
+    weight_decay: float = setting(0.0, help="AdamW weight decay", range=">= 0")
+    warmup_fraction: float = setting(
+        0.0, help="share of steps with linear warmup, then linear decay to 0", range="[0, 1)")
+    val_fraction: float = setting(0.05, help="share of the examples held out for validation", range="(0, 1)")
+    test_fraction: float = setting(0.05, help="share of the examples held out for the test", range="[0, 1)")
+    threshold: float = setting(0.5, help="score >= threshold counts as positive for P/R/F1", range="[0, 1]")
+    seed: int = setting(0, help="seed of the split, the shuffling and the head's initial weights")
+    device: str = setting("auto", help="auto (this rank's GPU, else CPU) | cpu | cuda | cuda:N")
+    dtype: str = setting("auto", help="autocast precision: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    threads: int = setting(
+        1, help="torch CPU threads, fixed so that the result does not depend on the machine's thread count",
+        range=">= 1")
+    data: TrainingDataConfig = setting(help="the positives and negatives", factory=TrainingDataConfig)
 
 
 @dataclass

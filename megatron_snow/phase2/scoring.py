@@ -31,12 +31,12 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow import records
 from megatron_snow.determinism import fixed_threads
 from megatron_snow.device import local_rank, resolve_device, resolve_dtype  # noqa: F401  (local_rank: re-exported)
@@ -51,21 +51,31 @@ CHARS_PER_TOKEN_SLICE = 12
 
 
 @dataclass
-class AnnotateConfig:
+class ScorerSettings(Config):
+    """An annotator loaded for scoring: the settings annotate and alignment share (one place, one ``Scorer`` call)."""
+
+    model: str = setting("", help="annotator directory (transformers format, from train_annotator)")
+    batch_size: int = setting(64, help="windows per forward pass", range=">= 1")
+    max_length: int = setting(
+        512, help="positions per window, special tokens included (capped by the model)", range=">= 3")
+    device: str = setting("auto", help="auto | cpu | cuda")
+    dtype: str = setting("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    threads: int = setting(
+        1, help="torch CPU threads per rank, fixed so that scores do not depend on the machine's thread count",
+        range=">= 1")
+
+    def scorer(self) -> Scorer:
+        return Scorer(self.model, device=self.device, dtype=self.dtype, batch_size=self.batch_size,
+                      max_length=self.max_length, threads=self.threads)
+
+
+@dataclass
+class AnnotateConfig(ScorerSettings):
     """Settings of ``tools/preprocess/annotate.py``."""
 
-    corpus: str = ""  # a records dataset (phase-1 output)
-    model: str = ""  # annotator directory (transformers format, from train_annotator)
-    out: str = ""  # default: <corpus>/scores
-    batch_size: int = 64  # windows per forward pass
-    max_length: int = 512  # positions per window, special tokens included (capped by the model)
-    docs_per_chunk: int = 1024  # documents read and windowed at a time
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
-    threads: int = 1  # torch CPU threads per rank, fixed so that scores do not depend on the machine's thread count
-
-    RANGES: ClassVar[dict[str, str]] = {"batch_size": ">= 1", "max_length": ">= 3", "docs_per_chunk": ">= 1",
-                                        "threads": ">= 1"}
+    corpus: str = setting("", help="a records dataset (phase-1 output)")
+    out: str = setting("", help="default: <corpus>/scores")
+    docs_per_chunk: int = setting(1024, help="documents read and windowed at a time", range=">= 1")
 
 
 def window_spans(n_tokens: int, window: int) -> list[tuple[int, int]]:
@@ -292,8 +302,7 @@ class Annotate(Step):
     def process(self, ctx: StepContext, index: int, unit) -> UnitResult:
         cfg = self.settings
         if self._scorer is None:
-            self._scorer = Scorer(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                  max_length=cfg.max_length, threads=cfg.threads)
+            self._scorer = cfg.scorer()
             self.log(f"[annotate rank {ctx.comm.rank}/{ctx.comm.size}] device={self._scorer.device} "
                      f"dtype={self._scorer.dtype} window={self._scorer.window} tokens")
         rows: list[dict] = []

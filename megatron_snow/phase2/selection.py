@@ -34,11 +34,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow import records
 from megatron_snow.atomic import atomic_write_json
 from megatron_snow.funnel import Funnel
@@ -57,19 +57,18 @@ class SelectionError(records.RecordError):
 
 
 @dataclass
-class SelectConfig:
+class SelectConfig(Config):
     """Settings of ``select`` (``tools/preprocess/select_data.py``)."""
 
-    corpus: str = ""  # the phase-1 records dataset (a finished one: with its manifest.json)
-    scores: str = ""  # annotate's output (default: <corpus>/scores)
-    tokenizer: str = ""  # the project's tokenizer (.model or tokenizer.json)
-    out: str = ""  # the phase-2 records dataset
-    budget_tokens: int = 12_500_000_000  # unique tokens selected (paper: 12.5B)
-    repetition: int = 4  # times the selection is repeated in training (paper: 4 -> 50B)
-    index_prefix: str = ""  # where build_index is to write the selection's index; blend.json names it (default: OUT/index/phase2)
-    tokenize_batch: int = 256  # documents per encode_batch call
-
-    RANGES: ClassVar[dict[str, str]] = {"budget_tokens": ">= 1", "repetition": ">= 1", "tokenize_batch": ">= 1"}
+    corpus: str = setting("", help="the phase-1 records dataset (a finished one: with its manifest.json)")
+    scores: str = setting("", help="annotate's output (default: <corpus>/scores)")
+    tokenizer: str = setting("", help="the project's tokenizer (.model or tokenizer.json)")
+    out: str = setting("", help="the phase-2 records dataset")
+    budget_tokens: int = setting(12_500_000_000, help="unique tokens selected (paper: 12.5B)", range=">= 1")
+    repetition: int = setting(4, help="times the selection is repeated in training (paper: 4 -> 50B)", range=">= 1")
+    index_prefix: str = setting(
+        "", help="where build_index is to write the selection's index; blend.json names it (default: OUT/index/phase2)")
+    tokenize_batch: int = setting(256, help="documents per encode_batch call", range=">= 1")
 
 
 def _scores_dir(cfg: SelectConfig) -> Path:

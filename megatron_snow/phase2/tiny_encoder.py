@@ -8,11 +8,11 @@ Hugging Face format, which every phase-2 command loads like any other encoder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Iterable
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 
 
 def make_tiny_encoder(texts: Iterable[str], out: str | Path, vocab_size: int = 2000, hidden_size: int = 64,
@@ -46,21 +46,18 @@ def make_tiny_encoder(texts: Iterable[str], out: str | Path, vocab_size: int = 2
 
 
 @dataclass
-class TinyEncoderConfig:
+class TinyEncoderConfig(Config):
     """Settings of ``make-tiny-encoder``."""
 
-    corpus: list[str] = field(default_factory=list)  # records dataset(s) to learn the vocabulary on
-    out: str = ""  # output directory (Hugging Face format)
-    max_docs: int = 20000  # documents read per corpus
-    vocab_size: int = 2000  # WordPiece vocabulary size
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 2
-    max_positions: int = 128  # the encoder's window (special tokens included)
-    seed: int = 0
-
-    RANGES: ClassVar[dict[str, str]] = {"max_docs": ">= 1", "vocab_size": ">= 100", "hidden_size": ">= 1",
-                                        "layers": ">= 1", "heads": ">= 1", "max_positions": ">= 3"}
+    corpus: list[str] = setting(help="records dataset(s) to learn the vocabulary on", factory=list)
+    out: str = setting("", help="output directory (Hugging Face format)")
+    max_docs: int = setting(20000, help="documents read per corpus", range=">= 1")
+    vocab_size: int = setting(2000, help="WordPiece vocabulary size", range=">= 100")
+    hidden_size: int = setting(64, help="encoder width", range=">= 1")
+    layers: int = setting(2, help="transformer layers", range=">= 1")
+    heads: int = setting(2, help="attention heads", range=">= 1")
+    max_positions: int = setting(128, help="the encoder's window (special tokens included)", range=">= 3")
+    seed: int = setting(0, help="seed of the random initial weights")
 
 
 USAGE = """For offline runs and small ablations in place of the recipe's arctic-embed-m download:

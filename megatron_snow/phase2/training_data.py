@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from megatron_snow.config import ConfigError
+from megatron_snow.config import Config, ConfigError, setting
 from megatron_snow import records
 from megatron_snow.funnel import Funnel
 
@@ -58,11 +58,11 @@ SOURCE_SUFFIXES = {".py": "python", ".c": "c", ".h": "c", ".cc": "c++", ".cpp": 
 
 
 @dataclass
-class PositiveSource:
-    path: str  # hf:NAME[:CONFIG] or a local file / directory
-    limit: int = 0  # at most this many positives from the source (0: all)
-    split: str = "train"  # Hugging Face split
-    kind: str = "auto"  # auto | code | instruction
+class PositiveSource(Config):
+    path: str = setting(help="hf:NAME[:CONFIG] or a local file / directory")
+    limit: int = setting(0, help="at most this many positives from the source (0: all)")
+    split: str = setting("train", help="Hugging Face split")
+    kind: str = setting("auto", help="auto | code | instruction")
 
 
 def recipe_positive_sources() -> list[PositiveSource]:
@@ -74,12 +74,13 @@ def recipe_positive_sources() -> list[PositiveSource]:
 
 
 @dataclass
-class TrainingDataConfig:
-    positives: list[PositiveSource] = field(default_factory=recipe_positive_sources)
-    corpus: str = ""  # the phase-1 records dataset, for negatives
-    negatives_per_positive: float = 1.0  # 1.0 = balanced
-    max_chars: int = 32_768  # texts are cut here (training sees the first window only)
-    seed: int = 0
+class TrainingDataConfig(Config):
+    positives: list[PositiveSource] = setting(
+        help="where positives come from (default: the recipe's three), each:", factory=recipe_positive_sources)
+    corpus: str = setting("", help="the phase-1 records dataset, for negatives")
+    negatives_per_positive: float = setting(1.0, help="1.0 = balanced", range="> 0")
+    max_chars: int = setting(32_768, help="texts are cut here (training sees the first window only)", range=">= 1")
+    seed: int = setting(0, help="seed of the negatives' sample")
 
 
 @dataclass

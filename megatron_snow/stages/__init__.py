@@ -38,12 +38,12 @@ Layout of a step's output directory::
 Writing a step (a step added in one file; ``tests/test_stages.py`` has this one)::
 
     from dataclasses import dataclass
+    from megatron_snow.config import Config, setting
     from megatron_snow.stages import RecordStep, run_step
 
     @dataclass
-    class UpperSettings:
-        min_chars: int = 10  # shorter files are set aside as 'short'
-        RANGES = {"min_chars": ">= 0"}  # not a field (no annotation): checked when the config loads
+    class UpperSettings(Config):
+        min_chars: int = setting(10, help="shorter files are set aside as 'short'", range=">= 0")
 
     class Upper(RecordStep):
         name = "upper"

@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from megatron_snow.config import Config, ConfigError, setting
+
 RETRYABLE_STATUS = {408, 409, 429}
 # A 4xx saying the prompt does not fit the model's context (vLLM: "maximum context length is N tokens" / "longer than
 # the maximum model length"; SGLang: "longer than the model's context length"; transformers serve: "The prompt has N
@@ -56,27 +58,35 @@ class ServerGone(RuntimeError):
 
 
 @dataclass
-class ServerConfig:
-    base_url: str = "http://127.0.0.1:8000/v1"  # the server's OpenAI API root
-    model: str = ""  # empty: the first model the server lists (GET /v1/models)
-    api_key: str = "EMPTY"  # local servers accept anything
-    api: str = "chat"  # chat (instruct models, chat template on the server) | completions (raw prompt)
-    concurrency: int = 64  # requests in flight (per rank)
-    timeout_s: float = 600.0  # per request
-    max_attempts: int = 5  # tries per request before it is counted as failed
-    backoff_s: float = 1.0  # first retry delay; doubles per retry, with jitter
-    backoff_max_s: float = 60.0
-    max_unreachable: int = 8  # this many requests unable to connect (or timed out) and GET /models failing: stop (0: never)
+class ServerConfig(Config):
+    base_url: str = setting("http://127.0.0.1:8000/v1", help="the server's OpenAI API root")
+    model: str = setting("", help="empty: the first model the server lists (GET /v1/models)")
+    api_key: str = setting("EMPTY", help="local servers accept anything")
+    api: str = setting("chat", help="chat (instruct models, chat template on the server) | completions (raw prompt)")
+    concurrency: int = setting(64, help="requests in flight (per rank)", range=">= 1")
+    timeout_s: float = setting(600.0, help="per request", range="> 0")
+    max_attempts: int = setting(5, help="tries per request before it is counted as failed", range=">= 1")
+    backoff_s: float = setting(1.0, help="first retry delay; doubles per retry, with jitter", range=">= 0")
+    backoff_max_s: float = setting(60.0, help="longest retry delay")
+    max_unreachable: int = setting(
+        8, help="this many requests unable to connect (or timed out) and GET /models failing: stop (0: never)",
+                range=">= 0")
+
+    def validate(self) -> None:
+        if self.api not in ("chat", "completions"):
+            raise ConfigError(f"{self.key('api')} must be chat or completions, got {self.api!r}")
 
 
 @dataclass
-class SamplingConfig:
-    temperature: float = 0.0  # Magicoder's OSS-Instruct decoded greedily; > 0 samples
-    top_p: float = 1.0
-    max_tokens: int = 2048  # answers that hit it are truncated files (dropped)
-    seed: int = 0  # per-request seeds derive from it (reproducible sampling on vLLM)
-    generation_config: bool = True  # when sampling, also send transformers-serve's generation_config field
-    extra_generation_config: dict[str, Any] = field(default_factory=dict)  # merged into it, e.g. {eos_token_id: [128001, 128009]}
+class SamplingConfig(Config):
+    temperature: float = setting(0.0, help="Magicoder's OSS-Instruct decoded greedily; > 0 samples", range=">= 0")
+    top_p: float = setting(1.0, help="nucleus sampling mass", range="(0, 1]")
+    max_tokens: int = setting(2048, help="answers that hit it are truncated files (dropped)", range=">= 1")
+    seed: int = setting(0, help="per-request seeds derive from it (reproducible sampling on vLLM)")
+    generation_config: bool = setting(
+        True, help="when sampling, also send transformers-serve's generation_config field")
+    extra_generation_config: dict[str, Any] = setting(
+        factory=dict, help="merged into it, e.g. {eos_token_id: [128001, 128009]}")
 
 
 @dataclass

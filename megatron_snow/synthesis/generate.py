@@ -52,7 +52,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ import xxhash
 
 from megatron_snow import faults
 from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
-from megatron_snow.config import to_dict
+from megatron_snow.config import Config, ConfigError, setting, to_dict
 from megatron_snow.funnel import Funnel
 from megatron_snow.languages import EXTENSIONS, canonical_language
 from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
@@ -86,40 +86,42 @@ REASONS = ("prompt_too_long", "request_failed", "truncated", "binary", "invalid_
 
 
 @dataclass
-class SynthesizeConfig:
+class SynthesizeConfig(Config):
     """Settings of the ``synthesize`` step."""
 
-    phase2: str = ""  # the phase-2 records dataset (select's output: records carry meta.annotator.score)
-    scores: str = ""  # optional: an annotate scores directory to rank by instead of meta.annotator
-    out: str = ""  # output dataset of synthetic code files
-    languages: list[str] = field(default_factory=list)  # languages to seed from (empty: all in phase2)
-    seeds_per_language: int = 1000  # top-scored documents per language used as seeds (when synthetic_tokens is 0)
-    # Seeds from the phase-3 target instead (seeds.plan_seeds): synthetic_tokens / tokens_per_seed seeds,
-    # python_share of them Python, the other languages in their phase-2 proportions (by bytes).
-    synthetic_tokens: int = 0  # paper: about 2B synthetic tokens in the 5B-token phase 3; 0: seeds_per_language
-    tokens_per_seed: float = 500.0  # synthetic tokens one seed yields after the filters (measure: a pilot run)
-    python_share: float = 0.5  # share of the seeds (so of the synthetic files) that are Python (paper: ~50%)
-    python_languages: list[str] = field(default_factory=lambda: ["python"])
-    snippet_min_lines: int = 1  # OSS-Instruct: 1-15 consecutive lines
-    snippet_max_lines: int = 15
-    snippet_max_chars: int = 4000  # a snippet is shortened to fit; a document without such a line is no seed
-    random_seed: int = 0  # snippet positions and per-request sampling seeds derive from it
-    prompt: str = "code_file"  # template name in megatron_snow/synthesis/prompts/, or a path to one
-    seeds_per_unit: int = 1000  # seeds per output shard (and per resume marker)
-    retry_failed: bool = False  # on resume, ask again for seeds whose every attempt failed
-    progress: bool = True  # progress bar with requests/s and tokens/s
-    server: ServerConfig = field(default_factory=ServerConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
-    decontaminate: DecontamConfig = field(default_factory=DecontamConfig)
+    phase2: str = setting("", help="the phase-2 records dataset (select's output: records carry meta.annotator.score)")
+    scores: str = setting("", help="optional: an annotate scores directory to rank by instead of meta.annotator")
+    out: str = setting("", help="output dataset of synthetic code files")
+    languages: list[str] = setting(help="languages to seed from (empty: all in phase2)", factory=list)
+    seeds_per_language: int = setting(
+        1000, help="top-scored documents per language used as seeds (when synthetic_tokens is 0)", range=">= 1")
+    synthetic_tokens: int = setting(
+        0, help="seeds from the phase-3 target instead (seeds.plan_seeds): synthetic_tokens / tokens_per_seed seeds, "
+                "python_share of them Python, the other languages in their phase-2 proportions (by bytes); paper: "
+                "about 2B synthetic tokens in the 5B-token phase 3; 0: seeds_per_language", range=">= 0")
+    tokens_per_seed: float = setting(
+        500.0, help="synthetic tokens one seed yields after the filters (measure: a pilot run)", range="> 0")
+    python_share: float = setting(
+        0.5, help="share of the seeds (so of the synthetic files) that are Python (paper: ~50%)", range="[0, 1]")
+    python_languages: list[str] = setting(help="languages counted as Python", factory=lambda: ["python"])
+    snippet_min_lines: int = setting(1, help="OSS-Instruct: 1-15 consecutive lines", range=">= 1")
+    snippet_max_lines: int = setting(15, help="most lines of a snippet", range=">= 1")
+    snippet_max_chars: int = setting(
+        4000, help="a snippet is shortened to fit; a document without such a line is no seed", range=">= 1")
+    random_seed: int = setting(0, help="snippet positions and per-request sampling seeds derive from it")
+    prompt: str = setting("code_file", help="template name in megatron_snow/synthesis/prompts/, or a path to one")
+    seeds_per_unit: int = setting(1000, help="seeds per output shard (and per resume marker)", range=">= 1")
+    retry_failed: bool = setting(False, help="on resume, ask again for seeds whose every attempt failed")
+    progress: bool = setting(True, help="progress bar with requests/s and tokens/s")
+    server: ServerConfig = setting(help="the OpenAI-compatible server", factory=ServerConfig)
+    sampling: SamplingConfig = setting(help="decoding settings", factory=SamplingConfig)
+    near_dedup: NearDedupConfig = setting(
+        help="near-duplicates among the answers and of their seeds", factory=NearDedupConfig)
+    decontaminate: DecontamConfig = setting(help="benchmark decontamination of the answers", factory=DecontamConfig)
 
-    RANGES = {"seeds_per_language": ">= 1", "synthetic_tokens": ">= 0", "tokens_per_seed": "> 0",
-              "python_share": "[0, 1]", "snippet_min_lines": ">= 1", "snippet_max_lines": ">= 1",
-              "snippet_max_chars": ">= 1", "seeds_per_unit": ">= 1", "server.concurrency": ">= 1",
-              "server.timeout_s": "> 0", "server.max_attempts": ">= 1", "server.backoff_s": ">= 0",
-              "server.max_unreachable": ">= 0", "sampling.temperature": ">= 0",
-              "sampling.top_p": "(0, 1]", "sampling.max_tokens": ">= 1", "near_dedup.threshold": "(0, 1]",
-              "near_dedup.num_perm": ">= 1"}
+    def validate(self) -> None:
+        if self.snippet_min_lines > self.snippet_max_lines:
+            raise ConfigError(f"{self.key('snippet_min_lines')} must be <= {self.key('snippet_max_lines')}")
 
 
 def _stable_int(text: str) -> int:
@@ -159,10 +161,6 @@ class Synthesize(Step):
         for key in ("phase2", "out"):
             if not getattr(cfg, key):
                 raise StepError(f"synthesize needs {key}=...", 2)
-        if cfg.snippet_min_lines > cfg.snippet_max_lines:
-            raise StepError("snippet_min_lines must be <= snippet_max_lines", 2)
-        if cfg.server.api not in ("chat", "completions"):
-            raise StepError(f"server.api must be chat or completions, got {cfg.server.api!r}", 2)
         self.cfg = cfg
         self.settings = cfg
         self.input_dir = Path(cfg.phase2)  # every phase-2 record is counted: a seed, or why not

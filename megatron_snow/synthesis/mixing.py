@@ -43,14 +43,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from megatron_snow import records
 from megatron_snow.atomic import atomic_write_json
-from megatron_snow.config import to_dict
+from megatron_snow.config import Config, setting, to_dict
 from megatron_snow.funnel import Funnel
 from megatron_snow.indexed import (
     BlendEntry, IndexFormatError, IndexWriter, bin_path, check_idx, idx_path, read_blend_file, read_idx, write_blend_file,
@@ -66,27 +66,31 @@ NO_SYNTHETIC = "none"  # synthetic_index when synthesis kept no file
 
 
 @dataclass
-class MixConfig:
+class MixConfig(Config):
     """Settings of the ``mix`` step."""
 
-    synthetic_index: str = ""  # build-index prefix of the synthesize output (or a blend .json); "none": synthesis kept no file
-    phase2_index: str = ""  # build-index prefix of the phase-2 selection, or select's blend.json naming it
-    out: str = ""  # directory: per-language indexed datasets, blend.json, mix_report.json
-    budget_tokens: int = 5_000_000_000  # training tokens of phase 3 (paper: 5B)
-    python_share: float = 0.5  # share of the budget for python_languages (paper: about 50%)
-    python_languages: list[str] = field(default_factory=lambda: ["python"])  # counted as "Python"
-    synthetic_repetition: float = 1.0  # most times a synthetic file is seen (fewer if its language needs less)
-    synthetic_share: float = 0.4  # target synthetic share of the budget (paper: about 2B of 5B); 0: no check
-    synthetic_tolerance: float = 0.2  # warn when the planned synthetic tokens are further than this from the target
-    # A per-language dataset smaller than this is left out (reported in mix_report.json "left_out"): the
-    # trainer splits each dataset into train/valid by documents and needs a few samples of each.
-    min_documents: int = 1
-    min_tokens: int = 1
-    progress: bool = True
-
-    RANGES = {"budget_tokens": ">= 1", "python_share": "[0, 1]", "synthetic_repetition": "> 0",
-              "synthetic_share": "[0, 1]", "synthetic_tolerance": ">= 0",
-              "min_documents": ">= 1", "min_tokens": ">= 1"}
+    synthetic_index: str = setting(
+        "", help="build-index prefix of the synthesize output (or a blend .json); \"none\": synthesis kept no file")
+    phase2_index: str = setting(
+        "", help="build-index prefix of the phase-2 selection, or select's blend.json naming it")
+    out: str = setting("", help="directory: per-language indexed datasets, blend.json, mix_report.json")
+    budget_tokens: int = setting(5_000_000_000, help="training tokens of phase 3 (paper: 5B)", range=">= 1")
+    python_share: float = setting(
+        0.5, help="share of the budget for python_languages (paper: about 50%)", range="[0, 1]")
+    python_languages: list[str] = setting(help="counted as \"Python\"", factory=lambda: ["python"])
+    synthetic_repetition: float = setting(
+        1.0, help="most times a synthetic file is seen (fewer if its language needs less)", range="> 0")
+    synthetic_share: float = setting(
+        0.4, help="target synthetic share of the budget (paper: about 2B of 5B); 0: no check", range="[0, 1]")
+    synthetic_tolerance: float = setting(
+        0.2, help="warn when the planned synthetic tokens are further than this from the target", range=">= 0")
+    min_documents: int = setting(
+        1, help="a per-language dataset with fewer documents than this is left out (reported in mix_report.json "
+                "\"left_out\"): the "
+                "trainer splits each dataset into train/valid by documents and needs a few samples of each",
+                range=">= 1")
+    min_tokens: int = setting(1, help="a per-language dataset with fewer tokens is left out, likewise", range=">= 1")
+    progress: bool = setting(True, help="progress bars on stderr")
 
 
 def read_sidecar_languages(prefix: str | Path) -> list[str]:

@@ -44,12 +44,13 @@ import gzip
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 
+from megatron_snow.config import Config, setting
 from megatron_snow.atomic import atomic_write_text, temp_path
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
@@ -65,23 +66,23 @@ _DTYPES = {"uint16": np.uint16, "int32": np.int32}
 
 
 @dataclass
-class BuildIndexConfig:
+class BuildIndexConfig(Config):
     """Settings of ``build-index``."""
 
-    inputs: list[str] = field(default_factory=list)  # records directories and/or JSONL files
-    output_prefix: str = ""  # writes OUTPUT_PREFIX.bin/.idx/.docs.jsonl.gz/.stats.json/.funnel.json
-    tokenizer: str = ""  # SentencePiece .model or Hugging Face tokenizer.json
-    workers: int = 1  # processes per MPI rank (inputs are cut further when there are fewer units)
-    dtype: Literal["auto", "uint16", "int32"] = "auto"  # auto: uint16 below 65,500 ids, int32 above
-    chunk_bytes: int = 64 << 20  # base units of about this many bytes of text (shards by records, .jsonl by bytes)
-    batch_docs: int = 64  # documents per encode_batch call
-    text_field: str = "text"  # JSONL inputs only (records datasets use "content")
-    id_field: str = "id"  # JSONL inputs only
-    language_field: str = "language"  # JSONL inputs only
-    keep_parts: bool = False  # keep PREFIX.parts/ after a successful merge
-    progress: bool = True  # progress bar on rank 0
-
-    RANGES: ClassVar[dict[str, str]] = {"workers": ">= 1", "batch_docs": ">= 1", "chunk_bytes": ">= 1"}
+    inputs: list[str] = setting(help="records directories and/or JSONL files", factory=list)
+    output_prefix: str = setting("", help="writes OUTPUT_PREFIX.bin/.idx/.docs.jsonl.gz/.stats.json/.funnel.json")
+    tokenizer: str = setting("", help="SentencePiece .model or Hugging Face tokenizer.json")
+    workers: int = setting(
+        1, help="processes per MPI rank (inputs are cut further when there are fewer units)", range=">= 1")
+    dtype: Literal["auto", "uint16", "int32"] = setting("auto", help="auto: uint16 below 65,500 ids, int32 above")
+    chunk_bytes: int = setting(
+        64 << 20, help="base units of about this many bytes of text (shards by records, .jsonl by bytes)", range=">= 1")
+    batch_docs: int = setting(64, help="documents per encode_batch call", range=">= 1")
+    text_field: str = setting("text", help="JSONL inputs only (records datasets use \"content\")")
+    id_field: str = setting("id", help="JSONL inputs only")
+    language_field: str = setting("language", help="JSONL inputs only")
+    keep_parts: bool = setting(False, help="keep PREFIX.parts/ after a successful merge")
+    progress: bool = setting(True, help="progress bar on rank 0")
 
 
 class IndexBuildError(StepError):

@@ -38,12 +38,12 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from megatron_snow.atomic import atomic_write_bytes, atomic_write_text, temp_path
-from megatron_snow.config import to_dict
+from megatron_snow.config import Config, setting, to_dict
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.stages.runner import Step, StepContext, StepError, UnitResult, run_step
@@ -57,25 +57,24 @@ from megatron_snow.tokenization.tokenizer import (
 
 
 @dataclass
-class TrainTokenizerConfig:
-    inputs: list[str] = field(default_factory=list)  # records directories and/or JSONL files
-    output: str = ""  # path of the .model file to write (a .vocab and .json report go beside it)
-    vocab_size: int = 64000
-    seed: int = 1234
-    sample_bytes: int = 2_000_000_000  # memory bound: bytes of text sampled for training
-    max_sentence_length: int = 16384  # bytes per training chunk; documents are cut at line ends to fit
-    num_threads: int = 8  # part of the result: keep it fixed for reproducibility
-    character_coverage: float = 0.9999
-    max_piece_length: int = 16
-    text_field: str = "text"  # JSONL inputs only
-    id_field: str = "id"
-    language_field: str = "language"
-    extra_user_defined_symbols: list[str] = field(default_factory=list)
-    progress: bool = True  # progress bar on rank 0
-
+class TrainTokenizerConfig(Config):
+    inputs: list[str] = setting(help="records directories and/or JSONL files", factory=list)
+    output: str = setting("", help="path of the .model file to write (a .vocab and .json report go beside it)")
+    vocab_size: int = setting(64000, help="pieces; byte fallback alone needs 256 plus the special ones", range=">= 300")
+    seed: int = setting(1234, help="seed of the training sample")
+    sample_bytes: int = setting(2_000_000_000, help="memory bound: bytes of text sampled for training", range=">= 1")
+    max_sentence_length: int = setting(
+        16384, help="bytes per training chunk; documents are cut at line ends to fit", range=">= 64")
+    num_threads: int = setting(8, help="part of the result: keep it fixed for reproducibility", range=">= 1")
+    character_coverage: float = setting(
+        0.9999, help="SentencePiece: share of characters covered by pieces (the rest: byte fallback)", range="(0, 1]")
+    max_piece_length: int = setting(16, help="SentencePiece: longest piece in characters", range=">= 1")
+    text_field: str = setting("text", help="JSONL inputs only")
+    id_field: str = setting("id", help="JSONL inputs only")
+    language_field: str = setting("language", help="JSONL inputs only")
+    extra_user_defined_symbols: list[str] = setting(help="pieces added whole besides the special tokens", factory=list)
+    progress: bool = setting(True, help="progress bar on rank 0")
     # vocab_size: byte fallback alone needs 256 pieces plus the special ones
-    RANGES: ClassVar[dict[str, str]] = {"vocab_size": ">= 300", "sample_bytes": ">= 1", "max_sentence_length": ">= 64",
-                                        "num_threads": ">= 1", "character_coverage": "(0, 1]", "max_piece_length": ">= 1"}
 
 
 def _key(seed: int, doc_id: str, text: str) -> bytes:

@@ -101,12 +101,9 @@ def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> N
     """Cheap checks before any model is built: prefixes exist, ids fit the vocabulary.
     A ``data.blend_file`` is resolved first (it sets data.blend and training.train_iters)."""
     apply_blend_file(cfg)
-    prefixes, weights = cfg.data.prefixes()
+    prefixes, _ = cfg.data.prefixes()
     if not prefixes:
         raise ConfigError("data.blend: empty (give [[weight, prefix], ...])")
-    for w in weights:
-        if w <= 0:
-            raise ConfigError(f"data.blend: weight {w} must be positive")
     for p in prefixes:
         missing = [s for s in (".bin", ".idx") if not Path(p + s).is_file()]
         if missing:
@@ -118,11 +115,6 @@ def check_data(cfg: TrainConfig, vocab_size: int, scan_tokens: bool = True) -> N
                 f"data.blend: {p} holds token id {top}, outside the model's vocabulary of {vocab_size} "
                 f"(wrong tokenizer or model.vocab_size?)"
             )
-    try:
-        ratios = [float(x) for x in cfg.data.split.split(",")]
-        assert len(ratios) == 3 and all(r >= 0 for r in ratios) and sum(ratios) > 0
-    except (ValueError, AssertionError):
-        raise ConfigError(f"data.split: expected 'train,valid,test' ratios, got {cfg.data.split!r}") from None
     check_split_sizes(cfg.data.split, prefixes)
 
 
@@ -168,8 +160,6 @@ def apply_blend_file(cfg: TrainConfig) -> None:
     d, t = cfg.data, cfg.training
     if not d.blend_file:
         return
-    if d.blend:
-        raise ConfigError("data.blend and data.blend_file are both set: give one of them")
     try:
         entries = read_blend_file(d.blend_file)
     except ValueError as e:
@@ -246,7 +236,8 @@ def build_datasets(cfg: TrainConfig, facts: TokenFacts):
     return train, valid
 
 
-def microbatches(dataset, start: int, global_batch: int, micro_batch: int, dp_rank: int, dp_size: int) -> Iterator[dict]:
+def microbatches(dataset, start: int, global_batch: int, micro_batch: int, dp_rank: int,
+                 dp_size: int) -> Iterator[dict]:
     """This DP rank's micro-batches of the global batch starting at sample ``start``.
 
     Micro-batch m of the global batch holds samples

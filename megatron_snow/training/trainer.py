@@ -56,7 +56,8 @@ def _resolve_ckpt_dir(path: str) -> Path:
 
 
 def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Plan:
-    """All cheap checks, before any process group, model or dataset is built.
+    """The checks that need the world size, the environment or the files, before any process group,
+    model or dataset is built (the settings checked themselves when the config was built).
 
     ``scan_tokens``: read every token id once to check it fits the vocabulary
     (one memmap pass, remembered in data.index_cache_dir). The launcher does it
@@ -64,19 +65,14 @@ def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Pl
     """
     m, par, t = cfg.model, cfg.parallel, cfg.training
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
-    if tp < 1 or pp < 1 or world_size % (tp * pp):
+    if world_size % (tp * pp):
         raise ConfigError(f"parallel: world size {world_size} is not divisible by TP x PP = {tp} x {pp}")
     dp = world_size // (tp * pp)
-    if t.micro_batch_size < 1 or t.global_batch_size % (t.micro_batch_size * dp):
+    if t.global_batch_size % (t.micro_batch_size * dp):
         raise ConfigError(
             f"training.global_batch_size ({t.global_batch_size}) is not divisible by "
             f"micro_batch_size x data-parallel size ({t.micro_batch_size} x {dp})"
         )
-    if m.num_layers % pp:
-        raise ConfigError(f"model.num_layers ({m.num_layers}) is not divisible by pipeline size {pp}")
-    groups = m.num_query_groups or m.num_attention_heads
-    if m.num_attention_heads % tp or groups % tp or m.ffn_hidden_size % tp:
-        raise ConfigError(f"model: heads, query groups and ffn_hidden_size must be divisible by TP={tp}")
     from megatron_snow.training.model import use_transformer_engine
 
     te = use_transformer_engine(m)  # fails here when TE is asked for but missing
@@ -84,11 +80,6 @@ def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Pl
         if not te:
             raise ConfigError("parallel.sequence_parallel needs the Transformer Engine layer spec (CUDA + TE); "
                               "megatron-core's local spec (torch norms) does not support it")
-    if t.train_iters < 0 or t.eval_iters < 1:
-        raise ConfigError("training.train_iters must be >= 0 and training.eval_iters >= 1")
-    o = cfg.optimizer
-    if o.lr_decay_style == "WSD" and not o.lr_wsd_decay_iters:
-        raise ConfigError("optimizer.lr_wsd_decay_iters: required with lr_decay_style WSD")
 
     facts = token_facts(cfg)
     check_data(cfg, facts.vocab_size, scan_tokens=scan_tokens)
@@ -310,7 +301,8 @@ def build_scheduler(optimizer, o, train_iters: int):
 class Trainer:
     def __init__(self, cfg: TrainConfig, plan: Plan):
         from megatron.core import parallel_state as ps
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+        from megatron.core.distributed import (DistributedDataParallel, DistributedDataParallelConfig,
+                                               finalize_model_grads)
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
         from megatron_snow.training.model import build_model, config_kwargs, kernels
@@ -458,10 +450,11 @@ class Trainer:
         if not c.save:
             return
         t0 = time.time()
-        meta = {"model_shape": self.plan.shape, "consumed_samples": self.iteration * self.cfg.training.global_batch_size,
+        meta = {"model_shape": self.plan.shape,
+                "consumed_samples": self.iteration * self.cfg.training.global_batch_size,
                 "schedule": schedule_facts(self.cfg), "data": ckpt.data_identity(self.cfg)}
-        path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta, c.keep_last,
-                                    optimizer_format=c.optimizer_format)
+        path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta,
+                                    c.keep_last, optimizer_format=c.optimizer_format)
         self.log.info(f"saved checkpoint {path} in {time.time() - t0:.1f}s")
 
     def train(self) -> dict:
@@ -496,7 +489,8 @@ class Trainer:
                 kept = f"the last checkpoint is iteration {saved_at}" if saved_at else "no checkpoint from this run"
                 raise NonFiniteStop(
                     f"{streak} iterations in a row ({self.iteration - streak + 1}-{self.iteration}) had a non-finite "
-                    f"loss or gradient norm and were skipped (training.max_nonfinite_in_a_row={t.max_nonfinite_in_a_row}); "
+                    "loss or gradient norm and were skipped "
+                    f"(training.max_nonfinite_in_a_row={t.max_nonfinite_in_a_row}); "
                     f"stopping without saving; {kept}")
             if t.eval_interval and self.iteration % t.eval_interval == 0 and self.iteration < stop:
                 self.log.log(self.iteration, {"loss": self.evaluate()}, prefix="valid")
