@@ -64,9 +64,9 @@ def _io():
 def worker(args) -> None:
     import torch
 
-    from megatron_snow.training import checkpointing as ckpt
+    from megatron_snow.training import checkpoint as ckpt
     from megatron_snow.training.config import load_train_config
-    from megatron_snow.training.trainer import Trainer, init_distributed, preflight, schedule_facts
+    from megatron_snow.training.trainer import Trainer, init_distributed, preflight
 
     over = [f"model.num_layers={args.layers}", f"model.hidden_size={args.hidden}",
             f"model.ffn_hidden_size={args.hidden * 11 // 4}", "model.num_attention_heads=8",
@@ -81,7 +81,7 @@ def worker(args) -> None:
     tr.train_step()  # the optimizer holds real Adam state
     rank = torch.distributed.get_rank()
     results = {}
-    meta = {"model_shape": plan.shape, "schedule": schedule_facts(cfg)}
+    meta = ckpt.recorded_facts(cfg, plan.shape)
     for name, (fmt, fully_parallel) in VARIANTS.items():
         root = Path(args.work) / name.split(":")[0]
         torch.distributed.barrier()

@@ -160,7 +160,7 @@ def logits_child(out: Path) -> None:
     import torch
     from transformers import LlamaForCausalLM
 
-    from megatron_snow.training import checkpointing as ckpt
+    from megatron_snow.training import checkpoint as ckpt
     from megatron_snow.training.config import load_train_config
     from megatron_snow.training.model import build_model
     from megatron_snow.training.trainer import init_distributed

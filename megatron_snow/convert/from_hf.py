@@ -152,7 +152,7 @@ def convert_from_hf(load: str | Path, save: str | Path, overrides=(), dtype: str
                     progress: bool = True) -> dict:
     from megatron.core import dist_checkpointing
 
-    from megatron_snow.training import checkpointing as ckpt
+    from megatron_snow.training import checkpoint as ckpt
     from megatron_snow.training.config import ParallelConfig, padded_vocab_size
     from megatron_snow.training.model import build_model
 
@@ -206,8 +206,8 @@ def convert_from_hf(load: str | Path, save: str | Path, overrides=(), dtype: str
                                 sharded_strategy=("torch_dist", 1))
     meta = {"model_shape": ckpt.model_shape(cfg.model, padded), "iteration": 0,
             "topology": {"tp": 1, "pp": 1, "dp": 1}, "converted_from": str(hf_dir.resolve())}
-    (target / ckpt.META).write_text(json.dumps(meta, indent=1))
-    (out / ckpt.LATEST).write_text("0\n")
+    ckpt.write_meta(target, meta)
+    ckpt.mark_latest(out, 0)
 
     tokenizer = _copy_tokenizer(hf_dir, out, shape.vocab_size)
     yaml_path = out / "model.yaml"

@@ -43,18 +43,15 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.floa
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A save root (its latest complete iteration) or one iter_ directory -> the iter_ directory."""
-    from megatron_snow.training import checkpointing as ckpt
+    from megatron_snow.training.checkpoint import layout
 
-    p = Path(path)
-    if (p / ckpt.META).is_file():
-        return p
-    if not p.is_dir():
+    if not Path(path).is_dir():
         raise ConvertError(f"--load {path}: no such directory")
-    it = ckpt.latest_iteration(p)
-    if it is None:
-        raise ConvertError(f"--load {path}: neither an iter_ directory (no {ckpt.META}) nor a save root with a "
-                           f"'{ckpt.LATEST}' marker")
-    return ckpt.iter_dir(p, it)
+    found = layout.resolve(path)
+    if found is None:
+        raise ConvertError(f"--load {path}: neither an iter_ directory (no {layout.META}) nor a save root with a "
+                           f"'{layout.LATEST}' marker")
+    return found
 
 
 def _train_config(ckpt_dir: Path, config: str | None, overrides, tokenizer: str | None):
@@ -96,7 +93,7 @@ def _vocab_and_ids(cfg) -> tuple[int, dict, object | None]:
 
 def check_checkpoint_shape(ckpt_dir: Path, shape: Shape, tensors_md: dict, divisible_by: int) -> int:
     """The checkpoint's padded vocabulary; one line naming every difference from the config otherwise."""
-    from megatron_snow.training import checkpointing as ckpt
+    from megatron_snow.training import checkpoint as ckpt
     from megatron_snow.training.config import padded_vocab_size
 
     meta = ckpt.read_meta(ckpt_dir)

@@ -1,9 +1,11 @@
-"""The one place that lets megatron-core 0.16.1 run on a machine without CUDA.
+"""The one place that changes megatron-core 0.16.1's own code: the layer that lets it run without CUDA,
+and the two patches checkpointing needs. Each patch names the upstream function it replaces or wraps;
+re-check each against that function when megatron-core is upgraded.
 
-NVIDIA ships no CPU path in megatron-core, yet development machines and CI have
+**Without CUDA.** NVIDIA ships no CPU path in megatron-core, yet development machines and CI have
 no GPU, and the trainer must still be exercised for real there (same model,
 parallel layers, pipeline schedules, optimizer and checkpointing, over gloo).
-megatron-core assumes CUDA in four ways (see docs/megatron-on-cpu.md):
+megatron-core assumes CUDA in four ways:
 
 1. the RNG tracker reads and writes CUDA generator state;
 2. devices are named literally (``device="cuda"``, ``torch.cuda.current_device()``,
@@ -18,14 +20,25 @@ reports CUDA type strings. It does nothing when CUDA is available, so GPU runs
 use megatron-core untouched. Call sites that an API can fix are fixed at the
 call site instead (``use_cpu_initialization=True``, explicit attention masks,
 ``pipeline_dtype``), which keeps this layer small.
+
+**Distributed optimizer over torch Adam** (CPU runs, or GPU nodes without Apex/Transformer
+Engine): ``prepare_optimizer_load`` makes its checkpoint load keep Adam's step; it does nothing
+when Apex/TE provide fused Adam.
+
+**Kill points in the checkpoint file writer** (tests/test_kills.py only):
+``kill_points_in_checkpoint_writer``, installed only while ``megatron_snow.faults`` is active.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from megatron_snow import faults
 
 _installed = False
 _lock = threading.Lock()
@@ -103,7 +116,8 @@ def install() -> bool:
 
         # (1) RNG: the tracker keeps one CPU generator state per name. Seeding the
         # "CUDA" generator seeds the CPU one, so tracker states differ per TP rank
-        # exactly as they would on GPU.
+        # exactly as they would on GPU. Replaces megatron-core 0.16.1's
+        # megatron.core.tensor_parallel.random._get_cuda_rng_state and _set_cuda_rng_state.
         tp_random._get_cuda_rng_state = _cpu_get_rng_state
         tp_random._set_cuda_rng_state = _cpu_set_rng_state
         torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
@@ -138,3 +152,105 @@ class _NullStream:
 
     def synchronize(self) -> None:
         return None
+
+
+# --- megatron-core 0.16.1: the distributed optimizer over torch Adam (no Apex/TE) ---
+# Without Apex or Transformer Engine (CPU runs, or GPU nodes without TE) the
+# DistributedOptimizer keeps torch Adam's per-parameter "step", and two of its
+# load paths trip over it: state_dict() asserts a common step that a fresh
+# optimizer lacks, and the param-state loaders copy every state key, "step"
+# included, from tensors that hold no saved step (fully_reshardable has none,
+# dp_reshardable a non-persistent stale one; the step comes back through the
+# param groups instead, as one tensor shared by all parameters, which torch
+# Adam then increments once per parameter and step).
+
+
+def prepare_optimizer_load(optimizer) -> None:
+    """Call before loading a checkpoint into ``optimizer``: works around the two load paths above;
+    nothing to do when Apex/TE provide fused Adam (megatron-core's HAVE_APEX_OR_TE)."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    if distrib_optimizer.HAVE_APEX_OR_TE:
+        return
+    _prime_empty_optimizer_state(optimizer)
+    _keep_step_when_loading_param_state()
+
+
+def _prime_empty_optimizer_state(optimizer) -> None:
+    """Create a fresh distributed optimizer's Adam state without changing weights
+    (one step on zero gradients at lr 0 and weight decay 0); the load overwrites it.
+    Calls megatron-core 0.16.1's private DistributedOptimizer._init_optimizer_states_with_dummy_values."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not isinstance(opt, DistributedOptimizer) or len(opt.optimizer.state) > 0:
+            continue
+        saved = [(g["lr"], g["weight_decay"]) for g in opt.optimizer.param_groups]
+        for g in opt.optimizer.param_groups:
+            g["lr"], g["weight_decay"] = 0.0, 0.0
+        opt._init_optimizer_states_with_dummy_values()
+        for g, (lr, wd) in zip(opt.optimizer.param_groups, saved):
+            g["lr"], g["weight_decay"] = lr, wd
+
+
+def _keep_step_when_loading_param_state() -> None:
+    """Give each parameter its own Adam "step" (the value restored from the checkpoint's
+    param groups) when the param-state loader sets its state.
+
+    Wraps megatron-core 0.16.1's private
+    megatron.core.optimizer.distrib_optimizer.DistributedOptimizer._set_main_param_and_optimizer_states
+    (process-wide, once)."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    if getattr(DistributedOptimizer, "_snow_keeps_step", False):
+        return
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def set_states(self, model_param, tensors):
+        if not self.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+            state = self.optimizer.state[main_param]
+            if "step" in state:
+                # load_state_dict gave every parameter the SAME step tensor, which
+                # torch Adam would then increment once per parameter: unshare it, and keep
+                # that value (restored from the checkpoint's param groups). The checkpoint's
+                # per-parameter tensors hold no step (fully_reshardable), or a non-persistent
+                # one that is the loading optimizer's own stale value (dp_reshardable).
+                state["step"] = state["step"].clone()
+                tensors = {**tensors, "step": state["step"]}
+        return original(self, model_param, tensors)
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+    DistributedOptimizer._snow_keeps_step = True
+
+
+# --- megatron-core 0.16.1: kill points inside the torch_dist file writer (kill tests only) ---
+
+
+def kill_points_in_checkpoint_writer() -> None:
+    """A ``faults`` point after each item megatron's torch_dist writer puts into a checkpoint file
+    (the item flushed, the file not yet whole), so a run can be killed with its files half written.
+    The writer runs in forked processes; ``faults.kill`` ends the training process from there.
+
+    Wraps megatron.core.dist_checkpointing.strategies.filesystem_async._write_item (torch's
+    torch.distributed.checkpoint.filesystem._write_item as megatron-core 0.16.1 imports it; called by
+    FileSystemWriterAsync.write_preloaded_data), process-wide, once."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    original = filesystem_async._write_item
+    if getattr(original, "_snow_kill_point", False):
+        return
+
+    @functools.wraps(original)  # megatron inspects its signature
+    def write_item(*args, **kwargs):
+        result = original(*args, **kwargs)
+        stream = next((a for a in args if hasattr(a, "flush") and hasattr(a, "name")), None)
+        if stream is not None:
+            stream.flush()
+            name = Path(stream.name)
+            faults.point(f"checkpoint.file_half:{name.parent.name}/{name.name}")
+        return result
+
+    write_item._snow_kill_point = True
+    filesystem_async._write_item = write_item

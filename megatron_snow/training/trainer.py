@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from megatron_snow.config import ConfigError, dump_config, to_dict
-from megatron_snow.training import checkpointing as ckpt
+from megatron_snow.training import checkpoint as ckpt
 from megatron_snow.training import cpu_compat
 from megatron_snow.training.config import TrainConfig, padded_vocab_size
 from megatron_snow.training.data import TokenFacts, build_datasets, check_data, microbatches, token_facts
@@ -42,17 +42,6 @@ class Plan:
     resume_dir: Path | None  # this run's own latest checkpoint
     init_dir: Path | None  # previous phase's checkpoint (weights only)
     dtype: torch.dtype
-
-
-def _resolve_ckpt_dir(path: str) -> Path:
-    """A save root (use its latest) or one iter_ directory."""
-    p = Path(path)
-    if (p / ckpt.META).is_file():
-        return p
-    it = ckpt.latest_iteration(p) if p.is_dir() else None
-    if it is None:
-        raise ConfigError(f"checkpoint.load_from: no complete checkpoint in {path}")
-    return ckpt.iter_dir(p, it)
 
 
 def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Plan:
@@ -86,14 +75,7 @@ def preflight(cfg: TrainConfig, world_size: int, scan_tokens: bool = True) -> Pl
 
     padded = padded_vocab_size(facts.vocab_size, m.make_vocab_size_divisible_by, tp)
     shape = ckpt.model_shape(m, padded)
-    c = cfg.checkpoint
-    resume_dir = ckpt.resume_candidate(c.save, c.on_damaged, say=_say_rank0)
-    init_dir = None
-    if resume_dir is not None:
-        check_resumable(resume_dir, cfg, shape)
-    elif c.load_from:
-        init_dir = _resolve_ckpt_dir(c.load_from)
-        ckpt.check_shape(init_dir, shape)
+    resume_dir, init_dir = ckpt.find_resume(cfg, shape, say=_say_rank0)
 
     if t.precision == "auto":
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -181,34 +163,6 @@ def _reduce_losses(losses: list) -> float:
     return float(acc[0] / acc[1].clamp(min=1))
 
 
-def schedule_facts(cfg: TrainConfig) -> dict:
-    """What a resumed run must share with its checkpoint: megatron's scheduler takes these
-    from the checkpoint without a word, and the data position is iteration x global batch."""
-    o, t = cfg.optimizer, cfg.training
-    return {
-        "optimizer.lr": o.lr, "optimizer.min_lr": o.min_lr, "optimizer.lr_warmup_init": o.lr_warmup_init,
-        "optimizer.lr_warmup_iters": o.lr_warmup_iters, "optimizer.lr_decay_style": o.lr_decay_style,
-        "optimizer.lr_decay_iters": o.lr_decay_iters if o.lr_decay_iters is not None else t.train_iters,
-        "optimizer.lr_wsd_decay_iters": o.lr_wsd_decay_iters, "optimizer.weight_decay": o.weight_decay,
-        "training.global_batch_size": t.global_batch_size,
-    }
-
-
-def check_resumable_schedule(resume_dir, cfg: TrainConfig) -> None:
-    saved = ckpt.read_meta(resume_dir).get("schedule")
-    if saved is None:  # a checkpoint written before the schedule was recorded
-        return
-    for key, value in schedule_facts(cfg).items():
-        if key in saved and saved[key] != value:
-            hint = " (decay runs over train_iters: set optimizer.lr_decay_iters to keep it)" if key == \
-                "optimizer.lr_decay_iters" else ""
-            raise ConfigError(
-                f"checkpoint {resume_dir} was trained with {key}={saved[key]}, this run asks for {value}: "
-                f"a resumed run keeps its schedule and batch size{hint}; to change them start a new run "
-                f"with checkpoint.load_from={resume_dir}"
-            )
-
-
 class NonFiniteGrads(Exception):
     """Raised on every rank together when some rank's local gradients are not finite."""
 
@@ -257,17 +211,6 @@ def _guarded_step(optimizer, loss: float) -> tuple[str, float]:
             clip_grad_by_total_norm_fp32(params, max_norm=opt.config.clip_grad, total_norm=grad_norm,
                                          use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
     return ("ok" if optimizer.step_with_ready_grads() else "overflow"), grad_norm
-
-
-def check_resumable(resume_dir, cfg: TrainConfig, shape: dict) -> None:
-    """Everything a resumed run must share with its checkpoint (one line each): model shape,
-    schedule and batch size, data identity, and an optimizer layout it can load."""
-    ckpt.check_shape(resume_dir, shape)
-    check_resumable_schedule(resume_dir, cfg)
-    ckpt.check_data_identity(resume_dir, cfg)
-    par = cfg.parallel
-    ckpt.check_optimizer_layout(resume_dir, par.tensor_model_parallel_size, par.pipeline_model_parallel_size,
-                                par.use_distributed_optimizer)
 
 
 def _say_rank0(line: str) -> None:
@@ -450,9 +393,8 @@ class Trainer:
         if not c.save:
             return
         t0 = time.time()
-        meta = {"model_shape": self.plan.shape,
-                "consumed_samples": self.iteration * self.cfg.training.global_batch_size,
-                "schedule": schedule_facts(self.cfg), "data": ckpt.data_identity(self.cfg)}
+        meta = {**ckpt.recorded_facts(self.cfg, self.plan.shape),
+                "consumed_samples": self.iteration * self.cfg.training.global_batch_size}
         path = ckpt.save_checkpoint(c.save, self.iteration, self.model, self.optimizer, self.scheduler, meta,
                                     c.keep_last, optimizer_format=c.optimizer_format)
         self.log.info(f"saved checkpoint {path} in {time.time() - t0:.1f}s")
@@ -520,23 +462,12 @@ class Trainer:
         return {"iteration": self.iteration, "valid_loss": val, **last}
 
 
-def _verified_resume(cfg: TrainConfig, plan: Plan) -> Path | None:
-    """The checkpoint to resume, checked against its checksums (each rank a share of the files);
-    a damaged one is reported in one line and an older intact one taken (checkpoint.on_damaged)."""
-    if plan.init_dir is not None and (problem := ckpt.verify_checkpoint(plan.init_dir)):
-        raise ConfigError(f"checkpoint.load_from: {plan.init_dir} is damaged: {problem}")
-    chosen = ckpt.pick_intact(plan.resume_dir, cfg.checkpoint.on_damaged, say=_say_rank0)
-    if chosen is not None and chosen != plan.resume_dir:
-        check_resumable(chosen, cfg, plan.shape)
-    return chosen
-
-
 def run(cfg: TrainConfig) -> dict:
     """preflight -> process groups -> Trainer -> train (the whole entry point)."""
     plan = preflight(cfg, world_size_from_env(), scan_tokens=os.environ.get("RANK", "0") == "0")
     init_distributed(cfg)
     try:
-        plan.resume_dir = _verified_resume(cfg, plan)
+        plan.resume_dir = ckpt.verified_resume(cfg, plan.shape, plan.resume_dir, plan.init_dir, say=_say_rank0)
         result = Trainer(cfg, plan).train()
         write_status("stopped" if result.get("stopped") else "finished", result["iteration"], result.get("stopped"))
         return result

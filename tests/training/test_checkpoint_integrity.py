@@ -14,7 +14,7 @@ import pytest
 
 from training_helpers import launch, read_metrics, tiny_overrides
 from megatron_snow.config import ConfigError
-from megatron_snow.training import checkpointing as ckpt
+from megatron_snow.training import checkpoint as ckpt
 from megatron_snow.training.config import load_train_config
 from megatron_snow.training.trainer import preflight
 
