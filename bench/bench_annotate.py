@@ -56,7 +56,8 @@ def build_random_annotator(docs: list[str], out: Path, layers: int, hidden: int,
     tok.train_from_iterator(docs, trainers.WordPieceTrainer(vocab_size=8000, special_tokens=[
         "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     BertTokenizerFast(tokenizer_object=tok, do_lower_case=False, model_max_length=positions, unk_token="[UNK]",
                       pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]").save_pretrained(out)
     torch.manual_seed(0)

@@ -101,8 +101,9 @@ def worker(args) -> None:
         load_s = time.time() - t0
         read = _io()[1] - r0
         files = ckpt.read_meta(ckpt.iter_dir(root, 1))["files"]
-        results[name] = {"rank": rank, "save_written_MB": written / 1e6, "save_peak_extra_MB": (mem.peak - mem.base) / 1e6,
-                         "save_s": save_s, "load_read_MB": read / 1e6, "load_peak_extra_MB": (lmem.peak - lmem.base) / 1e6,
+        results[name] = {"rank": rank, "save_written_MB": written / 1e6,
+                         "save_peak_extra_MB": (mem.peak - mem.base) / 1e6, "save_s": save_s,
+                         "load_read_MB": read / 1e6, "load_peak_extra_MB": (lmem.peak - lmem.base) / 1e6,
                          "load_s": load_s, "checkpoint_MB": sum(f["bytes"] for f in files.values()) / 1e6}
     gathered = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, results)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                "--data", str(Path(work) / "data"), "--work", work]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if out.returncode != 0 or line is None:
             print(out.stdout[-3000:], out.stderr[-5000:], file=sys.stderr)
             return 1

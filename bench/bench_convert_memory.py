@@ -133,11 +133,11 @@ def main() -> int:
         tools = REPO / "tools" / "checkpoint"
         rows = []
         rows.append(("convert_from_hf (HF -> checkpoint)", *run_measured(
-            [sys.executable, str(tools / "convert_from_hf.py"), "--load", str(work / "hf"), "--save", str(work / "ckpt"),
-             "--dtype", args.dtype, "--no-progress"])))
+            [sys.executable, str(tools / "convert_from_hf.py"), "--load", str(work / "hf"),
+             "--save", str(work / "ckpt"), "--dtype", args.dtype, "--no-progress"])))
         rows.append(("convert_to_hf (checkpoint -> HF)", *run_measured(
-            [sys.executable, str(tools / "convert_to_hf.py"), "--load", str(work / "ckpt"), "--save", str(work / "back"),
-             "--dtype", args.dtype, "--no-progress"])))
+            [sys.executable, str(tools / "convert_to_hf.py"), "--load", str(work / "ckpt"),
+             "--save", str(work / "back"), "--dtype", args.dtype, "--no-progress"])))
         n = compare(work / "hf", work / "back")
         print(f"\n{'step':<36} {'tree PSS GiB':>12} {'x model':>8} {'tool RSS GiB':>12} {'x model':>8} {'seconds':>8}")
         for name, pss, rss, secs in rows:

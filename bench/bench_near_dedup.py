@@ -69,7 +69,7 @@ def planted_pairs(n: int, exclude: set[str], seed: int = 1) -> list[tuple[str, s
     for t in texts:
         j = rng.uniform(0.3, 1.0)
         frac = 1 - (2 * j / (1 + j)) ** 0.2
-        e = TOKEN.sub(lambda m: f"zq{rng.getrandbits(40):x}" if rng.random() < frac else m.group(0), t)
+        e = TOKEN.sub(lambda m, frac=frac: f"zq{rng.getrandbits(40):x}" if rng.random() < frac else m.group(0), t)
         out.append((t, e, exact_jaccard(h.shingles(t, 5), h.shingles(e, 5))))
     return out
 

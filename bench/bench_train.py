@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{ref['step_s'] / r['step_s']:.2f}x" if ref else "-"
         est = r.get("estimate_bytes")
         est_cols = f"{est / 2**30:>10.2f}{est / r['peak_bytes']:>9.3f}" if est else ""
-        print(f"{name:<{width}}{tps:>12,.0f}{tflops:>10.3f}{mfu:>8}{r['peak_bytes'] / 2**30:>10.2f}{ratio:>8}{est_cols}")
+        print(f"{name:<{width}}{tps:>12,.0f}{tflops:>10.3f}{mfu:>8}"
+              f"{r['peak_bytes'] / 2**30:>10.2f}{ratio:>8}{est_cols}")
     if args.profile_dir and (Path(args.profile_dir) / "top_kernels.txt").is_file():
         print(f"profile of one step of {impls[0]} ({args.profile_dir}/top_kernels.txt):")
         print((Path(args.profile_dir) / "top_kernels.txt").read_text())

@@ -58,7 +58,8 @@ _EVO_SHA256 = {
 }
 
 SOURCES: tuple[Source, ...] = (
-    Source("humaneval", "url", f"{_GH}/openai/human-eval/6d43fb980f9fee3c892a914eda09951f772ad10d/data/HumanEval.jsonl.gz",
+    Source("humaneval", "url",
+           f"{_GH}/openai/human-eval/6d43fb980f9fee3c892a914eda09951f772ad10d/data/HumanEval.jsonl.gz",
            "1d49078ba3e2b196b9344535bef34a43021f038fad9561d6ee7c53450609a6a2", licence="MIT"),
     Source("mbpp", "url", f"{_GH}/google-research/google-research/master/mbpp/mbpp.jsonl",
            "0b5e07b5b40fedd01c57b7c9177b79f8b2eebd72c304c928605d91a7237d2f33", licence="CC-BY-4.0"),

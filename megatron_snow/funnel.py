@@ -52,7 +52,8 @@ class Funnel:
         return {
             "stage": self.stage,
             "languages": {
-                lang: {name: list(v) for name, v in sorted(names.items())} for lang, names in sorted(self.counts.items())
+                lang: {name: list(v) for name, v in sorted(names.items())}
+                for lang, names in sorted(self.counts.items())
             },
         }
 

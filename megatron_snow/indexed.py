@@ -179,7 +179,8 @@ class IndexWriter:
     def add_index(self, prefix: str | Path) -> None:
         idx = read_idx(prefix)
         if idx.dtype.type is not self.dtype:
-            raise IndexFormatError(f"{prefix}.idx holds {idx.dtype.name} tokens, this dataset {np.dtype(self.dtype).name}")
+            raise IndexFormatError(
+                f"{prefix}.idx holds {idx.dtype.name} tokens, this dataset {np.dtype(self.dtype).name}")
         self._builder.add_index(str(prefix))
         self.documents += int(idx.header.document_indices) - 1
         self.tokens += int(idx.sequence_lengths.sum(dtype=np.int64))

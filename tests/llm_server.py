@@ -97,10 +97,10 @@ class ScriptProcess:
                 break
             except urllib.error.HTTPError:
                 break  # answering, with an error status
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.close()
-                    raise RuntimeError(f"{Path(script).name} did not start")
+                    raise RuntimeError(f"{Path(script).name} did not start") from err
                 time.sleep(0.1)
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """Kills at unsafe moments (megatron_snow/faults.py): each data step and training is SIGKILLed at named
 points -- half a shard or a temp file written, a shard written but not its marker, during finalize,
 before and during the manifest, a checkpoint's files half written, its files whole but no metadata,
-its metadata but ``latest`` not moved, a prune half done -- and at points drawn at random (by seed) from the census of every point an uninterrupted run passes.
+its metadata but ``latest`` not moved, a prune half done -- and at points drawn at random (by seed)
+from the census of every point an uninterrupted run passes.
 The same command then resumes, and the output is byte-identical (data) or the losses identical
 (training) to the uninterrupted run's.
 

@@ -273,8 +273,8 @@ def test_tiny_example_report_in_chromium(tmp_path):
     assert ids[:2] == ["funnel", "dropped"] and {"annotator", "synthesis", "training", "evaluation"} <= set(ids), ids
     text = state["text"]
     for shown in ("selection cutoff", "the top, median and bottom scored documents", "Alignment with the benchmarks",
-                  "seed snippet", "The phase-3 mix", "Python share 50.0%", "Arctic-SnowCoder-1.3B (phase 3) (paper, Table 2)",
-                  "Table 2 (main results)"):
+                  "seed snippet", "The phase-3 mix", "Python share 50.0%",
+                  "Arctic-SnowCoder-1.3B (phase 3) (paper, Table 2)", "Table 2 (main results)"):
         assert shown in text, shown
     assert len(state["images"]) >= 5  # funnel, scores, alignment, mix, training
     print(f"tiny example report.html: {size:,} bytes; screenshot {tmp_path / 'tiny.png'}")

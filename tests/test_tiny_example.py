@@ -60,7 +60,8 @@ def test_tiny_pipeline_end_to_end_and_rerun_is_idempotent(tmp_path):
         work = Path(done_work) if Path(done_work).is_absolute() else REPO / done_work
         log = Path(done_log).read_text()
         # run.sh printed its work directory as given (relative to the repository): the checks below use ours
-        first = subprocess.CompletedProcess(["bash", "examples/tiny/run.sh"], 0, re.sub(rf"(?<![/\w]){re.escape(done_work)}", str(work), log), "")
+        stdout = re.sub(rf"(?<![/\w]){re.escape(done_work)}", str(work), log)
+        first = subprocess.CompletedProcess(["bash", "examples/tiny/run.sh"], 0, stdout, "")
     else:
         done_work = None
         work = tmp_path / "work"

@@ -197,7 +197,8 @@ def convert_from_hf(load: str | Path, save: str | Path, overrides=(), dtype: str
                     w = from_hf_tensors(role, [weights.get(n) for n in names], shape, padded)
                     p = params[_param_name(params, role, layer)]
                     if tuple(p.shape) != tuple(w.shape):
-                        raise ConvertError(f"{role} layer {layer}: HF gives {tuple(w.shape)}, model has {tuple(p.shape)}")
+                        raise ConvertError(
+                            f"{role} layer {layer}: HF gives {tuple(w.shape)}, model has {tuple(p.shape)}")
                     p.copy_(w)
                 weights.close()
                 bar.update(1)

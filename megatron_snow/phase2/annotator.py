@@ -301,7 +301,8 @@ class AnnotatorTrainer:
             s_val = val_scores(x_val) if head is not None else self._scores_full(ids_val)
             m_val = binary_metrics(y_val, s_val, cfg.threshold)
             history.append({"epoch": epoch, "train_loss": total_loss / len(train), **m_val.to_dict()})
-            self.log(f"[train_annotator] epoch {epoch}/{cfg.epochs} loss={total_loss / len(train):.4f} val {m_val.line()}")
+            self.log(f"[train_annotator] epoch {epoch}/{cfg.epochs} loss={total_loss / len(train):.4f} "
+                     f"val {m_val.line()}")
             if m_val.f1 > best_f1:
                 best_f1, best_epoch = m_val.f1, epoch
                 best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}

@@ -16,9 +16,10 @@ At scale: windows of many documents are batched together sorted by length
 (little padding), the model runs in bf16 on GPU, and the step runs on the
 stage runner (``megatron_snow.stages``): corpus shards are shared round-robin
 over the ranks, MPI ones (``mpiexec``/``srun``) or torchrun processes (gloo, no
-MPI needed), each on its local rank's GPU; each corpus shard gives one score shard, a killed run re-run with the same command skips the
-shards already scored, and scores of another annotator (its files' content,
-not its path) or another corpus are refused in one line (``--force`` replaces).
+MPI needed), each on its local rank's GPU; each corpus shard gives one score
+shard, a killed run re-run with the same command skips the shards already
+scored, and scores of another annotator (its files' content, not its path) or
+another corpus are refused in one line (``--force`` replaces).
 
 Score shard records (one per corpus document, in corpus order): ``{"id",
 "language", "bytes", "score", "window_scores", "dropped"}``; ``dropped`` names

@@ -755,13 +755,13 @@ def eval_section(run: Run) -> Section | None:
         blocks.append(Text(f"{run.rel(p)}: model {model.get('name', '?')}; paper rows from {source}"
                            + (f"; {subset}: not comparable with the paper's numbers" if subset else "")))
 
-        def cells(row: dict) -> list[str]:
+        def cells(row: dict, cols=cols) -> list[str]:
             return [f"{row[c]:.1f}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
 
         rows = [[f"{model.get('name', 'this run')} (this run)"] + cells(table.get("ours", {}))]
         from megatron_snow.evaluate.paper import PAPER_TABLE, TABLE, paper_cell
 
-        def paper_cells(name: str, row: dict) -> list[str]:
+        def paper_cells(name: str, row: dict, cols=cols) -> list[str]:
             return [paper_cell(name, c, row[c]) if isinstance(row.get(c), (int, float)) and name in PAPER_TABLE
                     else f"{row[c]:.1f}" if isinstance(row.get(c), (int, float)) else "-" for c in cols]
 

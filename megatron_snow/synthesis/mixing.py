@@ -53,7 +53,8 @@ from megatron_snow.atomic import atomic_write_json
 from megatron_snow.config import Config, setting, to_dict
 from megatron_snow.funnel import Funnel
 from megatron_snow.indexed import (
-    BlendEntry, IndexFormatError, IndexWriter, bin_path, check_idx, idx_path, read_blend_file, read_idx, write_blend_file,
+    BlendEntry, IndexFormatError, IndexWriter, bin_path, check_idx, idx_path, read_blend_file, read_idx,
+    write_blend_file,
 )
 from megatron_snow.languages import canonical_language
 from megatron_snow.stages.runner import StepError, content_hash
@@ -173,7 +174,8 @@ def split_by_language(prefix: str | Path | list, out: Path, source: str, progres
             try:
                 idx = read_idx(prefix)
             except FileNotFoundError:
-                raise FileNotFoundError(f"{idx_path(prefix)} not found: build the index with build-index first") from None
+                raise FileNotFoundError(
+                    f"{idx_path(prefix)} not found: build the index with build-index first") from None
             langs = read_sidecar_languages(prefix)
             n = int(idx.sequence_lengths.size)
             if len(langs) != n:
@@ -207,7 +209,8 @@ def plan_mix(synthetic: dict[str, int], phase2: dict[str, int], budget: int, pyt
     py_p2 = sum(t for lang, t in phase2.items() if lang in py)
     py_syn = sum(t for lang, t in synthetic.items() if lang in py)
     if python_share > 0 and py_p2 + py_syn == 0:
-        raise StepError(f"mix: no tokens of {', '.join(sorted(py))} in either input, but python_share={python_share}", 2)
+        raise StepError(
+            f"mix: no tokens of {', '.join(sorted(py))} in either input, but python_share={python_share}", 2)
     if python_share < 1 and other_p2 == 0:
         raise StepError("mix: the phase-2 data has no non-Python tokens to keep in proportion; set python_share=1", 2)
     out = {}
@@ -226,7 +229,8 @@ def plan_mix(synthetic: dict[str, int], phase2: dict[str, int], budget: int, pyt
         note = "not in phase 2: left out" if lang not in py and not p else ""
         out[lang] = {"target_tokens": target, "synthetic_tokens": s, "phase2_tokens": p,
                      "synthetic_repetition": syn_rep, "phase2_repetition": p2_rep,
-                     "planned_tokens": syn_rep * s + p2_rep * p, "phase2_share": p / sum(phase2.values()) if phase2 else 0.0,
+                     "planned_tokens": syn_rep * s + p2_rep * p,
+                     "phase2_share": p / sum(phase2.values()) if phase2 else 0.0,
                      "note": note}
     total = sum(v["planned_tokens"] for v in out.values())
     for v in out.values():
@@ -366,7 +370,8 @@ def mix(cfg: MixConfig, force: bool = False, log=print) -> dict:
     atomic_write_json(out / REPORT, plan)
     log(report_table(plan))
     for x in left_out:
-        log(f"mix: left out {x['source']} {x['language']} ({x['documents']} documents, {x['tokens']} tokens): {x['reason']}")
+        log(f"mix: left out {x['source']} {x['language']} ({x['documents']} documents, {x['tokens']} tokens): "
+            f"{x['reason']}")
     if plan.get("note"):
         log(f"mix: {plan['note']}")
     if warning:
@@ -400,4 +405,5 @@ USAGE = """Build both indexes first (build-index), then:
 
   python -m megatron_snow mix synthetic_index=data/idx/synthetic phase2_index=data/idx/phase2 \\
       out=data/phase3_mix budget_tokens=5000000000
-  torchrun ... pretrain_gpt.py --config examples/snowcoder_1.3b/phase3.yaml data.blend_file=data/phase3_mix/blend.json"""
+  torchrun ... pretrain_gpt.py --config examples/snowcoder_1.3b/phase3.yaml \\
+      data.blend_file=data/phase3_mix/blend.json"""

@@ -114,7 +114,8 @@ def choose_dtype(vocab_size: int, dtype: str = "auto") -> type[np.number]:
     limit = int(np.iinfo(np_dtype).max) + 1
     if vocab_size > limit:
         raise IndexBuildError(
-            f"tokenizer vocabulary of {vocab_size} ids does not fit {dtype} (at most {limit} ids); use dtype=int32 or auto"
+            f"tokenizer vocabulary of {vocab_size} ids does not fit {dtype} (at most {limit} ids); "
+            "use dtype=int32 or auto"
         )
     return np_dtype
 
@@ -382,10 +383,12 @@ def verify_index(prefix: str | Path, tokenizer: str | None = None, sample: int =
         return {"ok": False, "errors": errors, "checked": checked}
     try:
         dtype = np.dtype(stats["dtype"])
-        n, n_tokens, eod, vocab = int(stats["documents"]), int(stats["tokens"]), int(stats["eod_id"]), int(stats["vocab_size"])
+        n, n_tokens = int(stats["documents"]), int(stats["tokens"])
+        eod, vocab = int(stats["eod_id"]), int(stats["vocab_size"])
     except (KeyError, TypeError, ValueError) as e:
         return {"ok": False, "errors": [f"{paths['stats']}: damaged ({type(e).__name__}: {e})"], "checked": checked}
-    if stats.get("format") != FORMAT or not isinstance(stats.get("units"), list) or not isinstance(stats.get("plan"), dict):
+    if (stats.get("format") != FORMAT or not isinstance(stats.get("units"), list)
+            or not isinstance(stats.get("plan"), dict)):
         return {"ok": False, "errors": [f"{paths['stats']}: format {stats.get('format')!r}, not {FORMAT!r} (an older "
                                         "or damaged index): build it again"], "checked": checked}
 
@@ -467,11 +470,13 @@ def verify_index(prefix: str | Path, tokenizer: str | None = None, sample: int =
             else:
                 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-                errors += _verify_sample(IndexedDataset(str(prefix), mmap=True), stats, side, tok, sample, seed, checked)
+                errors += _verify_sample(IndexedDataset(str(prefix), mmap=True), stats, side, tok, sample, seed,
+                                         checked)
     return {"ok": not errors, "errors": errors, "checked": checked}
 
 
-def _verify_sample(ds, stats: dict, side: list[dict], tok: CodeTokenizer, sample: int, seed: int, checked: dict) -> list[str]:
+def _verify_sample(ds, stats: dict, side: list[dict], tok: CodeTokenizer, sample: int, seed: int,
+                   checked: dict) -> list[str]:
     plan = stats["plan"]
     text_field, id_field, language_field = plan["fields"]
     n = stats["documents"]

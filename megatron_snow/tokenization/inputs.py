@@ -154,7 +154,8 @@ def split_units(units: list[Unit], parts: int) -> tuple[list[tuple[int, Unit]], 
             continue
         for a, b in pieces:
             last = b == end and u.end is None
-            out.append((i, replace(u, start=a, end=None if last else b, size=u.size * (b - a) // max(end - u.start, 1))))
+            size = u.size * (b - a) // max(end - u.start, 1)
+            out.append((i, replace(u, start=a, end=None if last else b, size=size)))
     return out, (f"{len(units)} units for {parts} processes: cut each into up to {k} by "
                  f"{' and '.join(sorted(how))} -> {len(out)} units")
 
@@ -222,7 +223,8 @@ def _parse(line: bytes) -> dict | tuple[str, str]:
     return d
 
 
-def read_unit(unit: Unit, text_field: str = "text", id_field: str = "id", language_field: str = "language") -> Iterator[Document]:
+def read_unit(unit: Unit, text_field: str = "text", id_field: str = "id",
+              language_field: str = "language") -> Iterator[Document]:
     """Documents of a unit in file order. Records shards always use the CodeRecord fields."""
     records_kind = unit.kind == "records"
     if records_kind:

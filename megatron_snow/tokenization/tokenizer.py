@@ -15,10 +15,11 @@ end-of-document id as ours. BOS is never put into our data; it exists because
 those tools prepend one (Llama2Tokenizer by default). Begin/end of document,
 padding and the fill-in-the-middle tokens are SentencePiece *control* symbols:
 text never encodes to them (a source file that contains the literal string
-``<|endoftext|>`` cannot end a document), they are only inserted by id. The file separator is a *user-defined* symbol: the
-string ``<file_sep>`` that repository grouping (``phase1/grouping.py``) puts
-before each file encodes to that single id. For a Hugging Face tokenizer.json
-the same rule holds: its *special* added tokens are never matched in text.
+``<|endoftext|>`` cannot end a document), they are only inserted by id. The
+file separator is a *user-defined* symbol: the string ``<file_sep>`` that
+repository grouping (``phase1/grouping.py``) puts before each file encodes to
+that single id. For a Hugging Face tokenizer.json the same rule holds: its
+*special* added tokens are never matched in text.
 ``decode`` writes every special id back as its string, so
 ``decode(encode(text)) == text`` holds exactly and special ids stay visible.
 """
@@ -254,7 +255,8 @@ class CodeTokenizer:
         self.__init__(state["path"], state["model_bytes"])
 
     def __repr__(self) -> str:
-        return f"CodeTokenizer({self.path!r}, backend={self.backend}, vocab_size={self.vocab_size}, eod_id={self.eod_id})"
+        return (f"CodeTokenizer({self.path!r}, backend={self.backend}, vocab_size={self.vocab_size}, "
+                f"eod_id={self.eod_id})")
 
 
 def _looks_like_json(data: bytes) -> bool:

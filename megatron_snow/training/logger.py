@@ -30,9 +30,12 @@ class MetricsLogger:
         if cfg.wandb_project:
             try:
                 import wandb
-            except ImportError:
-                raise RuntimeError("logging.wandb_project is set but wandb is not installed (pip install -e '.[wandb]')")
-            self._wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=run_config, resume="allow")
+            except ImportError as err:
+                raise RuntimeError(
+                    "logging.wandb_project is set but wandb is not installed (pip install -e '.[wandb]')"
+                ) from err
+            self._wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=run_config,
+                                     resume="allow")
 
     def log(self, iteration: int, metrics: dict, prefix: str = "train") -> None:
         if not self.active:

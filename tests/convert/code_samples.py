@@ -206,7 +206,8 @@ HARD_CASES = [
     "runs    of        spaces            here  \n",
     "windows\r\nline\r\nends\r\n",
     "digits 0123456789 3.14159e-10 0xDEADBEEF 1_000_000\n",
-    "non-ASCII: \u00e9 e\u0301 \u00df \u65e5\u672c\u8a9e \ud55c\uad6d\uc5b4 \u05e2\u05d1\u05e8\u05d9\u05ea \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \U0001f680 \U0001d518\n",
+    "non-ASCII: \u00e9 e\u0301 \u00df \u65e5\u672c\u8a9e \ud55c\uad6d\uc5b4 \u05e2\u05d1\u05e8\u05d9\u05ea "
+    "\u0627\u0644\u0639\u0631\u0628\u064a\u0629 \U0001f680 \U0001d518\n",
     "literal U+2581: \u2581 \u2581\u2581 a\u2581b \u2581\u2582\u2583\n",
     "specials as text: <|endoftext|> <|pad|> <|fim_prefix|> <s> </s> <unk> <0x41>\n",
     "<file_sep>src/a.py\nprint(1)\n<file_sep>src/b.py\n",

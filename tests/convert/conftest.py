@@ -76,5 +76,6 @@ def variants(sp_model, token_data, tmp_path_factory) -> dict[str, Path]:
            str(Path(__file__).resolve().parent / "save_variants.py"), str(work / "spec.json")]
     proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise AssertionError(f"save_variants failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"save_variants failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return {name: work / name for name in VARIANTS}

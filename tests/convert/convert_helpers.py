@@ -43,7 +43,8 @@ def tiny_overrides(work: Path, data: Path, tokenizer: Path, **extra) -> list[str
     values = {
         "model.num_layers": 2, "model.hidden_size": 64, "model.ffn_hidden_size": 160,
         "model.num_attention_heads": 4, "model.make_vocab_size_divisible_by": 64,
-        "model.rotary_base": 50000, "model.norm_epsilon": "1.0e-6", "model.init_method_std": 0.3, "model.transformer_impl": "local",
+        "model.rotary_base": 50000, "model.norm_epsilon": "1.0e-6", "model.init_method_std": 0.3,
+        "model.transformer_impl": "local",
         "data.blend": f"[[1.0, {data}]]", "data.split": "90,10,0", "data.seq_length": 64,
         "data.tokenizer_path": str(tokenizer), "data.index_cache_dir": str(work / "index_cache"),
         "optimizer.lr": 5e-3, "optimizer.min_lr": 1e-3, "optimizer.lr_warmup_iters": 1,

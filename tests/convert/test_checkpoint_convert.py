@@ -195,8 +195,8 @@ def test_hf_to_megatron_to_hf_is_bitwise_and_starts_a_phase(variants, converted,
                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "initialised weights from" in run.stdout
-    valid = [json.loads(l) for l in (work / "metrics.jsonl").read_text().splitlines()]
-    source = [json.loads(l) for l in (variants[name] / "metrics.jsonl").read_text().splitlines()]
+    valid = [json.loads(ln) for ln in (work / "metrics.jsonl").read_text().splitlines()]
+    source = [json.loads(ln) for ln in (variants[name] / "metrics.jsonl").read_text().splitlines()]
     start = [v["loss"] for v in valid if v["split"] == "valid"][-1]
     end = [v["loss"] for v in source if v["split"] == "valid"][-1]
     assert start == pytest.approx(end, abs=1e-4), (start, end)
@@ -222,7 +222,8 @@ def test_mismatches_are_refused_with_one_line(variants, converted, tmp_path, cap
     assert "tie_embeddings False vs True" in err
     err = refused(to_hf.main, "--load", str(ckpt), "--save", str(tmp_path / "x"), "model.num_query_groups=4")
     assert "num_query_groups 2 vs 4" in err
-    assert "no such directory" in refused(to_hf.main, "--load", str(tmp_path / "nowhere"), "--save", str(tmp_path / "x"))
+    assert "no such directory" in refused(to_hf.main, "--load", str(tmp_path / "nowhere"),
+                                          "--save", str(tmp_path / "x"))
 
     # A Hugging Face model of another architecture, and a Llama whose weights contradict its config.
     other = tmp_path / "mistral"

@@ -148,7 +148,8 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
     files["planted/empty.py"] = b""
     files["planted/blank.sh"] = b"\n\n   \n"
     files["planted/huge_one_line.js"] = ("var data = [" + "1234567, " * 300_000 + "0];").encode()  # ~2.7 MB
-    files["planted/layout.php"] = b'<?xml version="1.0" encoding="UTF-8"?>\n<root><a>1</a></root>\n' + b"<?php echo 1; ?>\n" * 20
+    files["planted/layout.php"] = (b'<?xml version="1.0" encoding="UTF-8"?>\n<root><a>1</a></root>\n'
+                                   + b"<?php echo 1; ?>\n" * 20)
     for rel, reason in (("planted/static/app.js", "minified"), ("planted/static/vendor.min.js", "minified"),
                         ("planted/gen/messages_pb2.py", "auto_generated"), ("planted/empty.py", "empty"),
                         ("planted/blank.sh", "empty"), ("planted/huge_one_line.js", "too_large"),
@@ -178,7 +179,8 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
         'AWS_ACCESS_KEY_ID = "AKIAQ7XJ3M5KZ2LPW8RT"\n'
         'GITHUB_TOKEN = "ghp_Zt9x2Lq8Vb4Nw6Hj1Kc3Mf5Rd7Sp0Ga2Ye4U"\n'
         'api_key = "f83Kd92LmQ0zX7vB4nR1tY6u"\n'
-        'PRIVATE = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n-----END RSA PRIVATE KEY-----"""\n'
+        'PRIVATE = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n'
+        '-----END RSA PRIVATE KEY-----"""\n'
         "def connect():\n    return (DB_HOST, CACHE_HOST, DNS)\n").encode()
 
     # benchmark solutions pasted into otherwise ordinary files
@@ -193,14 +195,19 @@ def build_corpus(root: Path, benchmarks_dir: Path | None, n_py: int = 130, n_h: 
         gsm = load("gsm8k_test.jsonl.gz")
         cases = {
             "planted/bench/utils_he.py": ("import os\n\n" + he[0]["prompt"] + he[0]["canonical_solution"] + "\n\n",
-                                          {"humaneval", "humaneval+", "evoeval_verbose", "evoeval_concise"}, "HumanEval/0"),
-            "planted/bench/helpers_mbpp.py": ("# helpers\n" + mbpp[2]["code"].replace("\r\n", "\n") + "\n", {"mbpp"}, "2"),
+                                          {"humaneval", "humaneval+", "evoeval_verbose", "evoeval_concise"},
+                                          "HumanEval/0"),
+            "planted/bench/helpers_mbpp.py": ("# helpers\n" + mbpp[2]["code"].replace("\r\n", "\n") + "\n",
+                                              {"mbpp"}, "2"),
             "planted/bench/task_bcb.py": (bcb[0]["complete_prompt"] + bcb[0]["canonical_solution"] + "\n",
                                           {"bigcodebench"}, "BigCodeBench/0"),
             # only part of a docstring: no full substring, but shared 10-grams
-            "planted/bench/pick_longest.py": ("def pick(xs):\n    # Return the first one in case of multiple strings of the same length.\n"
+            "planted/bench/pick_longest.py": ("def pick(xs):\n"
+                                              "    # Return the first one in case of multiple strings"
+                                              " of the same length.\n"
                                               "    return max(xs, key=len) if xs else None\n",
-                                              {"humaneval", "humaneval+", "evoeval_verbose", "evoeval_concise"}, "HumanEval/12"),
+                                              {"humaneval", "humaneval+", "evoeval_verbose", "evoeval_concise"},
+                                              "HumanEval/12"),
             "planted/bench/ducks.py": ('"""' + gsm[0]["question"] + '"""\nprint(16 - 3 - 4)\n', {"gsm8k"}, "gsm8k/0"),
         }
         for (_, host), (rel, (snippet, benches, item)) in zip(hosts, sorted(cases.items())):

@@ -66,6 +66,7 @@ def test_killed_run_resumes_to_identical_output(phase1_run, tmp_path, repo_root,
     # 4) resuming with other settings would mix shards: refused with one line naming the setting
     p = run(None, extra=("filter.default.max_line_length=500",))
     assert p.returncode == 2, p.stderr[-1000:]
-    assert p.stderr.count("\n") == 1 and "02_filter was made with other settings (filter.default.max_line_length: 1000 -> 500)" in p.stderr
+    assert p.stderr.count("\n") == 1 and (
+        "02_filter was made with other settings (filter.default.max_line_length: 1000 -> 500)" in p.stderr)
     assert "--force" in p.stderr
     assert tree(out) == theirs

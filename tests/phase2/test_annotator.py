@@ -53,7 +53,8 @@ def test_render_record_rules():
 def test_load_positives_counts_empty_records(tmp_path):
     f = tmp_path / "pos.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in [
-        {"problem": "p", "solution": "s", "lang": "python"}, {"content": "   "}, {"code": "x = 1", "language": "Python"}]))
+        {"problem": "p", "solution": "s", "lang": "python"}, {"content": "   "},
+        {"code": "x = 1", "language": "Python"}]))
     funnel = Funnel("t")
     ex = load_positives([PositiveSource(str(f))], max_chars=100, funnel=funnel)
     assert [e.text for e in ex] == ["p\n\ns", "x = 1"] and all(e.label == 1 for e in ex)

@@ -95,7 +95,8 @@ def test_select_meets_budget_and_language_mix(selection_inputs):
         assert r.meta["annotator"]["score"] == scores[r.id]
         assert len(r.meta["annotator"]["window_scores"]) in (1, 3)
     blend = json.loads((out / "blend.json").read_text())
-    assert blend["datasets"][0]["repetition"] == 4 and blend["datasets"][0]["unique_tokens"] == report["selected_tokens"]
+    assert (blend["datasets"][0]["repetition"] == 4
+            and blend["datasets"][0]["unique_tokens"] == report["selected_tokens"])
     assert blend["total_tokens"] == 4 * report["selected_tokens"]
     assert blend["datasets"][0]["prefix"] == "index/phase2"  # default: beside the selection, relative to it
     funnel = Funnel.read(out / "funnel.json")

@@ -85,7 +85,8 @@ def test_annotate_refuses_another_model(trained_annotator, other_annotator, corp
     assert run.returncode == 2 and last.startswith("annotate: error:") and "other inputs (model/" in last, run.stderr
     run = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads((out / "step.json").read_text())["inputs"] != json.loads((out2 / "step.json").read_text())["inputs"]
+    assert (json.loads((out / "step.json").read_text())["inputs"]
+            != json.loads((out2 / "step.json").read_text())["inputs"])
     new = {r["id"]: r["score"] for r in read_scores(out)}
     old = {r["id"]: r["score"] for r in read_scores(out2)}
     assert new.keys() == old.keys() and all(new[k] != old[k] for k in new)  # every score is the new model's

@@ -54,7 +54,8 @@ NEAR_A = GOOD_A.replace("Running totals of", "The running totals of")
 BAD_PY = "def broken(x:\n    return x +\n"
 GOOD_SH = "#!/bin/bash\n# print the numbers 1 to 3\nfor i in 1 2 3; do\n  echo \"$i\"\ndone\n"
 BAD_SH = "#!/bin/bash\nif [ -f x ]; then\n  echo (\n"
-GOOD_JS = "// sum an array\nfunction sum(xs) {\n  return xs.reduce((a, b) => a + b, 0);\n}\nconsole.log(sum([1, 2, 3]));\n"
+GOOD_JS = ("// sum an array\nfunction sum(xs) {\n  return xs.reduce((a, b) => a + b, 0);\n}\n"
+           "console.log(sum([1, 2, 3]));\n")
 LONG = "# " + " ".join(f"w{i}" for i in range(60)) + "\n"
 
 
@@ -64,7 +65,8 @@ def fenced(code: str, tag: str) -> str:
 
 def documents() -> list[CodeRecord]:
     """Phase-2 records with annotator scores (seeds: the top ones per language)."""
-    py = [f"import os  # module {i}\ndef helper_{i}(path):\n    # seed document {i}\n    return os.path.join(path, 'x{i}')\n"
+    py = [f"import os  # module {i}\ndef helper_{i}(path):\n"
+          f"    # seed document {i}\n    return os.path.join(path, 'x{i}')\n"
           for i in range(11)]
     docs = [CodeRecord(f"py-{i}", t, "python", meta={"annotator": {"score": 0.9 - 0.01 * i}}) for i, t in enumerate(py)]
     docs.append(CodeRecord("py-low", "x = 1\n", "python", meta={"annotator": {"score": 0.01}}))  # not a seed

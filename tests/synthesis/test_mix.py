@@ -56,7 +56,8 @@ def indexes(tmp_path_factory):
     for name, docs in (("synthetic", syn), ("phase2", p2)):
         ds = _dataset(root / name, docs)
         prefixes[name] = str(root / "idx" / name)
-        build_index(BuildIndexConfig(inputs=[str(ds)], output_prefix=prefixes[name], tokenizer=str(tok), progress=False),
+        build_index(BuildIndexConfig(inputs=[str(ds)], output_prefix=prefixes[name], tokenizer=str(tok),
+                                     progress=False),
                     log=lambda *a: None)
     return root, prefixes
 

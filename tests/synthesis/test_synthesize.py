@@ -97,7 +97,8 @@ def test_round_trip(reference, trained_server):
         assert len(m["prompt_template_hash"]) == 16 and m["prompt_template"] == "test_template"
         assert r.content in answers[m["seed_id"]][0]  # the code block of the planned answer, fences removed
         assert "```" not in r.content and m["parser"] in ("ast", "bash -n", "tree-sitter")
-    dropped = {r.meta["synthesis"]["seed_id"]: r.meta["dropped"]["reason"] for r in records.iter_records(out / "dropped")}
+    dropped = {r.meta["synthesis"]["seed_id"]: r.meta["dropped"]["reason"]
+               for r in records.iter_records(out / "dropped")}
     assert dropped == {k: r for k, (_, r) in answers.items() if r is not None}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["requests"] == stats["attempts"] == len(answers) and stats["errors"] == {}
@@ -300,7 +301,7 @@ def test_sampling_takes_effect_on_transformers_serve(tmp_path):
             got = {}
             asyncio.run(run_requests(cfg, server.model, ((i, msgs, i) for i in range(4)), 4,
                                      SamplingConfig(temperature=temperature, max_tokens=12),
-                                     lambda r: got.__setitem__(r.index, r), progress=False))
+                                     lambda r, got=got: got.__setitem__(r.index, r), progress=False))
             assert all(r.error is None and r.completion_tokens > 0 for r in got.values()), temperature
             answers[temperature] = {r.text for r in got.values()}
     assert len(answers[1.0]) > 1

@@ -39,7 +39,8 @@ def _work(prefix) -> Path:
 
 def _build(records, tok, prefix, **kw) -> dict:
     kw.setdefault("progress", False)
-    return build_index(BuildIndexConfig(inputs=[str(r) for r in records], tokenizer=str(tok), output_prefix=str(prefix), **kw))
+    return build_index(BuildIndexConfig(inputs=[str(r) for r in records], tokenizer=str(tok),
+                                        output_prefix=str(prefix), **kw))
 
 
 def _outputs(prefix) -> dict[str, bytes]:
@@ -504,7 +505,8 @@ def test_train_tokenizer_counts_a_truncated_gzip(corpus_records, tmp_path):
     raw = "".join(json.dumps({"id": d["id"], "text": d["content"], "language": d["language"]}) + "\n" for d in docs)
     gz = gzip.compress(raw.encode())
     (tmp_path / "cut.jsonl.gz").write_bytes(gz[: int(len(gz) * 0.8)])
-    report = train_tokenizer(TrainTokenizerConfig(inputs=[str(tmp_path / "cut.jsonl.gz")], output=str(tmp_path / "t.model"),
+    report = train_tokenizer(TrainTokenizerConfig(inputs=[str(tmp_path / "cut.jsonl.gz")],
+                                                  output=str(tmp_path / "t.model"),
                                                   vocab_size=600, sample_bytes=200_000, num_threads=1))
     funnel = Funnel.from_dict(report["funnel"])
     funnel.check()

@@ -42,7 +42,8 @@ def test_sentencepiece_code_settings(sp_model):
     tok = load_tokenizer(sp_model)
     assert tok.backend == "sentencepiece" and tok.vocab_size == 2000
     # reserved ids, distinct
-    ids = [tok.eod_id, tok.pad_id, tok.file_sep_id, tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id, tok.fim_pad_id]
+    ids = [tok.eod_id, tok.pad_id, tok.file_sep_id, tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id,
+           tok.fim_pad_id]
     assert None not in ids and len(set(ids)) == len(ids)
     assert tok.token_to_id(EOD) == tok.eod_id and tok.token_to_id(PAD) == tok.pad_id
     # control tokens are never produced from text; the file separator is
@@ -177,7 +178,8 @@ def test_megatron_and_hugging_face_read_the_same_ids_as_ours(sp_model, code_corp
 
     ours = load_tokenizer(sp_model)
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
-    assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, ours.bos_id, ours.eod_id, ours.pad_id) == (0, 1, 2, 3)
+    assert ((sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id())
+            == (0, ours.bos_id, ours.eod_id, ours.pad_id) == (0, 1, 2, 3))
     assert [sp.id_to_piece(i) for i in range(4)] == [UNK, BOS, EOD, PAD]
     core = MegatronTokenizer.from_pretrained(tokenizer_path=str(sp_model), metadata_path={"library": "sentencepiece"})
     assert (core.eod, core.bos, core.pad) == (ours.eod_id, ours.bos_id, ours.pad_id)

@@ -69,7 +69,8 @@ def test_save_is_fully_parallel_and_records_checksums(dp2_run, tmp_path):
     _flip_block(victim)
     assert ckpt.verify_checkpoint(d) == "__1_0.distcp does not match its SHA-256"
     victim.write_bytes(victim.read_bytes()[:1000])
-    assert ckpt.verify_checkpoint(d) == f"__1_0.distcp has 1000 bytes, {meta['files']['__1_0.distcp']['bytes']} were written"
+    written = meta["files"]["__1_0.distcp"]["bytes"]
+    assert ckpt.verify_checkpoint(d) == f"__1_0.distcp has 1000 bytes, {written} were written"
     (run / "ckpt" / "iter_0000004" / "common.pt").unlink()
     assert ckpt.verify_checkpoint(run / "ckpt" / "iter_0000004") == "common.pt is missing"
 
@@ -83,14 +84,14 @@ def test_damaged_newest_checkpoint_falls_back_or_stops(dp2_run, tiny_data, tmp_p
     # on_damaged=stop: one line, every rank exits 2 (torchrun then 1), nothing built
     bad = launch(2, _over(tiny_data, run, **{"checkpoint.on_damaged": "stop"}), check=False)
     assert bad.returncode != 0 and "exitcode  : 2" in bad.stderr
-    errors = [l for l in bad.stderr.splitlines() if l.startswith("error:")]
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
     assert errors == [f"error: checkpoint {d8} is damaged: __0_0.distcp does not match its SHA-256; "
                       f"checkpoint.on_damaged=fallback would resume from {d4}"], bad.stderr[-3000:]
     assert "datasets ready" not in bad.stdout
 
     # default (fallback): one warning line, resume from iteration 4, the same losses as before
     out = launch(2, _over(tiny_data, run))
-    warnings = [l for l in out.stderr.splitlines() if l.startswith("warning:")]
+    warnings = [ln for ln in out.stderr.splitlines() if ln.startswith("warning:")]
     assert warnings == [f"warning: checkpoint {d8} is damaged: __0_0.distcp does not match its SHA-256; "
                         f"falling back to {d4}"], out.stderr[-3000:]
     assert f"resumed from {d4} at iteration 4" in out.stdout
@@ -172,6 +173,6 @@ def test_dp_reshardable_optimizer_loads_at_another_dp_not_another_tp(dp2_run, ti
     # DP=2 -> DP=1: the optimizer state loads (no steps left: the final validation of the same weights)
     out = launch(1, _over(tiny_data, run))
     assert f"resumed from {d8} at iteration 8" in out.stdout
-    last = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    last = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()][-1]
     ref = read_metrics(dp2_run / "metrics.jsonl", "valid")[8]["loss"]
     assert last["split"] == "valid" and last["loss"] == pytest.approx(ref, rel=1e-5, abs=1e-5)

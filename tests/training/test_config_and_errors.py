@@ -28,11 +28,12 @@ def test_example_configs_hold_the_paper_values():
     # 500B tokens at 512 x 8192 tokens per step
     assert abs(p1.training.train_iters * 512 * 8192 - 500e9) < 512 * 8192
     # Phase 3's warm-up is phase 2's share (1000 of 11,921) of its 1,192 iterations.
-    for phase, prev, tokens, warmup in ((2, 1, 50e9, 1000), (3, 2, 5e9, 100)):
+    for phase, prev, _tokens, warmup in ((2, 1, 50e9, 1000), (3, 2, 5e9, 100)):
         c = load_train_config(EXAMPLES / "snowcoder_1.3b" / f"phase{phase}.yaml")
         assert c.model == p1.model
         o = c.optimizer
-        assert (o.lr_warmup_init, o.lr, o.lr_warmup_iters, o.lr_decay_style, o.min_lr) == (0.0, 5.3e-4, warmup, "linear", 0.0)
+        assert ((o.lr_warmup_init, o.lr, o.lr_warmup_iters, o.lr_decay_style, o.min_lr)
+                == (0.0, 5.3e-4, warmup, "linear", 0.0))
         assert c.checkpoint.load_from == p1.checkpoint.save.replace("phase1", f"phase{prev}")
         # the iterations come from the blend file that selection / mixing wrote (train_iters: 0 derives them)
         assert c.training.train_iters == 0 and c.data.blend_file and not c.data.blend
@@ -67,7 +68,8 @@ def test_model_info_reports_the_1_3b_model():
                          timeout=60, check=True).stdout
     params = int(re.search(r"parameters: ([\d,]+)", out).group(1).replace(",", ""))
     assert 1.3e9 <= params <= 1.4e9
-    flops = int(re.search(r"training FLOPs per token \(Megatron-LM formula[^:]*: ([\d,]+)", out).group(1).replace(",", ""))
+    flops = int(re.search(r"training FLOPs per token \(Megatron-LM formula[^:]*: ([\d,]+)", out)
+                .group(1).replace(",", ""))
     # Megatron-LM's formula: 6 per weight (tied output projection counted as a matmul) + 12*L*h*s
     # attention, halved for the causal mask
     matmul_weights = params - 2 * 24 * 2048 - 2048  # all but the RMSNorm scales
@@ -109,7 +111,7 @@ def test_cli_refuses_a_checkpoint_of_another_shape_before_building_anything(tiny
     bad = launch(1, tiny_overrides(tiny_data, tmp_path, **{"training.train_iters": 4, "model.ffn_hidden_size": 256}),
                  check=False)
     assert bad.returncode == 2
-    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), bad.stderr
     assert "different model shape" in lines[0] and "ffn_hidden_size 128 vs 256" in lines[0]
     assert "datasets ready" not in bad.stdout and "model:" not in bad.stdout
@@ -130,7 +132,7 @@ def test_cli_refuses_a_checkpoint_of_another_shape_before_building_anything(tiny
     # Under torchrun: rank 0 reports the bad data in one line and the launcher stops the other rank.
     bad = launch(2, tiny_overrides(tiny_data, tmp_path / "other", **{"model.vocab_size": 200}), check=False)
     assert bad.returncode != 0
-    errors = [l for l in bad.stderr.splitlines() if l.startswith("error:")]
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
     assert errors == [f"error: data.blend: {tiny_data} holds token id 255, outside the model's vocabulary of 200 "
                       "(wrong tokenizer or model.vocab_size?)"]
     assert "datasets ready" not in bad.stdout

@@ -18,7 +18,7 @@ def _probe(mode: str) -> dict:
     proc = subprocess.run([sys.executable, str(PROBE), mode, str(_free_port())], capture_output=True, text=True,
                           timeout=180, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("PROBE ")][-1]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")][-1]
     return json.loads(line[len("PROBE "):])
 
 

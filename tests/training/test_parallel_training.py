@@ -35,7 +35,7 @@ def test_tp2_trains_and_checkpoint_loads_at_tp1(tiny_data, tmp_path):
     over1 = tiny_overrides(tiny_data, tmp_path, **{"parallel.tensor_model_parallel_size": 1})
     out = launch(1, over1)
     assert "resumed from" in out.stdout and "iter_0000012" in out.stdout
-    tp1_valid = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    tp1_valid = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert tp1_valid["split"] == "valid" and tp1_valid["iteration"] == 12
     assert tp1_valid["loss"] == pytest.approx(tp2_valid, rel=1e-5, abs=1e-5)
 
@@ -57,14 +57,15 @@ def test_pp2_trains_logs_and_checkpoint_loads_at_pp1(tiny_data, tmp_path):
 
     tb = EventAccumulator(str(tmp_path / "tb"))
     tb.Reload()
-    assert {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "valid/loss"} <= set(tb.Tags()["scalars"])
+    assert ({"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "valid/loss"}
+            <= set(tb.Tags()["scalars"]))
     assert [e.value for e in tb.Scalars("train/loss")] == pytest.approx([m[i]["loss"] for i in sorted(m)])
 
     # The PP=2 checkpoint (tied embedding split over two stages) validates the same at PP=1.
     pp2_valid = read_metrics(tmp_path / "metrics.jsonl", "valid")[12]["loss"]
     out = launch(1, tiny_overrides(tiny_data, tmp_path, **{"training.micro_batch_size": 1}))
     assert "resumed from" in out.stdout
-    pp1_valid = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    pp1_valid = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert pp1_valid["split"] == "valid" and pp1_valid["loss"] == pytest.approx(pp2_valid, rel=1e-5, abs=1e-5)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Same as ``python -m megatron_snow annotate``; see megatron_snow/phase2/scoring.py (``--help`` lists every setting)."""
+"""Same as ``python -m megatron_snow annotate``; see megatron_snow/phase2/scoring.py
+(``--help`` lists every setting)."""
 import sys
 
 from megatron_snow.phase2.scoring import main
