@@ -265,6 +265,8 @@ _FIRST_INDENT = re.compile(r"[ \t\f]*")
 
 def _column(indent: str) -> int:
     """The indentation column as ``tokenize`` counts it (tabs to multiples of 8, a form feed resets)."""
+    if "\t" not in indent and "\f" not in indent:
+        return len(indent)
     col = 0
     for c in indent:
         col = col + 1 if c == " " else (col // 8 + 1) * 8 if c == "\t" else 0
