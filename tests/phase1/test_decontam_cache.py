@@ -168,7 +168,8 @@ import json, sys
 from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 d = Decontaminator(DecontamConfig(benchmarks_dir=sys.argv[1], cache_dir=sys.argv[2]))
 cases = json.loads(open(sys.argv[3]).read())
-print(json.dumps({"from": d.loaded_from, "verdicts": [h and h.as_dict() for h in (d.check(t, lang) for t, lang in cases)]}))
+hits = [d.check(t, lang) for t, lang in cases]
+print(json.dumps({"from": d.loaded_from, "verdicts": [h and h.as_dict() for h in hits]}))
 """
 
 
