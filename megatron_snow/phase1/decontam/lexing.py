@@ -299,21 +299,19 @@ def fast_python_tokens(text: str) -> CodeTokens | None:
     pending: list[tuple[str, int, int]] = []  # strings that open a statement: a docstring if it ends there
     for m in _FAST.finditer(text):
         kind = m.lastindex
-        if kind == 1:  # a line end
-            if depth == 0:
-                pending.clear()  # a string statement: dropped
-                at_stmt_start = True
-                b = m.end()
-                if b < len(text) and text[b] not in "#\n" and not _indent_ok(indents, _column(m.group(1)[1:])):
-                    return None
-            continue
-        if kind == 2:
-            continue
-        if kind == 3:
-            if _BLANK_TO_END.match(text, m.end()):
+        if kind < 4:
+            if kind == 1:  # a line end
+                if depth == 0:
+                    pending.clear()  # a string statement: dropped
+                    at_stmt_start = True
+                    b = m.end()
+                    if b < len(text) and text[b] not in "#\n" and not _indent_ok(indents, _column(m.group(1)[1:])):
+                        return None
+            elif kind == 3 and _BLANK_TO_END.match(text, m.end()):  # a continuation, then nothing
                 return None
             continue
-        tok, a, b = m.group(kind), m.start(), m.end()
+        a, b = m.span()  # each group is the whole match
+        tok = text[a:b]
         if kind == 4 and (at_stmt_start or pending):
             at_stmt_start = False
             pending.append((tok, a, b))
