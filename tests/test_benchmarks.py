@@ -12,7 +12,7 @@ from pathlib import Path
 
 from megatron_snow import benchmarks
 from megatron_snow.benchmarks_fetch import BY_STEM, SOURCES, fetch, main
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ from megatron_snow.config import Config, ConfigError, setting, to_dict
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase1 import clusters
-from megatron_snow.phase1.decontaminate import BENCHMARK_FIELDS, DecontamConfig, Decontaminator
+from megatron_snow.phase1.decontam import BENCHMARK_FIELDS, DecontamConfig, Decontaminator
 from megatron_snow.phase1.filters import FilterConfig, filter_reason
 from megatron_snow.phase1.grouping import GroupingConfig, bucket_of, build_documents
 from megatron_snow.phase1.ingest import Ingestor, IngestConfig, list_units
@@ -169,7 +169,7 @@ class DecontaminateStep(RecordStep):
         hit = self._dec.check(rec.content, rec.language)  # the language picks the lexer of the code rules
         if hit is None:
             return rec, None, {}
-        return None, hit.pop("reason"), hit
+        return None, hit.reason, hit.details()
 
 
 class PIIStep(RecordStep):

@@ -63,7 +63,7 @@ from megatron_snow.atomic import atomic_write_bytes, atomic_write_json
 from megatron_snow.config import Config, ConfigError, setting, to_dict
 from megatron_snow.funnel import Funnel
 from megatron_snow.languages import EXTENSIONS, canonical_language
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 from megatron_snow.phase1.minhash import (
     NearDedupConfig, ShingleHasher, band_hashes, exact_jaccard, lsh_params, signature,
 )
@@ -430,7 +430,7 @@ class Synthesize(Step):
                 if reason is None and decontam is not None:
                     hit = decontam.check(code)
                     if hit:  # the decontaminator's own "reason" is its rule (substring or n-gram)
-                        reason, details = "contaminated", {("rule" if k == "reason" else k): v for k, v in hit.items()}
+                        reason, details = "contaminated", {"rule": hit.reason, **hit.details()}
                 if reason is None:
                     key = _exact_key(code)
                     sh = hasher.shingles(code, nd.ngram) if nd.enabled else np.empty(0, np.uint64)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from megatron_snow.benchmarks import benchmark_path, read_benchmark
-from megatron_snow.phase1 import decontaminate as dc
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator, index_key
+from megatron_snow.phase1.decontam import cache as dc
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator, index_key
 from tests.phase1.test_decontam_quality import clean_files, rename, top_level_cut
 
 STEMS = ("humaneval", "mbpp")
@@ -97,9 +97,9 @@ def test_fresh_cached_and_uncached_indexes_give_the_same_verdicts(bench, tmp_pat
         assert verdicts(other, bad + clean) == ref  # same reasons, items, fields and matched text
 
     # the whole index, not only these verdicts: the on-disk form of each is the same
-    meta, arrays = built._export()
+    meta, arrays = built.index.to_arrays()
     for other in (loaded, uncached):
-        m, a = other._export()
+        m, a = other.index.to_arrays()
         assert m == meta and a.keys() == arrays.keys()
         for name in arrays:
             assert a[name].dtype == arrays[name].dtype and np.array_equal(a[name], arrays[name]), name
@@ -165,10 +165,11 @@ def test_a_damaged_cache_file_is_rebuilt(bench, tmp_path, damage, caplog):
 
 _RANK = """
 import json, sys
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 d = Decontaminator(DecontamConfig(benchmarks_dir=sys.argv[1], cache_dir=sys.argv[2]))
 cases = json.loads(open(sys.argv[3]).read())
-print(json.dumps({"from": d.loaded_from, "verdicts": [d.check(t, lang) for t, lang in cases]}))
+hits = [d.check(t, lang) for t, lang in cases]
+print(json.dumps({"from": d.loaded_from, "verdicts": [h and h.as_dict() for h in hits]}))
 """
 
 

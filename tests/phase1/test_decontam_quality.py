@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from megatron_snow.benchmarks import benchmark_path, read_benchmark
-from megatron_snow.phase1.decontaminate import (
+from megatron_snow.phase1.decontam import (
     DecontamConfig, Decontaminator, code_tokens, generic_tokens, python_tokens,
 )
 from tests.phase1.decontam_edits import EDITS, edited, reference_stream, reformat, rename, split_in_host
@@ -330,9 +330,9 @@ def test_prefilter_keeps_every_verdict(dec, planted, benchmarks_dir):
     planted copies and half the shipped clean files the verdicts (rule, benchmark, item, field, match) are
     the same (all of them: measured once, 2,992 of 2,992)."""
     pre = Decontaminator(DecontamConfig(benchmarks_dir=str(benchmarks_dir), prefilter=True))
-    assert pre._prefilter is not None and dec._prefilter is None
+    assert pre.prefilter is not None and dec.prefilter is None
     cases = [(text, "python") for *_, text in planted[::3]] + [(r["text"], r["language"]) for r in clean_corpus()[::2]]
-    skipped = sum(not pre._prefilter.passes(t, lang) for t, lang in cases)
+    skipped = sum(not pre.prefilter.passes(t, lang) for t, lang in cases)
     assert [pre.check(t, lang) for t, lang in cases] == [dec.check(t, lang) for t, lang in cases]
     assert skipped >= 100, skipped  # it does skip files (measured 241 of 1,230)
 

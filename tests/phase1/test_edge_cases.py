@@ -64,7 +64,7 @@ def test_an_uncaught_error_on_one_rank_ends_the_mpi_job(tmp_path):
 def test_ten_gram_rule_ignores_literal_heavy_ngrams(tmp_path):
     """A benchmark item with a generic literal must not flag every file holding the same literal,
     while a real 10-gram of its text still matches."""
-    from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+    from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 
     solution = ("    grid = np.array([1, 2, 3, 4, 5, 6, 7, 8])\n"
                 "    return sorted(grid, key=lambda value: abs(value - pivot_threshold), reverse=descending_order)\n")

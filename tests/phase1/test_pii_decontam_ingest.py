@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from megatron_snow.dist import Comm
-from megatron_snow.phase1.decontaminate import DecontamConfig, Decontaminator
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator
 from megatron_snow.phase1.ingest import IngestConfig, Ingestor, SourceConfig, list_units
 from megatron_snow.phase1.pii import PIIConfig, redact
 from megatron_snow.phase1.pipeline import Phase1Config, run_phase1
