@@ -89,7 +89,8 @@ class TransformersBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
 
-    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int,
+                 desc: str = "generating") -> list[str]:
         from megatron_snow.determinism import fixed_threads  # imports torch: only when generating
 
         if self.threads is None:
@@ -150,7 +151,8 @@ class VLLMBackend:
         self.dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
         self.llm = LLM(model=model_dir, tensor_parallel_size=cfg.tensor_parallel_size, dtype=self.dtype)
 
-    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int,
+                 desc: str = "generating") -> list[str]:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=stops)
@@ -174,7 +176,8 @@ class ServerBackend:
                                            stop=stops or None, extra_body={"generation_config": json.dumps(greedy)})
         return truncate_at_stops(r.choices[0].text or "", stops)
 
-    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int, desc: str = "generating") -> list[str]:
+    def generate(self, prompts: list[str], stops: list[str], max_new_tokens: int,
+                 desc: str = "generating") -> list[str]:
         bar = _bar(len(prompts), desc)
         with ThreadPoolExecutor(self.concurrency) as ex:
             futures = [ex.submit(self._one, p, stops, max_new_tokens) for p in prompts]

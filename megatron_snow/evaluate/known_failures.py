@@ -90,16 +90,19 @@ BIGCODEBENCH_EXCLUDED: dict[str, str] = {
     "BigCodeBench/115": f"version: {_NP}: scipy.stats.mode returns a scalar ('invalid index to scalar variable')",
     "BigCodeBench/176": 'network: reverse DNS lookups of 8.8.8.8 / 8.8.4.4 (no network in the sandbox)',
     "BigCodeBench/201": f"version: {_PD}: 'sort array is read-only' (copy-on-write)",
-    "BigCodeBench/205": "timeout: starts a multiprocessing Pool inside the sample; times out in bigcodebench's own check here",
+    "BigCodeBench/205": ("timeout: starts a multiprocessing Pool inside the sample; "
+                         "times out in bigcodebench's own check here"),
     "BigCodeBench/221": f"version (inferred): {_PD}: the reference returns 'Invalid input' for valid data",
     "BigCodeBench/225": f'version: {_PD}: string columns are StringDtype, the test expects object',
-    "BigCodeBench/229": "timing: timestamps come from datetime.now() at second resolution, so two seeded runs differ when a second passes between them (failed once, in the full run under load)",
+    "BigCodeBench/229": ("timing: timestamps come from datetime.now() at second resolution, so two seeded runs "
+                         "differ when a second passes between them (failed once, in the full run under load)"),
     "BigCodeBench/245": f"version: {_NP}: scipy.stats.mode returns a scalar ('invalid index to scalar variable')",
     "BigCodeBench/251": f"version: {_MPL}: pie() raises 'All wedge sizes are zero' on empty data",
     "BigCodeBench/276": f'version: {_NP}: a kurtosis/skew check returns np.True_ where the test expects False',
     "BigCodeBench/300": f'version: {_PD}: assigning float z-scores into an int64 column raises TypeError',
     "BigCodeBench/314": 'network: opens an HTTPS connection (no network in the sandbox)',
-    "BigCodeBench/363": "timeout: starts a multiprocessing Pool inside the sample; times out in bigcodebench's own check here",
+    "BigCodeBench/363": ("timeout: starts a multiprocessing Pool inside the sample; "
+                         "times out in bigcodebench's own check here"),
     "BigCodeBench/435": f'version: {_PD}: the Name column is StringDtype, the test expects object',
     "BigCodeBench/495": f"version (inferred): {_PD}: the report's values differ from the expected DataFrame",
     "BigCodeBench/503": f'version: {_PD}: DataFrame.applymap was removed',
@@ -110,7 +113,9 @@ BIGCODEBENCH_EXCLUDED: dict[str, str] = {
     "BigCodeBench/797": f'version: {_PD}: DataFrame.applymap was removed',
     "BigCodeBench/812": 'root: the sandbox runs as root, so a file the test makes unreadable is still read',
     "BigCodeBench/823": 'timing: asserts wall-clock sleep precision; fails on a loaded 2-core machine (flaky)',
-    "BigCodeBench/832": "root: as root the reference creates '/non/existent/path', which the test expects to be impossible; it stays on disk and then breaks BigCodeBench/288 and 350, so tests never run it",
+    "BigCodeBench/832": ("root: as root the reference creates '/non/existent/path', which the test expects to be "
+                         "impossible; it stays on disk and then breaks BigCodeBench/288 and 350, "
+                         "so tests never run it"),
     "BigCodeBench/875": f'version (inferred): {_PD}: the random fill of missing values differs from the expected one',
     "BigCodeBench/879": f'version: {_PD}: numpy cannot interpret StringDtype columns',
     "BigCodeBench/882": f'version (inferred): {_PD}: the regex filter returns no rows (string dtype)',
@@ -123,7 +128,8 @@ BIGCODEBENCH_EXCLUDED: dict[str, str] = {
     "BigCodeBench/1006": 'network: downloads a ZIP file (no network in the sandbox)',
     "BigCodeBench/1012": 'network: downloads from drive.google.com (no network in the sandbox)',
     "BigCodeBench/1026": f'version: {_MPL}: boxplot(labels=...) was renamed tick_labels',
-    "BigCodeBench/1040": 'timing: a socket server on the fixed port 12345 with 1 s sleeps; flaky under load (failed once of two runs)',
+    "BigCodeBench/1040": ('timing: a socket server on the fixed port 12345 with 1 s sleeps; '
+                          'flaky under load (failed once of two runs)'),
 }
 
 # reasons whose tasks may pass on a quiet machine (not asserted to fail) or must not run in tests at all

@@ -61,7 +61,7 @@ def to_markdown(report: dict) -> str:
         lines += [f"**Subset only ({report['settings']['subset']}): not comparable with the paper's numbers.**", ""]
     lines += ["| model | tokens | " + " | ".join(COLUMN_TITLES[c] for c in cols) + " |",
               "|---|---|" + "---|" * len(cols)]
-    for name, (tokens, vals) in PAPER_TABLE.items():
+    for name, (tokens, _vals) in PAPER_TABLE.items():
         bold = name == t["paper_reference_model"]
         cells = [(f"**{paper_cell(name, c)}**" if bold else paper_cell(name, c)) for c in cols]
         lines.append(f"| {'**' + name + '**' if bold else name} (paper, {TABLE}) | {tokens} | "
@@ -81,7 +81,8 @@ def to_markdown(report: dict) -> str:
         lines.append(f"| {name} | - | - | - | skipped: {why} | - | - |")
     lines += ["", "## Data", ""]
     for name, d in report["data"].items():
-        lines.append(f"- {name}: `{d.get('file')}` ({d.get('records', '-')} records, sha256 {str(d.get('sha256'))[:16]})")
+        lines.append(f"- {name}: `{d.get('file')}` ({d.get('records', '-')} records, "
+                     f"sha256 {str(d.get('sha256'))[:16]})")
     lines += ["", "## Settings", "", "```json", json.dumps({"model": model, **report["settings"]}, indent=2), "```", ""]
     return "\n".join(lines)
 

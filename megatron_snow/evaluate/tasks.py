@@ -63,7 +63,8 @@ def select_units(spec: str) -> list[Unit]:
     for name in [s.strip().lower() for s in spec.split(",") if s.strip()]:
         units = UNITS.get(name) or ([ALL_UNITS[name]] if name in ALL_UNITS else None)
         if units is None:
-            raise TaskError(f"unknown benchmark {name!r} (known: {', '.join(dict.fromkeys(list(UNITS) + list(ALL_UNITS)))})")
+            known = ", ".join(dict.fromkeys(list(UNITS) + list(ALL_UNITS)))
+            raise TaskError(f"unknown benchmark {name!r} (known: {known})")
         out += [u for u in units if u not in out]
     if not out:
         raise TaskError("no benchmark selected")

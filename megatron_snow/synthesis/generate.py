@@ -302,7 +302,7 @@ class Synthesize(Step):
         try:
             model = asyncio.run(resolve_model(self.cfg.server))
         except Exception as e:  # noqa: BLE001
-            raise StepError(f"cannot reach the server at {self.cfg.server.base_url}: {type(e).__name__}: {e}", 1)
+            raise StepError(f"cannot reach the server at {self.cfg.server.base_url}: {type(e).__name__}: {e}", 1) from e
         path = ctx.work / MODEL_FILE
         if path.is_file():
             old = json.loads(path.read_text())["model"]

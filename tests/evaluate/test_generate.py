@@ -76,7 +76,8 @@ def test_server_request_shape(tmp_path, eval_cache, benchmarks_dir):
         assert body["model"] == "served-model" and body["max_tokens"] == 64 and body["temperature"] == 0.0
         assert body["stop"] == stop_strings(unit) and "\ndef " in body["stop"]
         assert json.loads(body["generation_config"]) == {"do_sample": False, "max_new_tokens": 64}
-    samples = {s["task_id"]: s for s in map(json.loads, (out / "samples" / "humanevalplus.jsonl").read_text().splitlines())}
+    lines = (out / "samples" / "humanevalplus.jsonl").read_text().splitlines()
+    samples = {s["task_id"]: s for s in map(json.loads, lines)}
     assert samples["HumanEval/0"]["completion"] == "\n" + p0["canonical_solution"] + "\n"
     report = json.loads((out / "results.json").read_text())
     assert report["units"]["humaneval+"]["scores"] == {"pass@1": 50.0, "base_pass@1": 50.0}

@@ -168,7 +168,8 @@ def test_apps_and_ds1000_layouts_when_given(tmp_path):
                             "solutions": json.dumps([sol])}) + "\n")
     with gzip.open(tmp_path / "ds1000.jsonl.gz", "wt") as f:
         f.write(json.dumps({"task_id": 7, "prompt": "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})",
-                            "reference_code": "result = df.groupby('a').agg(lambda s: s.iloc[::-1].cumsum()).reset_index()"}) + "\n")
+                            "reference_code": ("result = df.groupby('a')"
+                                               ".agg(lambda s: s.iloc[::-1].cumsum()).reset_index()")}) + "\n")
     d = Decontaminator(DecontamConfig(benchmarks_dir=str(tmp_path)))
     assert d.benchmarks == ["apps", "ds1000"]
     hit = d.check("# my solution\n" + sol.replace("    ", "  ") + "\n")
