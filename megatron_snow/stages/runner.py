@@ -74,7 +74,8 @@ class UnitResult:
 
 
 class Step:
-    """Base class of a data step; override what you need (see the package docstring)."""
+    """Base class of a data step whose output is a records dataset (its directory); override what you
+    need (see the package docstring). An ``ArtefactStep`` writes files instead."""
 
     name: str = "step"
     settings: Any = None  # a config dataclass: fingerprinted
@@ -91,11 +92,6 @@ class Step:
     def depends_on(self) -> dict[str, Path]:
         """Files or datasets the output depends on, fingerprinted by content (input_dir is added)."""
         return {}
-
-    def outputs(self) -> list[Path]:
-        """Files outside the step's directory that ``finalize`` writes (an artefact step: a tokenizer, an
-        index). Empty: a records step, whose output is the directory itself."""
-        return []
 
     def input_records(self) -> int | None:
         """Records the input holds by its manifest(s): the funnel's "in" must equal it (None: no check)."""
@@ -117,12 +113,6 @@ class Step:
     def process(self, ctx: "StepContext", index: int, unit: Any) -> UnitResult:
         raise NotImplementedError
 
-    def finalize(self, ctx: "StepContext", parts: list[Any], funnel: Funnel) -> int | None:
-        """Rank 0, after every unit, before the files that declare the step complete: an artefact step
-        merges its units' parts (``UnitResult.part``, in unit order; ``funnel`` merged and balanced) into
-        ``outputs()``. Returns how many records the output holds (checked against the funnel's kept), or None."""
-        return None
-
     def cleanup(self, ctx: "StepContext") -> None:
         """Rank 0, after the manifest: remove scratch state under ctx.work."""
 
@@ -133,6 +123,22 @@ class Step:
     def describe(self, unit: Any) -> str:
         """How errors name a unit (a file, for instance)."""
         return json.dumps(unit, sort_keys=True)[:200]
+
+
+class ArtefactStep(Step):
+    """A step whose output is files outside its directory (a tokenizer model, a Megatron index), not a
+    records dataset: each unit writes a part under ``ctx.work`` and returns it as ``UnitResult.part``
+    (no kept records); ``finalize`` merges the parts into ``outputs()``."""
+
+    def outputs(self) -> list[Path]:
+        """The files ``finalize`` writes: the step is complete while they keep the sizes its manifest lists."""
+        raise NotImplementedError
+
+    def finalize(self, ctx: "StepContext", parts: list[Any], funnel: Funnel) -> int | None:
+        """Rank 0, after every unit, before the files that declare the step complete: merge the units'
+        parts (in unit order; ``funnel`` merged and balanced) into ``outputs()``. Returns how many records
+        the output holds (checked against the funnel's kept), or None."""
+        raise NotImplementedError
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -206,7 +212,7 @@ class StepContext:
     def __init__(self, step: Step, out: Path, comm: Comm, *, progress: bool, keep_dropped: bool):
         self.step, self.out, self.comm = step, out, comm
         self.work = out / "_work"
-        self.outputs = [Path(p) for p in step.outputs()]  # an artefact step's files (empty: a records step)
+        self.kind = _kind_of(step)  # what the output is: a records dataset or an artefact step's files
         self.progress, self.keep_dropped = progress, keep_dropped
 
     def bar(self, items: Iterable[T] | None, desc: str, unit: str = "unit", total: int | None = None) -> Any:
@@ -311,13 +317,11 @@ def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
         d.record.meta["dropped"] = {"stage": ctx.step.name, "reason": d.reason, **d.details}
         drop_recs.append(d.record)
     drop_entry = None
-    if drop_recs or not ctx.outputs:
+    if drop_recs or ctx.kind.dropped_always:
         drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [])
     res.funnel.check()
-    if ctx.outputs and res.kept:
-        raise StepError(f"{ctx.step.name}: unit {i}: an artefact step writes its part under ctx.work, not kept records")
     faults.point(f"unit.dropped_written:{ctx.step.name}:{i:05d}")
-    entry = None if ctx.outputs else write_shard(ctx.out / shard_name(i), res.kept)
+    entry = ctx.kind.write_kept(ctx, i, res)
     faults.point(f"unit.shard_written:{ctx.step.name}:{i:05d}")  # a whole shard, no marker yet
     marker = {"unit": _unit_key(unit), "entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(),
               "stats": res.stats, "represents": len(res.kept) if res.represents is None else res.represents,
@@ -427,6 +431,73 @@ def _remove_output_temps(outputs: list[Path]) -> None:
                 t.unlink(missing_ok=True)
 
 
+# -- the two kinds of step: what the output is, chosen once per run ------------------
+class _RecordsOutput:
+    """A records step (``Step``): its directory is its output, one kept shard and one dropped shard per
+    unit, and the manifest of the kept shards (written last)."""
+
+    outputs: list[Path] = []
+    dropped_always = True  # a dropped shard (maybe empty) for every unit
+
+    def __init__(self, step: Step):
+        self.step = step
+
+    def write_kept(self, ctx: StepContext, i: int, res: UnitResult) -> dict | None:
+        return write_shard(ctx.out / shard_name(i), res.kept)
+
+    def holds(self, written: int, n_kept: int) -> bool:
+        """The kept shards hold what the funnel kept (a step that transforms records: not by count)."""
+        return self.step.transforms or written == n_kept
+
+    def finalize(self, ctx: StepContext, parts: list[Any], funnel: Funnel) -> int | None:
+        return None
+
+    def write_manifest(self, ctx: StepContext, entries: list[dict], fp: str, n_kept: int) -> None:
+        write_manifest(ctx.out, entries, stage=self.step.name, fingerprint=fp)
+
+
+class _ArtefactOutput(_RecordsOutput):
+    """An artefact step (``ArtefactStep``): parts under _work/, ``finalize`` writes ``outputs()``; the
+    manifest lists those files and their sizes. Dropped shards only for units that set records aside."""
+
+    dropped_always = False
+
+    def __init__(self, step: ArtefactStep):
+        self.step = step
+        self.outputs = [Path(p) for p in step.outputs()]
+
+    def write_kept(self, ctx: StepContext, i: int, res: UnitResult) -> dict | None:
+        if res.kept:
+            raise StepError(f"{self.step.name}: unit {i}: an artefact step writes its part under ctx.work, "
+                            "not kept records")
+        return None
+
+    def holds(self, written: int, n_kept: int) -> bool:
+        return True  # checked against what finalize says the outputs hold
+
+    def finalize(self, ctx: StepContext, parts: list[Any], funnel: Funnel) -> int | None:
+        held = self.step.finalize(ctx, parts, funnel)  # type: ignore[attr-defined]
+        missing = [str(p) for p in self.outputs if not p.is_file()]
+        if missing:
+            raise StepError(f"{self.step.name}: finalize did not write {', '.join(missing)}")
+        return held
+
+    def write_manifest(self, ctx: StepContext, entries: list[dict], fp: str, n_kept: int) -> None:
+        out = ctx.out
+        atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": self.step.name,
+                                           "fingerprint": fp, "kept": n_kept, "outputs": {
+                                               os.path.relpath(p, out.parent): p.stat().st_size for p in self.outputs}})
+
+
+def _kind_of(step: Step) -> _RecordsOutput:
+    """The one place the runner tells the two kinds apart."""
+    if isinstance(step, ArtefactStep):
+        return _ArtefactOutput(step)
+    if hasattr(step, "outputs") or hasattr(step, "finalize"):
+        raise TypeError(f"{step.name}: a step with outputs()/finalize() must subclass ArtefactStep")
+    return _RecordsOutput(step)
+
+
 def _check_fingerprint(out: Path, fp: dict, force: bool, name: str, outputs: list[Path] = ()) -> None:
     """Rank 0: refuse output made with another fingerprint (or wipe it with force); record ours."""
     path = out / STEP_FILE
@@ -469,14 +540,14 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
 
     def setup() -> bool:
         fp = fingerprint(step)
-        _check_fingerprint(out, fp, force, step.name, ctx.outputs)
+        _check_fingerprint(out, fp, force, step.name, ctx.kind.outputs)
         remove_temp_files(out)
-        _remove_output_temps(ctx.outputs)
+        _remove_output_temps(ctx.kind.outputs)
         ctx.work.mkdir(parents=True, exist_ok=True)
         for p in ctx.work.rglob("*.tmp-*"):  # parts written by other conventions (IndexWriter's)
             if p.is_file() and not is_temp(p):
                 p.unlink()
-        if not ctx.outputs:
+        if ctx.kind.dropped_always:
             (out / "dropped").mkdir(exist_ok=True)
         if is_complete(out):
             step.cleanup(ctx)  # a run killed between the manifest and the cleanup
@@ -534,7 +605,7 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
         raise StepError(f"{step.name}: funnel does not balance: {e}") from None
     n_in, n_kept = funnel.total("in")[0], funnel.total("kept")[0]
     written = sum(e["records"] for e in entries if e is not None)
-    if n_kept != represents or (not step.transforms and not ctx.outputs and written != n_kept):
+    if n_kept != represents or not ctx.kind.holds(written, n_kept):
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the shards hold {written} "
                         f"(standing for {represents})")
     expected = step.input_records()
@@ -542,28 +613,20 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
         raise StepError(f"{step.name}: accounting: {n_in} records in but the input {step.input_dir or 'manifests'} "
                         f"{'holds' if step.input_dir else 'say'} {expected}: records were lost")
     faults.point(f"finish.before_finalize:{step.name}")
-    held = step.finalize(ctx, parts, funnel)
+    held = ctx.kind.finalize(ctx, parts, funnel)
     faults.point(f"finish.finalized:{step.name}")
     if held is not None and held != n_kept:
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the output holds {held}")
-    missing = [str(p) for p in ctx.outputs if not p.is_file()]
-    if missing:
-        raise StepError(f"{step.name}: finalize did not write {', '.join(missing)}")
     stats.update(step.summary_stats())
     remove_temp_files(out)
-    if not ctx.outputs or any(e is not None for e in drop_entries):
+    if ctx.kind.dropped_always or any(e is not None for e in drop_entries):
         write_manifest(out / "dropped", [e for e in drop_entries if e is not None], stage=step.name, kind="dropped")
     funnel.write(out / FUNNEL_FILE)
     atomic_write_json(out / STATS_FILE, stats)
     atomic_write_json(out / RANKS_FILE, {"world_size": len(ranks), "ranks": ranks})
     fp = json.loads((out / STEP_FILE).read_text())["fingerprint"]
     faults.point(f"finish.before_manifest:{step.name}")
-    if ctx.outputs:  # last: the step is complete while these files keep these sizes
-        atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": step.name,
-                                           "fingerprint": fp, "kept": n_kept, "outputs": {
-                                               os.path.relpath(p, out.parent): p.stat().st_size for p in ctx.outputs}})
-    else:
-        write_manifest(out, entries, stage=step.name, fingerprint=fp)  # last: the step is complete
+    ctx.kind.write_manifest(ctx, entries, fp, n_kept)  # last: the step is complete
     faults.point(f"finish.manifest_written:{step.name}")
     step.cleanup(ctx)
 
@@ -618,7 +681,7 @@ def print_funnel(funnel: Funnel, comm: Comm | None = None, file=None) -> None:
 
 
 # Types re-exported for steps
-__all__ = ["BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError", "Step",
-           "StepContext", "nbytes_of",
+__all__ = ["ArtefactStep", "BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError",
+           "Step", "StepContext", "nbytes_of",
            "StepError", "UnitResult", "content_hash", "count_bad", "fingerprint", "is_complete", "merge_stats",
            "run_step"]
