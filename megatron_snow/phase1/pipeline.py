@@ -42,6 +42,7 @@ from megatron_snow.phase1.pii import PIIConfig, redact
 from megatron_snow.records import BadRecord, CodeRecord, read_shard_checked, write_shard
 from megatron_snow.stages import (
     Dropped, RecordStep, Step, StepContext, StepError, UnitResult, count_bad, is_complete, nbytes_of, run_step,
+    set_aside,
 )
 
 STAGES = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "pii", "group")
@@ -126,8 +127,7 @@ class IngestStep(Step):
             n = nbytes_of(rec)
             funnel.seen(rec.language, n)
             if isinstance(r, Dropped):
-                funnel.dropped(rec.language, n, r.reason)
-                dropped.append(r)
+                set_aside(funnel, dropped, rec, r.reason, r.details, nbytes=n)
             else:
                 funnel.kept(rec.language, n)
                 kept.append(rec)
@@ -255,10 +255,9 @@ class DedupStep(Step):
                 funnel.kept(rec.language, n)
                 kept.append(rec)
             else:
-                funnel.dropped(rec.language, n, self.reason)
                 # the kept partner and its output shard (where the report finds it to show it beside this one)
-                dropped.append(Dropped(rec, self.reason, {"duplicate_of": self._id_of(ctx, root),
-                                                          "kept_in_shard": clusters.split_key(root)[0]}))
+                set_aside(funnel, dropped, rec, self.reason, {"duplicate_of": self._id_of(ctx, root),
+                                                              "kept_in_shard": clusters.split_key(root)[0]}, nbytes=n)
         return UnitResult(kept, dropped, funnel)
 
 

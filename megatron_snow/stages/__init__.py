@@ -67,7 +67,9 @@ Writing a step (a step added in one file; ``tests/test_stages.py`` has this one)
 
 A step over other units (files, row groups, hash buckets) subclasses ``Step``
 and defines ``units(ctx)`` (a JSON-able list) and ``process(ctx, i, unit) ->
-UnitResult(kept, dropped, funnel, stats)``; ``depends_on()`` names files whose
+UnitResult(kept, dropped, funnel, stats)`` (a record it sets aside: counted as
+seen, then ``set_aside(funnel, dropped, rec, reason, details)``, which counts it
+in the funnel and adds it to ``dropped`` in one call); ``depends_on()`` names files whose
 content the output depends on; ``prepare(ctx, units)`` runs on every rank
 before the units, for collective work such as the all-to-all exchange of
 dedup (do local work inside ``ctx.agree(fn)`` before a collective, so an
@@ -100,5 +102,5 @@ default and meaning); ``stages.cli.run_cli`` gives an unregistered step the same
 from megatron_snow.stages.runner import (  # noqa: F401
     FUNNEL_FILE, RANKS_FILE, STEP_FILE, ArtefactStep, BadRecord, CodeRecord, Dropped, RecordError, RecordStep,
     StaleOutputError, Step, StepContext, StepError, UnitResult, content_hash, count_bad, fingerprint, is_complete,
-    merge_stats, nbytes_of, run_step,
+    merge_stats, nbytes_of, run_step, set_aside,
 )

@@ -280,11 +280,19 @@ class StepContext:
         return self._shards
 
 
+def set_aside(funnel: Funnel, dropped: list[Dropped], rec: CodeRecord, reason: str, details: dict | None = None, *,
+              nbytes: int | None = None, count: int = 1) -> None:
+    """Count a record set aside in a unit's funnel (already counted as seen) and add it to the unit's
+    dropped list: the one place a step drops a record, so the funnel and ``dropped/`` always agree.
+    ``nbytes``: what it counts for (default ``nbytes_of(rec)``); ``count``: how many records it stands for."""
+    funnel.dropped(rec.language, nbytes_of(rec) if nbytes is None else nbytes, reason, count)
+    dropped.append(Dropped(rec, reason, details or {}))
+
+
 def count_bad(funnel: Funnel, dropped: list[Dropped], bad: BadRecord, stage: str = "") -> None:
-    """Count a damaged line or file in a unit's funnel and set it aside under its reason."""
+    """Count a damaged line or file in a unit's funnel (seen, then set aside under its reason)."""
     funnel.seen(bad.record.language, 0, bad.count)
-    funnel.dropped(bad.record.language, 0, bad.reason, bad.count)
-    dropped.append(Dropped(bad.record, bad.reason, bad.details()))
+    set_aside(funnel, dropped, bad.record, bad.reason, bad.details(), nbytes=0, count=bad.count)
 
 
 def _marker(work: Path, i: int) -> Path:
@@ -664,8 +672,7 @@ class RecordStep(Step):
             funnel.seen(rec.language, n)
             new, reason, details = self.map(rec)
             if new is None:
-                funnel.dropped(rec.language, n, reason or "dropped")
-                dropped.append(Dropped(rec, reason or "dropped", details))
+                set_aside(funnel, dropped, rec, reason or "dropped", details, nbytes=n)
                 if "benchmark" in details:
                     merge_stats(stats, {"matches": {details["benchmark"]: {reason: 1}}})
             else:
@@ -684,4 +691,4 @@ def print_funnel(funnel: Funnel, comm: Comm | None = None, file=None) -> None:
 __all__ = ["ArtefactStep", "BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError",
            "Step", "StepContext", "nbytes_of",
            "StepError", "UnitResult", "content_hash", "count_bad", "fingerprint", "is_complete", "merge_stats",
-           "run_step"]
+           "run_step", "set_aside"]
