@@ -41,8 +41,8 @@ from megatron_snow.phase1.minhash import NearDedupConfig, make_verifier, near_ke
 from megatron_snow.phase1.pii import PIIConfig, redact
 from megatron_snow.records import BadRecord, CodeRecord, read_shard_checked, write_shard
 from megatron_snow.stages import (
-    Dropped, RecordStep, Step, StepContext, StepError, UnitResult, count_bad, is_complete, nbytes_of, run_step,
-    set_aside,
+    FUNNEL_FILE, Dropped, RecordStep, Step, StepContext, StepError, UnitResult, count_bad, is_complete, nbytes_of,
+    run_step, set_aside,
 )
 
 STAGES = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "pii", "group")
@@ -397,7 +397,7 @@ def run_phase1(cfg: Phase1Config, comm: Comm | None = None, force: bool = False)
                   file=sys.stderr, flush=True)
         run_step(make_step(cfg, s, inp), out, comm, force=force, progress=cfg.progress,
                  keep_dropped=cfg.keep_dropped)
-    funnels = {s: Funnel.read(stage_dir(cfg, s) / "funnel.json") for s in chain if is_complete(stage_dir(cfg, s))}
+    funnels = {s: Funnel.read(stage_dir(cfg, s) / FUNNEL_FILE) for s in chain if is_complete(stage_dir(cfg, s))}
     if comm.is_root:
         summary = {s: f.to_dict() for s, f in funnels.items()}
         atomic_write_text(Path(cfg.output_dir) / "funnel.json", json.dumps(summary, indent=2) + "\n")  # stage order

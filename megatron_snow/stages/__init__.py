@@ -13,7 +13,7 @@ once, for every step:
   rank assignment over ``megatron_snow.dist.Comm``;
 - one output shard per unit (``part-NNNNN.jsonl.gz``, the same bytes whatever
   the number of ranks), set-aside records under ``dropped/`` with their reason,
-  and a completion marker ``_work/unit-NNNNN.json`` written last: a killed run
+  and a completion marker (``unit_marker``: ``_work/unit-NNNNN.json``) written last: a killed run
   re-run with the same command redoes only unfinished units (a marker holds a
   fingerprint of its unit, so a plan that follows the number of processes, as
   build-index's does, redoes the units that changed);
@@ -102,5 +102,5 @@ default and meaning); ``stages.cli.run_cli`` gives an unregistered step the same
 from megatron_snow.stages.runner import (  # noqa: F401
     FUNNEL_FILE, RANKS_FILE, STEP_FILE, ArtefactStep, BadRecord, CodeRecord, Dropped, RecordError, RecordStep,
     StaleOutputError, Step, StepContext, StepError, UnitResult, content_hash, count_bad, fingerprint, is_complete,
-    merge_stats, nbytes_of, run_step, set_aside,
+    merge_stats, nbytes_of, run_step, set_aside, unit_marker,
 )

@@ -223,6 +223,10 @@ class StepContext:
     def my_items(self, n: int) -> list[int]:
         return my_items(n, self.comm)
 
+    def unit_finished(self, i: int, unit: Any) -> bool:
+        """Unit i (of this plan) has its completion marker: a resumed run skips it."""
+        return _finished(self, i, unit)
+
     def agree(self, fn: Callable[[], T], what: str = "") -> T:
         """Run local work ``fn`` on every rank, then agree: if it failed anywhere, every rank raises the
         same StepError (the lowest failing rank's one line). Put local work before a collective in here."""
@@ -295,14 +299,16 @@ def count_bad(funnel: Funnel, dropped: list[Dropped], bad: BadRecord, stage: str
     set_aside(funnel, dropped, bad.record, bad.reason, bad.details(), nbytes=0, count=bad.count)
 
 
-def _marker(work: Path, i: int) -> Path:
-    return work / f"unit-{i:05d}.json"
+def unit_marker(work: Path, i: int) -> Path:
+    """Unit i's completion marker under a step's ``_work/``: the name is the runner's; a step that needs to
+    know whether a unit is done asks ``StepContext.unit_finished``."""
+    return Path(work) / f"unit-{i:05d}.json"
 
 
 def _finished(ctx: StepContext, i: int, unit: Any) -> bool:
     """Unit i has a marker made for this very unit (a plan that follows the number of processes, as
     build-index's does, may give index i another unit in the next run: then it is done again)."""
-    m = _marker(ctx.work, i)
+    m = unit_marker(ctx.work, i)
     if not m.is_file():
         return False
     try:
@@ -334,7 +340,7 @@ def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
     marker = {"unit": _unit_key(unit), "entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(),
               "stats": res.stats, "represents": len(res.kept) if res.represents is None else res.represents,
               "part": res.part}
-    atomic_write_text(_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
+    atomic_write_text(unit_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
     faults.point(f"unit.marker_written:{ctx.step.name}:{i:05d}")
 
 
@@ -567,7 +573,7 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
         return Funnel.read(out / FUNNEL_FILE)
     units = ctx.root_then_share(lambda: step.units(ctx), tag)
     n = len(units)
-    pending = comm.allreduce_sum(sum(not _finished(ctx, i, units[i]) for i in ctx.my_items(n)))
+    pending = comm.allreduce_sum(sum(not ctx.unit_finished(i, units[i]) for i in ctx.my_items(n)))
     done_here: list[int] = []
     if pending:
         try:
@@ -578,7 +584,7 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
             comm.fail(f"{tag}{type(e).__name__}: {e}".replace("\n", " "), code=1)
 
         def work() -> None:
-            todo = [i for i in ctx.my_items(n) if not _finished(ctx, i, units[i])]
+            todo = [i for i in ctx.my_items(n) if not ctx.unit_finished(i, units[i])]
             for i, res in _results(ctx, todo, units):
                 _write_unit(ctx, i, units[i], res)
                 done_here.append(i)
@@ -597,7 +603,7 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
     funnel = Funnel(step.name)
     entries, drop_entries, parts, stats, represents = [], [], [], {}, 0
     for i in range(n):
-        m = _marker(ctx.work, i)
+        m = unit_marker(ctx.work, i)
         if not m.is_file():
             raise StepError(f"{step.name}: unit {i} has no completion marker after every rank finished")
         part = json.loads(m.read_text())
@@ -691,4 +697,4 @@ def print_funnel(funnel: Funnel, comm: Comm | None = None, file=None) -> None:
 __all__ = ["ArtefactStep", "BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError",
            "Step", "StepContext", "nbytes_of",
            "StepError", "UnitResult", "content_hash", "count_bad", "fingerprint", "is_complete", "merge_stats",
-           "run_step", "set_aside"]
+           "run_step", "set_aside", "unit_marker"]

@@ -317,7 +317,7 @@ class Synthesize(Step):
         seeds = self.read_seeds(ctx)
         gen_dir = ctx.work / GEN_DIR
         gen_dir.mkdir(parents=True, exist_ok=True)
-        mine = [i for i in ctx.my_items(len(units)) if not (ctx.work / f"unit-{i:05d}.json").is_file()]
+        mine = [i for i in ctx.my_items(len(units)) if not ctx.unit_finished(i, units[i])]
         todo: list[tuple[int, int]] = []  # (unit, seed index)
         for i in mine:
             done = _read_log(gen_dir / f"gen-{i:05d}.jsonl")
