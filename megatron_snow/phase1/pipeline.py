@@ -168,6 +168,10 @@ class DecontaminateStep(RecordStep):
             return rec, None, {}
         return None, hit.pop("reason"), hit
 
+    def dropped_stats(self, reason: str, details: dict) -> dict:
+        """stats.json: matches per benchmark and rule."""
+        return {"matches": {details["benchmark"]: {reason: 1}}} if "benchmark" in details else {}
+
 
 class PIIStep(RecordStep):
     name = section = "pii"

@@ -558,7 +558,7 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
         remove_temp_files(out)
         _remove_output_temps(ctx.kind.outputs)
         ctx.work.mkdir(parents=True, exist_ok=True)
-        for p in ctx.work.rglob("*.tmp-*"):  # parts written by other conventions (IndexWriter's)
+        for p in ctx.work.rglob("*.tmp-*"):  # a step's own temp names (not megatron_snow.atomic's)
             if p.is_file() and not is_temp(p):
                 p.unlink()
         if ctx.kind.dropped_always:
@@ -656,13 +656,17 @@ class RecordStep(Step):
     """A step that looks at one record at a time over a records dataset: one unit per input shard.
 
     Override ``map(rec) -> (record or None, reason, details)``; ``None`` sets the record aside under
-    ``reason``. ``stats_of(rec)`` (optional) adds numbers to stats.json for each kept record.
+    ``reason``. ``stats_of(rec)`` and ``dropped_stats(reason, details)`` (optional) add numbers to
+    stats.json for each kept and each set-aside record.
     """
 
     def map(self, rec: CodeRecord) -> tuple[CodeRecord | None, str | None, dict]:
         raise NotImplementedError
 
     def stats_of(self, rec: CodeRecord) -> dict:
+        return {}
+
+    def dropped_stats(self, reason: str, details: dict) -> dict:
         return {}
 
     def describe(self, unit: Any) -> str:
@@ -679,8 +683,7 @@ class RecordStep(Step):
             new, reason, details = self.map(rec)
             if new is None:
                 set_aside(funnel, dropped, rec, reason or "dropped", details, nbytes=n)
-                if "benchmark" in details:
-                    merge_stats(stats, {"matches": {details["benchmark"]: {reason: 1}}})
+                merge_stats(stats, self.dropped_stats(reason or "dropped", details))
             else:
                 funnel.kept(new.language, nbytes_of(new))
                 kept.append(new)
