@@ -450,7 +450,7 @@ class _RecordsOutput:
     """A records step (``Step``): its directory is its output, one kept shard and one dropped shard per
     unit, and the manifest of the kept shards (written last)."""
 
-    outputs: list[Path] = []
+    outputs: list[Path] | tuple[()] = ()  # a records step writes nothing outside its directory
     dropped_always = True  # a dropped shard (maybe empty) for every unit
 
     def __init__(self, step: Step):
