@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from megatron_snow.dist import Comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.records import CodeRecord, ShardedWriter, iter_records, read_manifest
 from megatron_snow.stages import (
-    RANKS_FILE, RecordStep, StaleOutputError, StepError, UnitResult, is_complete, run_step,
+    RANKS_FILE, ArtefactStep, RecordStep, StaleOutputError, StepError, UnitResult, is_complete, run_step,
 )
 from megatron_snow.stages.cli import run_cli
 
@@ -86,6 +87,24 @@ def make_input(d: Path, n: int = 23, per_shard: int = 4, salt: str = "") -> Path
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name != RANKS_FILE}
+
+
+def test_the_package_docstring_example_runs_as_written(tmp_path, monkeypatch):
+    """The example in ``megatron_snow.stages``' docstring is the whole contract of a records step: run it
+    as it stands (its input at the relative path it names) and it keeps, drops and accounts."""
+    import megatron_snow.stages as stages
+
+    doc = stages.__doc__
+    start = doc.index("Writing a step")
+    code = textwrap.dedent(doc[doc.index("::\n", start) + 3:doc.index("\nA step over other units", start)])
+    monkeypatch.chdir(tmp_path)
+    make_input(tmp_path / "phase1" / "06_pii")
+    scope = {"__name__": "stages_docstring_example"}
+    exec(compile(code, "megatron_snow/stages/__init__.py (docstring)", "exec", dont_inherit=True), scope)
+    funnel = scope["funnel"]
+    assert funnel.total("in")[0] == 23 and funnel.total("kept")[0] == 15 and funnel.reasons() == {"short": 8}
+    assert is_complete(tmp_path / "out" / "upper") and read_manifest(tmp_path / "out" / "upper")["records"] == 15
+    assert all(r.content == r.content.upper() for r in iter_records(tmp_path / "out" / "upper"))
 
 
 def test_a_step_defined_in_one_file_runs_resumes_and_accounts(tmp_path):
@@ -209,7 +228,7 @@ def test_an_error_on_one_rank_ends_every_rank_with_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.count("was made with other settings (min_chars: 10 -> 3)") == 1
 
 
-class Concat(Upper):
+class Concat(Upper, ArtefactStep):
     """An artefact step (its output is one text file, not a records dataset): each unit writes a part
     under _work/ (on forked workers when ``workers`` > 1); ``finalize`` joins them in unit order."""
 

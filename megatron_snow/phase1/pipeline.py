@@ -14,6 +14,9 @@ Output shard i of a step depends only on input unit i (or, for grouping, on
 hash bucket i), never on which rank made it, so 1 and N ranks write the same
 bytes; the runner resumes a killed run and refuses output of other settings
 or inputs (``--force`` replaces it).
+
+``PHASE1`` lists the stages in order; adding one is its step class (its
+settings a ``Phase1Config`` field, when it has any) and one ``Stage`` line there.
 """
 from __future__ import annotations
 
@@ -41,14 +44,9 @@ from megatron_snow.phase1.minhash import NearDedupConfig, make_verifier, near_ke
 from megatron_snow.phase1.pii import PIIConfig, redact
 from megatron_snow.records import BadRecord, CodeRecord, read_shard_checked, write_shard
 from megatron_snow.stages import (
-    Dropped, RecordStep, Step, StepContext, StepError, UnitResult, count_bad, is_complete, nbytes_of, run_step,
+    FUNNEL_FILE, Dropped, RecordStep, Step, StepContext, StepError, UnitResult, count_bad, is_complete, nbytes_of,
+    run_step, set_aside,
 )
-
-STAGES = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "pii", "group")
-STAGE_DIRS = {"ingest": "01_ingest", "filter": "02_filter", "exact_dedup": "03_exact_dedup",
-              "near_dedup": "04_near_dedup", "decontaminate": "05_decontaminate", "pii": "06_pii",
-              "group": "07_grouped"}
-
 
 @dataclass
 class ExactDedupConfig(Config):
@@ -126,8 +124,7 @@ class IngestStep(Step):
             n = nbytes_of(rec)
             funnel.seen(rec.language, n)
             if isinstance(r, Dropped):
-                funnel.dropped(rec.language, n, r.reason)
-                dropped.append(r)
+                set_aside(funnel, dropped, rec, r.reason, r.details, nbytes=n)
             else:
                 funnel.kept(rec.language, n)
                 kept.append(rec)
@@ -170,6 +167,10 @@ class DecontaminateStep(RecordStep):
         if hit is None:
             return rec, None, {}
         return None, hit.reason, hit.details()
+
+    def dropped_stats(self, reason: str, details: dict) -> dict:
+        """stats.json: matches per benchmark and rule."""
+        return {"matches": {details["benchmark"]: {reason: 1}}} if "benchmark" in details else {}
 
 
 class PIIStep(RecordStep):
@@ -255,10 +256,9 @@ class DedupStep(Step):
                 funnel.kept(rec.language, n)
                 kept.append(rec)
             else:
-                funnel.dropped(rec.language, n, self.reason)
                 # the kept partner and its output shard (where the report finds it to show it beside this one)
-                dropped.append(Dropped(rec, self.reason, {"duplicate_of": self._id_of(ctx, root),
-                                                          "kept_in_shard": clusters.split_key(root)[0]}))
+                set_aside(funnel, dropped, rec, self.reason, {"duplicate_of": self._id_of(ctx, root),
+                                                              "kept_in_shard": clusters.split_key(root)[0]}, nbytes=n)
         return UnitResult(kept, dropped, funnel)
 
 
@@ -354,32 +354,46 @@ class GroupStep(Step):
 
 # -- the chain ------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Stage:
+    """One phase-1 stage: its name (``stages=``, the funnel's stage), its folder under ``output_dir``, the
+    ``Phase1Config`` field that holds its settings (an ``enabled`` flag there can switch it off), and how
+    its step is made from those settings and the previous enabled stage's output (None for the first)."""
+
+    name: str
+    folder: str
+    section: str
+    make: Callable[[Any, Path | None], Step]
+
+
+# The stages in recipe order: everything else (names, folders, the enabled chain, the steps) follows.
+PHASE1 = (
+    Stage("ingest", "01_ingest", "ingest", lambda s, inp: IngestStep(s)),
+    Stage("filter", "02_filter", "filter", FilterStep),
+    Stage("exact_dedup", "03_exact_dedup", "exact_dedup",
+          lambda s, inp: DedupStep("exact_dedup", inp, s, "exact_duplicate", exact_keys)),
+    Stage("near_dedup", "04_near_dedup", "near_dedup", NearDedupStep),
+    Stage("decontaminate", "05_decontaminate", "decontaminate", DecontaminateStep),
+    Stage("pii", "06_pii", "pii", PIIStep),
+    Stage("group", "07_grouped", "grouping", GroupStep),
+)
+STAGES = tuple(s.name for s in PHASE1)
+STAGE_DIRS = {s.name: s.folder for s in PHASE1}
+_BY_NAME = {s.name: s for s in PHASE1}
+
+
 def stage_dir(cfg: Phase1Config, stage: str) -> Path:
     return Path(cfg.output_dir) / STAGE_DIRS[stage]
 
 
 def enabled_stages(cfg: Phase1Config) -> list[str]:
-    switch = {"exact_dedup": cfg.exact_dedup.enabled, "near_dedup": cfg.near_dedup.enabled,
-              "decontaminate": cfg.decontaminate.enabled, "pii": cfg.pii.enabled, "group": cfg.grouping.enabled}
-    return [s for s in STAGES if switch.get(s, True)]
+    return [s.name for s in PHASE1 if getattr(getattr(cfg, s.section), "enabled", True)]
 
 
 def make_step(cfg: Phase1Config, stage: str, inp: Path | None) -> Step:
     """The runner step of one phase-1 stage reading ``inp`` (the previous enabled stage's output)."""
-    if stage == "ingest":
-        return IngestStep(cfg.ingest)
-    assert inp is not None
-    if stage == "filter":
-        return FilterStep(cfg.filter, inp)
-    if stage == "exact_dedup":
-        return DedupStep("exact_dedup", inp, cfg.exact_dedup, "exact_duplicate", exact_keys)
-    if stage == "near_dedup":
-        return NearDedupStep(cfg.near_dedup, inp)
-    if stage == "decontaminate":
-        return DecontaminateStep(cfg.decontaminate, inp)
-    if stage == "pii":
-        return PIIStep(cfg.pii, inp)
-    return GroupStep(cfg.grouping, inp)
+    s = _BY_NAME[stage]
+    return s.make(getattr(cfg, s.section), inp)
 
 
 def run_phase1(cfg: Phase1Config, comm: Comm | None = None, force: bool = False) -> dict[str, Funnel]:
@@ -398,7 +412,7 @@ def run_phase1(cfg: Phase1Config, comm: Comm | None = None, force: bool = False)
                   file=sys.stderr, flush=True)
         run_step(make_step(cfg, s, inp), out, comm, force=force, progress=cfg.progress,
                  keep_dropped=cfg.keep_dropped)
-    funnels = {s: Funnel.read(stage_dir(cfg, s) / "funnel.json") for s in chain if is_complete(stage_dir(cfg, s))}
+    funnels = {s: Funnel.read(stage_dir(cfg, s) / FUNNEL_FILE) for s in chain if is_complete(stage_dir(cfg, s))}
     if comm.is_root:
         summary = {s: f.to_dict() for s, f in funnels.items()}
         atomic_write_text(Path(cfg.output_dir) / "funnel.json", json.dumps(summary, indent=2) + "\n")  # stage order

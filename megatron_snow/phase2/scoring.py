@@ -43,7 +43,7 @@ from megatron_snow.determinism import fixed_threads
 from megatron_snow.device import local_rank, resolve_device, resolve_dtype  # noqa: F401  (local_rank: re-exported)
 from megatron_snow.funnel import Funnel
 from megatron_snow.phase2.score_store import default_scores_dir
-from megatron_snow.stages import Dropped, Step, StepContext, UnitResult, count_bad
+from megatron_snow.stages import Dropped, Step, StepContext, UnitResult, count_bad, set_aside
 
 # Characters tokenized per window when only slices of a long text are tokenized.
 # BERT WordPiece averages 3-5 characters per token on code; 12 leaves a wide margin,
@@ -317,8 +317,7 @@ class Annotate(Step):
                     continue
                 funnel.seen(item.language, row["bytes"])
                 if row["score"] is None:
-                    funnel.dropped(item.language, row["bytes"], row["dropped"])
-                    dropped.append(Dropped(item, row["dropped"]))
+                    set_aside(funnel, dropped, item, row["dropped"], nbytes=row["bytes"])
                 else:
                     funnel.kept(item.language, row["bytes"])
             rows += new

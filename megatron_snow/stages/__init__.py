@@ -1,4 +1,10 @@
-"""The stage runner: every data step is a ``Step`` run by ``run_step`` over 1 or N MPI ranks.
+"""The stage runner: every data step is run by ``run_step`` over 1 or N MPI ranks.
+
+A step is one of two kinds: a *records step* (``Step``; ``RecordStep`` for one
+record at a time), whose output is a records dataset (its directory), or an
+*artefact step* (``ArtefactStep``), whose output is files beside it (a
+tokenizer, a Megatron index). The runner tells them apart in one place and
+knows nothing of any particular step.
 
 A step says *what* to do with one unit of work; the runner owns everything else,
 once, for every step:
@@ -7,7 +13,7 @@ once, for every step:
   rank assignment over ``megatron_snow.dist.Comm``;
 - one output shard per unit (``part-NNNNN.jsonl.gz``, the same bytes whatever
   the number of ranks), set-aside records under ``dropped/`` with their reason,
-  and a completion marker ``_work/unit-NNNNN.json`` written last: a killed run
+  and a completion marker (``unit_marker``: ``_work/unit-NNNNN.json``) written last: a killed run
   re-run with the same command redoes only unfinished units (a marker holds a
   fingerprint of its unit, so a plan that follows the number of processes, as
   build-index's does, redoes the units that changed);
@@ -61,7 +67,9 @@ Writing a step (a step added in one file; ``tests/test_stages.py`` has this one)
 
 A step over other units (files, row groups, hash buckets) subclasses ``Step``
 and defines ``units(ctx)`` (a JSON-able list) and ``process(ctx, i, unit) ->
-UnitResult(kept, dropped, funnel, stats)``; ``depends_on()`` names files whose
+UnitResult(kept, dropped, funnel, stats)`` (a record it sets aside: counted as
+seen, then ``set_aside(funnel, dropped, rec, reason, details)``, which counts it
+in the funnel and adds it to ``dropped`` in one call); ``depends_on()`` names files whose
 content the output depends on; ``prepare(ctx, units)`` runs on every rank
 before the units, for collective work such as the all-to-all exchange of
 dedup (do local work inside ``ctx.agree(fn)`` before a collective, so an
@@ -73,10 +81,9 @@ the markers are still written by the rank itself). ``input_records()`` says how
 many records the inputs' manifests hold (default: ``input_dir``'s), which the
 funnel's "in" must equal.
 
-A step whose output is not a records dataset (a tokenizer ``.model``, a
-Megatron ``.bin``/``.idx``) is an *artefact step*: ``outputs()`` lists the files
-it writes outside its directory; each unit writes its part under ``ctx.work``
-and returns ``UnitResult([], dropped, funnel, represents=n, part={...})`` (the
+An artefact step subclasses ``ArtefactStep``, whose contract adds two methods:
+``outputs()`` lists the files it writes outside its directory, and each unit
+writes its part under ``ctx.work`` and returns ``UnitResult([], dropped, funnel, represents=n, part={...})`` (the
 JSON-able ``part`` goes into the unit's marker); ``finalize(ctx, parts,
 funnel)`` runs on rank 0 after every unit and merges the parts (in unit order)
 into ``outputs()``, returning how many records they hold (checked against the
@@ -93,7 +100,7 @@ A command line for a step is one ``Command`` record in ``megatron_snow/commands.
 default and meaning); ``stages.cli.run_cli`` gives an unregistered step the same.
 """
 from megatron_snow.stages.runner import (  # noqa: F401
-    FUNNEL_FILE, RANKS_FILE, STEP_FILE, BadRecord, CodeRecord, Dropped, RecordError, RecordStep, StaleOutputError,
-    Step, StepContext, StepError, UnitResult, content_hash, count_bad, fingerprint, is_complete, merge_stats,
-    nbytes_of, run_step,
+    FUNNEL_FILE, RANKS_FILE, STEP_FILE, ArtefactStep, BadRecord, CodeRecord, Dropped, RecordError, RecordStep,
+    StaleOutputError, Step, StepContext, StepError, UnitResult, content_hash, count_bad, fingerprint, is_complete,
+    merge_stats, nbytes_of, run_step, set_aside, unit_marker,
 )

@@ -74,7 +74,8 @@ class UnitResult:
 
 
 class Step:
-    """Base class of a data step; override what you need (see the package docstring)."""
+    """Base class of a data step whose output is a records dataset (its directory); override what you
+    need (see the package docstring). An ``ArtefactStep`` writes files instead."""
 
     name: str = "step"
     settings: Any = None  # a config dataclass: fingerprinted
@@ -91,11 +92,6 @@ class Step:
     def depends_on(self) -> dict[str, Path]:
         """Files or datasets the output depends on, fingerprinted by content (input_dir is added)."""
         return {}
-
-    def outputs(self) -> list[Path]:
-        """Files outside the step's directory that ``finalize`` writes (an artefact step: a tokenizer, an
-        index). Empty: a records step, whose output is the directory itself."""
-        return []
 
     def input_records(self) -> int | None:
         """Records the input holds by its manifest(s): the funnel's "in" must equal it (None: no check)."""
@@ -117,12 +113,6 @@ class Step:
     def process(self, ctx: "StepContext", index: int, unit: Any) -> UnitResult:
         raise NotImplementedError
 
-    def finalize(self, ctx: "StepContext", parts: list[Any], funnel: Funnel) -> int | None:
-        """Rank 0, after every unit, before the files that declare the step complete: an artefact step
-        merges its units' parts (``UnitResult.part``, in unit order; ``funnel`` merged and balanced) into
-        ``outputs()``. Returns how many records the output holds (checked against the funnel's kept), or None."""
-        return None
-
     def cleanup(self, ctx: "StepContext") -> None:
         """Rank 0, after the manifest: remove scratch state under ctx.work."""
 
@@ -133,6 +123,22 @@ class Step:
     def describe(self, unit: Any) -> str:
         """How errors name a unit (a file, for instance)."""
         return json.dumps(unit, sort_keys=True)[:200]
+
+
+class ArtefactStep(Step):
+    """A step whose output is files outside its directory (a tokenizer model, a Megatron index), not a
+    records dataset: each unit writes a part under ``ctx.work`` and returns it as ``UnitResult.part``
+    (no kept records); ``finalize`` merges the parts into ``outputs()``."""
+
+    def outputs(self) -> list[Path]:
+        """The files ``finalize`` writes: the step is complete while they keep the sizes its manifest lists."""
+        raise NotImplementedError
+
+    def finalize(self, ctx: "StepContext", parts: list[Any], funnel: Funnel) -> int | None:
+        """Rank 0, after every unit, before the files that declare the step complete: merge the units'
+        parts (in unit order; ``funnel`` merged and balanced) into ``outputs()``. Returns how many records
+        the output holds (checked against the funnel's kept), or None."""
+        raise NotImplementedError
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -206,7 +212,7 @@ class StepContext:
     def __init__(self, step: Step, out: Path, comm: Comm, *, progress: bool, keep_dropped: bool):
         self.step, self.out, self.comm = step, out, comm
         self.work = out / "_work"
-        self.outputs = [Path(p) for p in step.outputs()]  # an artefact step's files (empty: a records step)
+        self.kind = _kind_of(step)  # what the output is: a records dataset or an artefact step's files
         self.progress, self.keep_dropped = progress, keep_dropped
 
     def bar(self, items: Iterable[T] | None, desc: str, unit: str = "unit", total: int | None = None) -> Any:
@@ -216,6 +222,10 @@ class StepContext:
 
     def my_items(self, n: int) -> list[int]:
         return my_items(n, self.comm)
+
+    def unit_finished(self, i: int, unit: Any) -> bool:
+        """Unit i (of this plan) has its completion marker: a resumed run skips it."""
+        return _finished(self, i, unit)
 
     def agree(self, fn: Callable[[], T], what: str = "") -> T:
         """Run local work ``fn`` on every rank, then agree: if it failed anywhere, every rank raises the
@@ -274,21 +284,31 @@ class StepContext:
         return self._shards
 
 
+def set_aside(funnel: Funnel, dropped: list[Dropped], rec: CodeRecord, reason: str, details: dict | None = None, *,
+              nbytes: int | None = None, count: int = 1) -> None:
+    """Count a record set aside in a unit's funnel (already counted as seen) and add it to the unit's
+    dropped list: the one place a step drops a record, so the funnel and ``dropped/`` always agree.
+    ``nbytes``: what it counts for (default ``nbytes_of(rec)``); ``count``: how many records it stands for."""
+    funnel.dropped(rec.language, nbytes_of(rec) if nbytes is None else nbytes, reason, count)
+    dropped.append(Dropped(rec, reason, details or {}))
+
+
 def count_bad(funnel: Funnel, dropped: list[Dropped], bad: BadRecord, stage: str = "") -> None:
-    """Count a damaged line or file in a unit's funnel and set it aside under its reason."""
+    """Count a damaged line or file in a unit's funnel (seen, then set aside under its reason)."""
     funnel.seen(bad.record.language, 0, bad.count)
-    funnel.dropped(bad.record.language, 0, bad.reason, bad.count)
-    dropped.append(Dropped(bad.record, bad.reason, bad.details()))
+    set_aside(funnel, dropped, bad.record, bad.reason, bad.details(), nbytes=0, count=bad.count)
 
 
-def _marker(work: Path, i: int) -> Path:
-    return work / f"unit-{i:05d}.json"
+def unit_marker(work: Path, i: int) -> Path:
+    """Unit i's completion marker under a step's ``_work/``: the name is the runner's; a step that needs to
+    know whether a unit is done asks ``StepContext.unit_finished``."""
+    return Path(work) / f"unit-{i:05d}.json"
 
 
 def _finished(ctx: StepContext, i: int, unit: Any) -> bool:
     """Unit i has a marker made for this very unit (a plan that follows the number of processes, as
     build-index's does, may give index i another unit in the next run: then it is done again)."""
-    m = _marker(ctx.work, i)
+    m = unit_marker(ctx.work, i)
     if not m.is_file():
         return False
     try:
@@ -311,18 +331,16 @@ def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
         d.record.meta["dropped"] = {"stage": ctx.step.name, "reason": d.reason, **d.details}
         drop_recs.append(d.record)
     drop_entry = None
-    if drop_recs or not ctx.outputs:
+    if drop_recs or ctx.kind.dropped_always:
         drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [])
     res.funnel.check()
-    if ctx.outputs and res.kept:
-        raise StepError(f"{ctx.step.name}: unit {i}: an artefact step writes its part under ctx.work, not kept records")
     faults.point(f"unit.dropped_written:{ctx.step.name}:{i:05d}")
-    entry = None if ctx.outputs else write_shard(ctx.out / shard_name(i), res.kept)
+    entry = ctx.kind.write_kept(ctx, i, res)
     faults.point(f"unit.shard_written:{ctx.step.name}:{i:05d}")  # a whole shard, no marker yet
     marker = {"unit": _unit_key(unit), "entry": entry, "dropped_entry": drop_entry, "funnel": res.funnel.to_dict(),
               "stats": res.stats, "represents": len(res.kept) if res.represents is None else res.represents,
               "part": res.part}
-    atomic_write_text(_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
+    atomic_write_text(unit_marker(ctx.work, i), json.dumps(marker, sort_keys=True) + "\n")  # ASCII: any label
     faults.point(f"unit.marker_written:{ctx.step.name}:{i:05d}")
 
 
@@ -427,6 +445,73 @@ def _remove_output_temps(outputs: list[Path]) -> None:
                 t.unlink(missing_ok=True)
 
 
+# -- the two kinds of step: what the output is, chosen once per run ------------------
+class _RecordsOutput:
+    """A records step (``Step``): its directory is its output, one kept shard and one dropped shard per
+    unit, and the manifest of the kept shards (written last)."""
+
+    outputs: list[Path] | tuple[()] = ()  # a records step writes nothing outside its directory
+    dropped_always = True  # a dropped shard (maybe empty) for every unit
+
+    def __init__(self, step: Step):
+        self.step = step
+
+    def write_kept(self, ctx: StepContext, i: int, res: UnitResult) -> dict | None:
+        return write_shard(ctx.out / shard_name(i), res.kept)
+
+    def holds(self, written: int, n_kept: int) -> bool:
+        """The kept shards hold what the funnel kept (a step that transforms records: not by count)."""
+        return self.step.transforms or written == n_kept
+
+    def finalize(self, ctx: StepContext, parts: list[Any], funnel: Funnel) -> int | None:
+        return None
+
+    def write_manifest(self, ctx: StepContext, entries: list[dict], fp: str, n_kept: int) -> None:
+        write_manifest(ctx.out, entries, stage=self.step.name, fingerprint=fp)
+
+
+class _ArtefactOutput(_RecordsOutput):
+    """An artefact step (``ArtefactStep``): parts under _work/, ``finalize`` writes ``outputs()``; the
+    manifest lists those files and their sizes. Dropped shards only for units that set records aside."""
+
+    dropped_always = False
+
+    def __init__(self, step: ArtefactStep):
+        self.step = step
+        self.outputs = [Path(p) for p in step.outputs()]
+
+    def write_kept(self, ctx: StepContext, i: int, res: UnitResult) -> dict | None:
+        if res.kept:
+            raise StepError(f"{self.step.name}: unit {i}: an artefact step writes its part under ctx.work, "
+                            "not kept records")
+        return None
+
+    def holds(self, written: int, n_kept: int) -> bool:
+        return True  # checked against what finalize says the outputs hold
+
+    def finalize(self, ctx: StepContext, parts: list[Any], funnel: Funnel) -> int | None:
+        held = self.step.finalize(ctx, parts, funnel)  # type: ignore[attr-defined]
+        missing = [str(p) for p in self.outputs if not p.is_file()]
+        if missing:
+            raise StepError(f"{self.step.name}: finalize did not write {', '.join(missing)}")
+        return held
+
+    def write_manifest(self, ctx: StepContext, entries: list[dict], fp: str, n_kept: int) -> None:
+        out = ctx.out
+        atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": self.step.name,
+                                           "fingerprint": fp, "kept": n_kept, "outputs": {
+                                               os.path.relpath(p, out.parent): p.stat().st_size for p in self.outputs}})
+
+
+def _kind_of(step: Step) -> _RecordsOutput:
+    """The one place the runner tells the two kinds apart."""
+    if isinstance(step, ArtefactStep):
+        return _ArtefactOutput(step)
+    if hasattr(step, "outputs") or hasattr(step, "finalize"):
+        raise TypeError(f"{step.name}: a step with outputs()/finalize() must subclass ArtefactStep")
+    return _RecordsOutput(step)
+
+
 def _check_fingerprint(out: Path, fp: dict, force: bool, name: str, outputs: list[Path] = ()) -> None:
     """Rank 0: refuse output made with another fingerprint (or wipe it with force); record ours."""
     path = out / STEP_FILE
@@ -469,14 +554,14 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
 
     def setup() -> bool:
         fp = fingerprint(step)
-        _check_fingerprint(out, fp, force, step.name, ctx.outputs)
+        _check_fingerprint(out, fp, force, step.name, ctx.kind.outputs)
         remove_temp_files(out)
-        _remove_output_temps(ctx.outputs)
+        _remove_output_temps(ctx.kind.outputs)
         ctx.work.mkdir(parents=True, exist_ok=True)
-        for p in ctx.work.rglob("*.tmp-*"):  # parts written by other conventions (IndexWriter's)
+        for p in ctx.work.rglob("*.tmp-*"):  # a step's own temp names (not megatron_snow.atomic's)
             if p.is_file() and not is_temp(p):
                 p.unlink()
-        if not ctx.outputs:
+        if ctx.kind.dropped_always:
             (out / "dropped").mkdir(exist_ok=True)
         if is_complete(out):
             step.cleanup(ctx)  # a run killed between the manifest and the cleanup
@@ -488,7 +573,7 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
         return Funnel.read(out / FUNNEL_FILE)
     units = ctx.root_then_share(lambda: step.units(ctx), tag)
     n = len(units)
-    pending = comm.allreduce_sum(sum(not _finished(ctx, i, units[i]) for i in ctx.my_items(n)))
+    pending = comm.allreduce_sum(sum(not ctx.unit_finished(i, units[i]) for i in ctx.my_items(n)))
     done_here: list[int] = []
     if pending:
         try:
@@ -499,7 +584,7 @@ def run_step(step: Step, out: str | Path, comm: Comm | None = None, *, force: bo
             comm.fail(f"{tag}{type(e).__name__}: {e}".replace("\n", " "), code=1)
 
         def work() -> None:
-            todo = [i for i in ctx.my_items(n) if not _finished(ctx, i, units[i])]
+            todo = [i for i in ctx.my_items(n) if not ctx.unit_finished(i, units[i])]
             for i, res in _results(ctx, todo, units):
                 _write_unit(ctx, i, units[i], res)
                 done_here.append(i)
@@ -518,7 +603,7 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
     funnel = Funnel(step.name)
     entries, drop_entries, parts, stats, represents = [], [], [], {}, 0
     for i in range(n):
-        m = _marker(ctx.work, i)
+        m = unit_marker(ctx.work, i)
         if not m.is_file():
             raise StepError(f"{step.name}: unit {i} has no completion marker after every rank finished")
         part = json.loads(m.read_text())
@@ -534,7 +619,7 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
         raise StepError(f"{step.name}: funnel does not balance: {e}") from None
     n_in, n_kept = funnel.total("in")[0], funnel.total("kept")[0]
     written = sum(e["records"] for e in entries if e is not None)
-    if n_kept != represents or (not step.transforms and not ctx.outputs and written != n_kept):
+    if n_kept != represents or not ctx.kind.holds(written, n_kept):
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the shards hold {written} "
                         f"(standing for {represents})")
     expected = step.input_records()
@@ -542,28 +627,20 @@ def _finish(ctx: StepContext, n: int, ranks: list[dict]) -> None:
         raise StepError(f"{step.name}: accounting: {n_in} records in but the input {step.input_dir or 'manifests'} "
                         f"{'holds' if step.input_dir else 'say'} {expected}: records were lost")
     faults.point(f"finish.before_finalize:{step.name}")
-    held = step.finalize(ctx, parts, funnel)
+    held = ctx.kind.finalize(ctx, parts, funnel)
     faults.point(f"finish.finalized:{step.name}")
     if held is not None and held != n_kept:
         raise StepError(f"{step.name}: accounting: funnel keeps {n_kept} records but the output holds {held}")
-    missing = [str(p) for p in ctx.outputs if not p.is_file()]
-    if missing:
-        raise StepError(f"{step.name}: finalize did not write {', '.join(missing)}")
     stats.update(step.summary_stats())
     remove_temp_files(out)
-    if not ctx.outputs or any(e is not None for e in drop_entries):
+    if ctx.kind.dropped_always or any(e is not None for e in drop_entries):
         write_manifest(out / "dropped", [e for e in drop_entries if e is not None], stage=step.name, kind="dropped")
     funnel.write(out / FUNNEL_FILE)
     atomic_write_json(out / STATS_FILE, stats)
     atomic_write_json(out / RANKS_FILE, {"world_size": len(ranks), "ranks": ranks})
     fp = json.loads((out / STEP_FILE).read_text())["fingerprint"]
     faults.point(f"finish.before_manifest:{step.name}")
-    if ctx.outputs:  # last: the step is complete while these files keep these sizes
-        atomic_write_json(out / MANIFEST, {"format": "megatron-snow-artefact-v1", "stage": step.name,
-                                           "fingerprint": fp, "kept": n_kept, "outputs": {
-                                               os.path.relpath(p, out.parent): p.stat().st_size for p in ctx.outputs}})
-    else:
-        write_manifest(out, entries, stage=step.name, fingerprint=fp)  # last: the step is complete
+    ctx.kind.write_manifest(ctx, entries, fp, n_kept)  # last: the step is complete
     faults.point(f"finish.manifest_written:{step.name}")
     step.cleanup(ctx)
 
@@ -579,13 +656,17 @@ class RecordStep(Step):
     """A step that looks at one record at a time over a records dataset: one unit per input shard.
 
     Override ``map(rec) -> (record or None, reason, details)``; ``None`` sets the record aside under
-    ``reason``. ``stats_of(rec)`` (optional) adds numbers to stats.json for each kept record.
+    ``reason``. ``stats_of(rec)`` and ``dropped_stats(reason, details)`` (optional) add numbers to
+    stats.json for each kept and each set-aside record.
     """
 
     def map(self, rec: CodeRecord) -> tuple[CodeRecord | None, str | None, dict]:
         raise NotImplementedError
 
     def stats_of(self, rec: CodeRecord) -> dict:
+        return {}
+
+    def dropped_stats(self, reason: str, details: dict) -> dict:
         return {}
 
     def describe(self, unit: Any) -> str:
@@ -601,10 +682,8 @@ class RecordStep(Step):
             funnel.seen(rec.language, n)
             new, reason, details = self.map(rec)
             if new is None:
-                funnel.dropped(rec.language, n, reason or "dropped")
-                dropped.append(Dropped(rec, reason or "dropped", details))
-                if "benchmark" in details:
-                    merge_stats(stats, {"matches": {details["benchmark"]: {reason: 1}}})
+                set_aside(funnel, dropped, rec, reason or "dropped", details, nbytes=n)
+                merge_stats(stats, self.dropped_stats(reason or "dropped", details))
             else:
                 funnel.kept(new.language, nbytes_of(new))
                 kept.append(new)
@@ -618,7 +697,7 @@ def print_funnel(funnel: Funnel, comm: Comm | None = None, file=None) -> None:
 
 
 # Types re-exported for steps
-__all__ = ["BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError", "Step",
-           "StepContext", "nbytes_of",
+__all__ = ["ArtefactStep", "BadRecord", "CodeRecord", "Dropped", "RecordError", "RecordStep", "StaleOutputError",
+           "Step", "StepContext", "nbytes_of",
            "StepError", "UnitResult", "content_hash", "count_bad", "fingerprint", "is_complete", "merge_stats",
-           "run_step"]
+           "run_step", "set_aside", "unit_marker"]

@@ -69,7 +69,7 @@ from megatron_snow.phase1.minhash import (
 )
 from megatron_snow.phase2.score_store import read_scores
 from megatron_snow.records import BadRecord, encode_shard
-from megatron_snow.stages import CodeRecord, Dropped, Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.stages import CodeRecord, Dropped, Step, StepContext, StepError, UnitResult, run_step, set_aside
 from megatron_snow.synthesis.client import (
     Result, SamplingConfig, ServerConfig, ServerGone, resolve_model, run_requests,
 )
@@ -317,7 +317,7 @@ class Synthesize(Step):
         seeds = self.read_seeds(ctx)
         gen_dir = ctx.work / GEN_DIR
         gen_dir.mkdir(parents=True, exist_ok=True)
-        mine = [i for i in ctx.my_items(len(units)) if not (ctx.work / f"unit-{i:05d}.json").is_file()]
+        mine = [i for i in ctx.my_items(len(units)) if not ctx.unit_finished(i, units[i])]
         todo: list[tuple[int, int]] = []  # (unit, seed index)
         for i in mine:
             done = _read_log(gen_dir / f"gen-{i:05d}.jsonl")
@@ -495,10 +495,10 @@ class Synthesize(Step):
                 kept.append(CodeRecord(id=rid, content=code, language=s.language, path=f"synthetic/{rid}{ext}",
                                        source="synthetic", meta=meta))
             else:
-                funnel.dropped(s.language, len(answer.encode("utf-8", "surrogatepass")), v["reason"])
                 safe = answer.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates, escaped
-                dropped.append(Dropped(CodeRecord(id=rid, content=safe, language=s.language, source="synthetic",
-                                                  meta=meta), v["reason"], v["details"]))
+                set_aside(funnel, dropped, CodeRecord(id=rid, content=safe, language=s.language, source="synthetic",
+                                                      meta=meta), v["reason"], v["details"],
+                          nbytes=len(answer.encode("utf-8", "surrogatepass")))
         if index == 0:
             self._count_non_seeds(ctx, funnel, dropped)
         return UnitResult(kept, dropped, funnel, stats, represents=len(kept))
@@ -517,8 +517,7 @@ class Synthesize(Step):
                 x = json.loads(line)
                 rec = CodeRecord.from_dict(x["record"])
                 funnel.seen(rec.language, 0, x["count"])
-                funnel.dropped(rec.language, 0, x["reason"], x["count"])
-                dropped.append(Dropped(rec, x["reason"], x["details"]))
+                set_aside(funnel, dropped, rec, x["reason"], x["details"], nbytes=0, count=x["count"])
 
 
 def synthesize(cfg: SynthesizeConfig, comm=None, force: bool = False, progress: bool = True) -> Funnel:

@@ -55,7 +55,7 @@ from megatron_snow.atomic import atomic_write_text, temp_path
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.indexed import IndexFormatError, IndexWriter, check_idx, dtype_code, index_dtype, read_idx
-from megatron_snow.stages.runner import RANKS_FILE, Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.stages.runner import RANKS_FILE, ArtefactStep, StepContext, StepError, UnitResult, run_step
 from megatron_snow.tokenization.inputs import (
     Document, Unit, input_dependencies, manifest_records, plan_units, read_unit, split_units,
 )
@@ -223,7 +223,7 @@ def run_dir(prefix: str | Path) -> Path:
     return index_paths(prefix)["step"]
 
 
-class BuildIndexStep(Step):
+class BuildIndexStep(ArtefactStep):
     """Units: the base plan cut for ``workers`` x ranks processes; each writes a partial index under
     _work/; ``finalize`` concatenates them in order into PREFIX.* (same bytes for any split)."""
 

@@ -46,7 +46,7 @@ from megatron_snow.atomic import atomic_write_bytes, atomic_write_text, temp_pat
 from megatron_snow.config import Config, setting, to_dict
 from megatron_snow.dist import Comm, get_comm
 from megatron_snow.funnel import Funnel
-from megatron_snow.stages.runner import Step, StepContext, StepError, UnitResult, run_step
+from megatron_snow.stages.runner import ArtefactStep, StepContext, StepError, UnitResult, run_step
 from megatron_snow.tokenization.inputs import Unit, input_dependencies, manifest_records, plan_units, read_unit
 from megatron_snow.tokenization.tokenizer import (
     CONTROL_TOKENS,
@@ -144,7 +144,7 @@ def run_dir(output: str | Path) -> Path:
     return Path(output).with_suffix(".step")
 
 
-class TrainTokenizerStep(Step):
+class TrainTokenizerStep(ArtefactStep):
     """Units: the input plan. Each unit counts its documents and keeps its own bounded sample (a part
     under _work/); ``finalize`` samples the union of the parts, which is the sample of the whole input,
     and trains SentencePiece on rank 0. The model bytes do not depend on the number of ranks."""

@@ -19,6 +19,19 @@ def _by_path(directory: Path) -> dict[str, object]:
     return {f"{r.repo}/{r.path}" if r.repo else r.path: r for r in iter_records(directory)}
 
 
+def test_the_stage_list_alone_makes_each_step(tmp_path):
+    """PHASE1 is the one list of stages: each line's settings are a Phase1Config field and its step
+    carries the stage's name (the funnel's stage)."""
+    from megatron_snow.phase1.pipeline import PHASE1, STAGES, Phase1Config, enabled_stages, make_step
+
+    cfg = Phase1Config()
+    assert enabled_stages(cfg) == list(STAGES) == [s.name for s in PHASE1]
+    for s in PHASE1:
+        assert make_step(cfg, s.name, tmp_path).name == s.name
+    cfg.near_dedup.enabled = False
+    assert "near_dedup" not in enabled_stages(cfg)
+
+
 def test_every_stage_has_balanced_funnel_and_manifest(phase1_run):
     _, out, corpus = phase1_run
     summary = json.loads((out / "funnel.json").read_text())
