@@ -766,7 +766,9 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
     """
     cfg = SandboxConfig(**job["sandbox"])
     hide = hidden_paths(cfg)
-    isolation = check_isolation(cfg, hide)
+    isolation = resolve_mechanism(cfg)  # namespaces: tried in the scoring process (it makes them)
+    if isolation == "bwrap":  # tried here: the scoring process starts inside it
+        isolation = check_isolation(cfg, hide)
     with tempfile.TemporaryDirectory(prefix="snow_eval_") as tmp:
         tmp = Path(tmp)
         tmp.chmod(0o711)  # programs a sample starts (its uid, no capabilities) pass through to work/
