@@ -160,7 +160,7 @@ def run_job(job: dict) -> dict:
     _HIDE[:] = job.get("hide", [])
     isolation = job.get("isolation", "namespaces")  # what sandbox.run_isolated chose (and started us in)
     if isolation == "bwrap":  # inside bubblewrap already: check a sample's namespaces here
-        network = enter_bwrap_scoring(os.environ["TMPDIR"])
+        network = enter_bwrap_scoring(os.environ["TMPDIR"], _HIDE)
         why = probe_sample(cfg.tmp_size_mb)
         if why:
             raise IsolationUnavailable(f"cannot isolate generated code inside bubblewrap ({why})")

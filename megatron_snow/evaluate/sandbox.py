@@ -530,7 +530,7 @@ def bwrap_command(hide: list[str], writable: list[str], env: dict, work: str, tm
     for d in writable:
         cmd += ["--bind", d, d]
     for h in hide:  # a deny-listed path inside what was put back (a token file in the cache folder)
-        if h != project and h not in back and (h not in top or any(_under(h, k) for k in back + writable)):
+        if h != project and h not in back and any(_under(h, k) for k in back + writable):
             cmd += ["--tmpfs", h] if os.path.isdir(h) else ["--ro-bind", "/dev/null", h]
     cmd += ["--perms", "1777", "--size", str(tmp_size_mb * 2**20), "--tmpfs", work, "--chdir", work, "--"]
     return cmd
@@ -542,13 +542,16 @@ def _bwrap_path() -> str:
     return shutil.which("bwrap") or "bwrap"
 
 
-def enter_bwrap_scoring(work: str) -> str:
-    """In the scoring process started by ``bwrap_command``: what each sample must cover (the project) and put
-    back (this Python), where its directory goes; the network bubblewrap made ("netns": only a loopback)."""
+def enter_bwrap_scoring(work: str, hide: list[str]) -> str:
+    """In the scoring process started by ``bwrap_command``: what each sample must cover (the project, and the
+    evaluators' cache when it lies in a hidden folder such as the home) and put back (this Python), where its
+    directory goes; the network bubblewrap made ("netns": only a loopback)."""
     import socket
 
-    project = _project_root()
+    project, cache = _project_root(), os.environ.get("XDG_CACHE_HOME", "")
     cover = [project] if project else []
+    if cache and any(_under(os.path.realpath(cache), h) for h in hide):
+        cover.append(os.path.realpath(cache))
     _ISOLATION.update(mode="bwrap", work=work, cover=cover, keep=kept_paths(cover) if cover else [])
     os.makedirs(os.path.join(work, "sample"), exist_ok=True)
     _forget_multiprocessing_tempdir()
@@ -564,7 +567,7 @@ def probe_sample(tmp_size_mb: int = 16) -> str:
 
 def _bwrap_probe_main() -> None:
     """``python -c`` inside bubblewrap (``probe_bwrap``): print "" if a sample's namespaces work there, else why."""
-    enter_bwrap_scoring(os.environ["TMPDIR"])
+    enter_bwrap_scoring(os.environ["TMPDIR"], [])
     why = probe_sample()
     if not why and _NETWORK["mode"] != "netns":
         why = "bubblewrap made no network namespace"
@@ -754,6 +757,17 @@ def check_isolation(cfg: SandboxConfig, hide: list[str] | None = None) -> str:
         "(or pass sandbox.allow_unisolated=true to run it with limits only, as the calling user)")
 
 
+def _wait_eof(fd: int, timeout: float) -> None:
+    """Read ``fd`` until every holder has closed it (or ``timeout``), then close it."""
+    import select
+
+    try:
+        while select.select([fd], [], [], timeout)[0] and os.read(fd, 4096):
+            pass
+    finally:
+        os.close(fd)
+
+
 def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float | None = None) -> dict:
     """Run ``megatron_snow.evaluate.harness`` on ``job`` in a separate process; return its result.
 
@@ -779,10 +793,14 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
         work.mkdir()
         env = scoring_environment(work, cache_dir)
         cmd = [sys.executable, "-m", "megatron_snow.evaluate.harness", str(job_path), str(out_path)]
+        gone_r, gone_w = os.pipe()  # bwrap: EOF once every process of its PID namespace has ended
         if isolation == "bwrap":  # the scoring process itself in bubblewrap; its cache folder stays writable
             os.makedirs(env["XDG_CACHE_HOME"], exist_ok=True)
-            cmd = bwrap_command(hide, [str(tmp), env["XDG_CACHE_HOME"]], env, str(work), cfg.tmp_size_mb) + cmd
-        proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent)
+            cmd = (bwrap_command(hide, [str(tmp), env["XDG_CACHE_HOME"]], env, str(work), cfg.tmp_size_mb)[:-1]
+                   + ["--sync-fd", str(gone_w), "--"] + cmd)
+        proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent,
+                                pass_fds=(gone_w,) if isolation == "bwrap" else ())
+        os.close(gone_w)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -793,6 +811,7 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
             except ProcessLookupError:
                 pass
             proc.wait()
+            _wait_eof(gone_r, 60)  # bwrap: its namespace's processes die with it, not at once
         if rc is None:
             raise ScoringError(f"{job['unit']['name']}: scoring did not finish in {timeout:.0f} s")
         if rc == ISOLATION_EXIT and out_path.is_file():

@@ -50,15 +50,16 @@ def throwaway_user():
 
 
 def _processes_of(uid: int) -> list[str]:
+    """Live processes of ``uid`` (a zombie runs nothing: bubblewrap's init, orphaned when bwrap ended, stays one
+    until the machine's init reaps it)."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            uids = next(line for line in status if line.startswith("Uid:"))
-        except (OSError, StopIteration):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        except (OSError, ValueError):
             continue
-        if int(uids.split()[1]) == uid:
-            out.append(pid)
+        if int(status["Uid"].split()[1]) == uid and not status["State"].strip().startswith("Z"):
+            out.append(f"{pid} {status['Name'].strip()}")
     return out
 
 
