@@ -11,8 +11,11 @@ sample is left, and the planted secret is in no output or result file.
 
 The attacks go around the evaluators' own guards (``builtins.open`` and
 ``os.kill`` replaced, ``os.fork`` disabled) as generated code can: ``io.open``,
-libc through ``ctypes``. Without the namespaces (``sandbox.isolation=none``)
-the write and read attacks succeed.
+libc through ``ctypes``. Without the namespaces (``sandbox.mechanism=none``)
+the write and read attacks succeed. Every test runs twice: under the default
+mechanism (as root: the namespaces made here) and under bubblewrap forced
+(``sandbox.mechanism=bwrap``, what a user who is not root gets; as a real
+such user in ``test_sandbox_unprivileged``).
 
 Safety on a shared machine (these run as root): every test first checks that
 the sandbox is in force (``check_isolation``) and fails otherwise; the fork
