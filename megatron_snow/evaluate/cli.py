@@ -14,22 +14,32 @@ Flags are shortcuts for keys of ``EvalConfig``; any key can also be given as
 fetch-benchmarks``'s download, else the copies shipped in the package.
 
 Sandbox (``sandbox.*`` keys). Generated code runs in a separate process
-without network, under time, memory, file-size and process limits. As root,
-each program also runs in mount and PID namespaces of its own, and this is
-guaranteed: the machine's files are read-only except its own temporary
-directory (a tmpfs of ``sandbox.tmp_size_mb``); the home directory, the
-project checkout and ``sandbox.deny`` (default ~/.ssh, ~/.gnupg, ~/.netrc,
-~/.cache/huggingface, ~/.aws, ~/.config/gcloud, ~/.azure, ..., /home,
-/etc/shadow, /etc/ssh, /run/secrets, /var/run/secrets) are not visible; its environment holds none of the caller's variables but PATH,
-the locale, the Python environment's and the evaluators' own; it sees and can signal only
-its own processes (its own /proc), which all end with it; it runs as a uid of
-its own (``sandbox.max_processes``) without the right to mount, trace, load
-modules, raise its limits or change uid. Not guaranteed: total memory over a
-sample's processes (the limit is per process), CPU time beyond the time
-limits, secrecy of files outside the hidden paths (a sample keeps root's
-read access: add such paths to ``sandbox.deny``), kernel exploits. Where the namespaces cannot be made (not
-root) the run stops with one line unless ``sandbox.allow_unisolated=true``;
-results.json records the isolation used (``sandbox_isolation``).
+without network, under time, memory, file-size and process limits, and in
+namespaces of its own made by ``sandbox.mechanism``: ``namespaces`` (mount
+and PID namespaces made here; needs root), ``bwrap`` (bubblewrap, for any
+user: Debian package bubblewrap, user namespaces enabled), ``auto`` (the
+default: namespaces as root, bwrap otherwise). Under either this is
+guaranteed: the machine's files are read-only except the program's own
+temporary directory (a tmpfs of ``sandbox.tmp_size_mb``); the home
+directory, the project checkout and ``sandbox.deny`` (default ~/.ssh,
+~/.gnupg, ~/.netrc, ~/.cache/huggingface, ~/.aws, ~/.config/gcloud,
+~/.azure, ..., /home, /etc/shadow, /etc/ssh, /run/secrets,
+/var/run/secrets) are not visible; its environment holds none of the
+caller's variables but PATH, the locale, the Python environment's and the
+evaluators' own; it sees and can signal only its own processes (its own
+/proc), which all end with it; its processes are counted for
+``sandbox.max_processes`` alone; it cannot make what it sees writable, trace
+other processes, load modules or raise its limits. As root it runs as a uid
+of its own keeping root's file access; not root (bwrap), as the calling
+user without any capability. Not guaranteed: total memory over a sample's
+processes (the limit is per process), CPU time beyond the time limits,
+secrecy of files outside the hidden paths (a sample reads what root, or the
+calling user, can: add such paths to ``sandbox.deny``), kernel exploits
+(user namespaces stay open to samples: a larger kernel surface). Where the
+chosen mechanism cannot isolate, the run stops with one line unless
+``sandbox.allow_unisolated=true`` (``sandbox.mechanism=none`` needs it
+too); results.json records the isolation used (``sandbox_isolation``:
+namespaces, bwrap, or none and why).
 
 Exit codes: 0 done, 1 failure (generation or an evaluator failed, or no isolation), 2 bad input.
 """

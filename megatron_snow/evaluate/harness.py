@@ -22,12 +22,14 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 
 from tqdm import tqdm
 
 from megatron_snow.benchmarks import read_benchmark
 from megatron_snow.evaluate.sandbox import (ISOLATION_EXIT, IsolationUnavailable, SandboxConfig, check_isolation,
-                                            die_with_parent, enter_filesystem_sandbox, install_hooks, isolate_network)
+                                            die_with_parent, enter_bwrap_scoring, enter_filesystem_sandbox,
+                                            install_hooks, isolate_network, probe_sample)
 
 
 def _cache_key(harness: str, data_path: str, task_ids: list[str], extra: str = "") -> str:
@@ -64,7 +66,8 @@ def _run(futures: dict, desc: str) -> dict:
     return out
 
 
-def score_evalplus(dataset: str, problems: dict, solutions: dict, data_path: str, cfg: SandboxConfig) -> tuple[dict, dict]:
+def score_evalplus(dataset: str, problems: dict, solutions: dict, data_path: str,
+                   cfg: SandboxConfig) -> tuple[dict, dict]:
     from evalplus.data.mbpp import mbpp_deserialize_inputs
     from evalplus.data.utils import completeness_check
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
@@ -84,7 +87,8 @@ def score_evalplus(dataset: str, problems: dict, solutions: dict, data_path: str
     return {t: {"base": r["base"][0], "plus": r["plus"][0]} for t, r in done.items()}, {}
 
 
-def score_evoeval(dataset: str, problems: dict, solutions: dict, data_path: str, cfg: SandboxConfig) -> tuple[dict, dict]:
+def score_evoeval(dataset: str, problems: dict, solutions: dict, data_path: str,
+                  cfg: SandboxConfig) -> tuple[dict, dict]:
     from evoeval.evaluate import check_correctness, get_groundtruth
 
     # EvoEval's five default categories: inputs as strings, no plus tests (its own evaluate() does the same)
@@ -153,9 +157,17 @@ def run_job(job: dict) -> dict:
     unit, cfg = job["unit"], SandboxConfig(**job["sandbox"])
     # every process forked from here on (the evaluators' own pools included) dies with its parent
     os.register_at_fork(after_in_child=die_with_parent)
-    network = isolate_network()
     _HIDE[:] = job.get("hide", [])
-    isolation = check_isolation(cfg, _HIDE)  # raises IsolationUnavailable unless isolated or allowed not to be
+    isolation = job.get("isolation", "namespaces")  # what sandbox.run_isolated chose (and started us in)
+    if isolation == "bwrap":  # inside bubblewrap already: check a sample's namespaces here
+        network = enter_bwrap_scoring(os.environ["TMPDIR"], _HIDE)
+        why = probe_sample(cfg.tmp_size_mb)
+        if why:
+            raise IsolationUnavailable(f"cannot isolate generated code inside bubblewrap ({why})")
+    else:
+        network = isolate_network()
+        if isolation == "namespaces":  # raises IsolationUnavailable unless isolated or allowed not to be
+            isolation = check_isolation(replace(cfg, mechanism="namespaces"), _HIDE)
     _ISOLATED["on"] = isolation == "namespaces"
     install_hooks(cfg, unit["harness"])
     records = {r["task_id"]: r for r in read_benchmark(job["data_path"])}

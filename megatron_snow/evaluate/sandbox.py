@@ -7,7 +7,7 @@ Layers, outermost first:
    samples means what it says), in its own session (its whole process group
    is killed at the end), with a fresh temporary working directory and
    ``TMPDIR``.
-2. ``isolate_network`` (in that process, before any sample runs): a new
+2. ``isolate_network`` (in that process, before any sample runs; bubblewrap's own under bwrap): a new
    network namespace (``unshare(CLONE_NEWNET)``; with a user namespace when
    not root), inherited by every sample process: no interface but its own
    loopback (a task may talk to itself on 127.0.0.1; the host's localhost
@@ -32,6 +32,14 @@ Layers, outermost first:
    environment reaches none of it but ``ENV_KEEP``. ``check_isolation``
    tries all this once before anything runs; where the kernel refuses, the
    run stops unless ``allow_unisolated`` (then layers 1, 2, 4 only).
+   ``mechanism="bwrap"`` (``auto`` when not root): the scoring process itself
+   runs in bubblewrap (``bwrap_command``: the machine read-only, home and
+   deny list hidden, the project put back read-only for its imports, new
+   PID and network namespaces, environment cleared to ``ENV_KEEP``); each
+   sample then does the same as above in a user namespace of its own when not
+   root (same uid, no capabilities; RLIMIT_NPROC counted in that namespace
+   alone), covering the project again and making every other mount
+   read-only.
 4. Each sample in its own process, forked per sample by the evaluator
    (``evalplus`` / ``evoeval`` / ``bigcodebench`` ``untrusted_check``), with a
    wall-clock limit per test input (``max(min_time_limit, factor x the
@@ -73,9 +81,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
+
+from megatron_snow.config import Config, ConfigError, setting
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -90,28 +100,39 @@ DEFAULT_DENY = ("~/.ssh", "~/.gnupg", "~/.netrc", "~/.git-credentials", "~/.pypi
                 "/home", "/etc/shadow", "/etc/gshadow", "/etc/ssh", "/run/secrets", "/var/run/secrets")
 
 
-@dataclass
-class SandboxConfig:
-    # address-space limit of each sample process; it includes what the process inherits from the evaluator's
-    # worker (1-3 GB for MBPP+), so EvalPlus' 4096 fails the reference solution of Mbpp/255 here
-    memory_mb: int = 8192
-    min_time_limit: float = 4.0  # seconds per test input at least (EvalPlus default 1: flakes under load)
-    gt_time_limit_factor: float = 10.0  # x the reference solution's time (EvalPlus default 4)
-    sample_timeout_s: float = 600.0  # wall-clock cap per sample and test set, EvalPlus / EvoEval (theirs: 60)
-    file_size_mb: int = 256  # largest file a sample may write
-    workers: int = 0  # samples scored in parallel; 0: half the CPUs (at least 1)
-    # "namespaces": mount + PID namespaces (read-only machine, hidden home / project / deny list, own /proc);
-    # "none": only the limits above, and only with allow_unisolated=true
-    isolation: Literal["namespaces", "none"] = "namespaces"
-    allow_unisolated: bool = False  # where namespaces cannot be made: run anyway (results say "none"), not stop
-    deny: list[str] = field(default_factory=lambda: list(DEFAULT_DENY))  # hidden besides home and project ("~": home)
-    max_processes: int = 256  # processes + threads of one sample (RLIMIT_NPROC under its own uid): fork bombs stop
-    tmp_size_mb: int = 1024  # the sample's writable temporary directory (a tmpfs: counts against memory)
+MECHANISMS = ("auto", "namespaces", "bwrap", "none")
 
-    RANGES: ClassVar[dict[str, str]] = {"memory_mb": "[64, inf)", "min_time_limit": "(0, inf)",
-                                        "gt_time_limit_factor": "(0, inf)", "sample_timeout_s": "(0, inf)",
-                                        "file_size_mb": "[1, inf)", "workers": ">= 0", "max_processes": "[8, inf)",
-                                        "tmp_size_mb": "[16, inf)"}
+
+@dataclass
+class SandboxConfig(Config):
+    memory_mb: int = setting(8192, range="[64, inf)", help=(
+        "address-space limit of each sample process (MB); it includes what the process inherits from the "
+        "evaluator's worker (1-3 GB for MBPP+), so EvalPlus' 4096 fails the reference solution of Mbpp/255 here"))
+    min_time_limit: float = setting(4.0, range="(0, inf)", help=(
+        "seconds per test input at least (EvalPlus default 1: flakes under load)"))
+    gt_time_limit_factor: float = setting(10.0, range="(0, inf)", help=(
+        "x the reference solution's time per test input (EvalPlus default 4)"))
+    sample_timeout_s: float = setting(600.0, range="(0, inf)", help=(
+        "wall-clock cap per sample and test set, EvalPlus / EvoEval (theirs: 60)"))
+    file_size_mb: int = setting(256, range="[1, inf)", help="largest file a sample may write (MB)")
+    workers: int = setting(0, range=">= 0", help="samples scored in parallel; 0: half the CPUs (at least 1)")
+    mechanism: Literal["auto", "namespaces", "bwrap", "none"] = setting("auto", help=(
+        "how samples are isolated: namespaces (root: mount + PID namespaces made here), bwrap (bubblewrap, "
+        "for any user), auto (namespaces as root, else bwrap), none (limits only; needs allow_unisolated=true)"))
+    allow_unisolated: bool = setting(False, help=(
+        "where the mechanism cannot isolate: run anyway with limits only (results say \"none (why)\"), not stop"))
+    deny: list[str] = setting(factory=lambda: list(DEFAULT_DENY), help=(
+        "paths hidden from samples besides the home directory and the project (\"~\": each home)"))
+    max_processes: int = setting(256, range="[8, inf)", help=(
+        "processes + threads of one sample (RLIMIT_NPROC, counted for that sample alone): fork bombs stop"))
+    tmp_size_mb: int = setting(1024, range="[16, inf)", help=(
+        "the sample's writable temporary directory (MB; a tmpfs: counts against memory)"))
+
+    def validate(self) -> None:
+        if self.mechanism not in MECHANISMS:
+            raise ConfigError(f"mechanism: expected one of {list(MECHANISMS)}, got {self.mechanism!r}")
+        if self.mechanism == "none" and not self.allow_unisolated:
+            raise ConfigError("mechanism=none runs generated code unisolated: it needs allow_unisolated=true")
 
     def n_workers(self) -> int:
         return self.workers if self.workers > 0 else max(1, (os.cpu_count() or 2) // 2)
@@ -226,14 +247,17 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _mount_points() -> list[tuple[str, int]]:
-    """(mount point, its per-mount flags) from /proc/self/mountinfo, parents first."""
+def _mount_points(writable_only: bool = False) -> list[tuple[str, int]]:
+    """(mount point, its per-mount flags) from /proc/self/mountinfo, parents first (only the read-write ones)."""
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
+            options = fields[5].split(",")
+            if writable_only and "ro" in options:
+                continue
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            flags = sum(_MOUNT_FLAGS.get(o, 0) for o in fields[5].split(","))
+            flags = sum(_MOUNT_FLAGS.get(o, 0) for o in options)
             out.append((point, flags))
     return sorted(set(out), key=lambda pf: pf[0].count("/"))
 
@@ -249,9 +273,9 @@ def hidden_paths(cfg: SandboxConfig) -> list[str]:
     except (ImportError, KeyError):
         pass
     hide = list(homes)
-    project = Path(__file__).resolve().parents[2]
-    if (project / ".git").exists() or (project / "pyproject.toml").is_file():  # a checkout, not site-packages
-        hide.append(str(project))
+    project = _project_root()
+    if project:  # a checkout, not site-packages
+        hide.append(project)
     for d in cfg.deny:
         if d.startswith("~"):
             hide += [os.path.realpath(h + d[1:]) for h in homes]
@@ -349,67 +373,239 @@ def _drop_privileges(uid: int) -> None:
     _check(_LIBC.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
+def _privileged() -> bool:
+    """CAP_SYS_ADMIN in effect (root, also inside bubblewrap started by root): mounts need no user namespace."""
+    with open("/proc/self/status") as f:
+        eff = next(line.split()[1] for line in f if line.startswith("CapEff:"))
+    return bool(int(eff, 16) >> 21 & 1)
+
+
+def _own_user_namespace() -> None:
+    """Unprivileged: a user namespace of its own (the same uid inside) in which this process may mount; its
+    processes are counted for RLIMIT_NPROC in this namespace alone (Linux >= 5.14)."""
+    uid, gid = os.geteuid(), os.getegid()
+    _check(_LIBC.unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS), "unshare(CLONE_NEWUSER | CLONE_NEWPID)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+def _drop_all_capabilities() -> None:
+    """Unprivileged sample: no capability at all (not even inside its own user namespace), no_new_privs."""
+    pr_capbset_drop, pr_set_no_new_privs = 24, 38
+    for cap in range(64):
+        if _LIBC.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            break
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    data = (ctypes.c_uint32 * 6)()
+    _check(_LIBC.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+    _check(_LIBC.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def _seal(writable: tuple[str, ...]) -> None:
+    """bwrap mode: every mount still writable (the run folder, the evaluators' cache, bubblewrap's /dev) becomes
+    read-only for this sample, keeping the flags a user namespace may not drop; one it may not remount is
+    covered by an empty read-only tmpfs."""
+    for point, flags in _mount_points(writable_only=True):
+        if point in writable or _under(point, "/proc") or not os.path.exists(point):
+            continue
+        try:
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        except OSError:  # a mount that a user namespace may not remount (bwrap's /dev/pts): covered, empty
+            _mount("tmpfs", point, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+
+
 def enter_sample_namespaces() -> None:
     """In a sample process: continue as PID 1 of a new PID namespace, in a new session, with a fresh /proc and
     its own empty temporary directory, as an unprivileged uid. The process that called this only waits for it
     and exits with its status (it is what the evaluator watches and kills on timeout; the sample dies with it,
-    and everything the sample started dies with the sample, PID 1 of its namespace)."""
-    work = _ISOLATION["work"]
-    uid = SAMPLE_UID_BASE + os.getpid()
-    _check(_LIBC.unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare(CLONE_NEWPID | CLONE_NEWNS)")
+    and everything the sample started dies with the sample, PID 1 of its namespace).
+
+    Under bubblewrap (mode "bwrap") the machine is already read-only and the secrets hidden; here the sample
+    also loses the project checkout (the scoring process imported from it), write access to every mount but its
+    own, and, not root, every capability (in a user namespace of its own, where it may mount)."""
+    work, bwrap = _ISOLATION["work"], _ISOLATION["mode"] == "bwrap"
+    own_user = bwrap and not _privileged()
+    uid = os.geteuid() if own_user else SAMPLE_UID_BASE + os.getpid()
+    if own_user:
+        _own_user_namespace()
+    else:
+        _check(_LIBC.unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare(CLONE_NEWPID | CLONE_NEWNS)")
     pid = os.fork()
     if pid:
         _, status = os.waitpid(pid, 0)
         os._exit(0 if status == 0 else 1)
     os.setsid()
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if bwrap:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # read-only where not privileged: the kernel lets a user namespace mount a proc only as restricted as bwrap's
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if own_user else 0))
+    if bwrap:
+        keep = [(k, _clone_tree(k)) for k in _ISOLATION["keep"]]
+        for h in _ISOLATION["cover"]:
+            _hide(h)
+        for k, fd in keep:
+            _attach_tree(fd, k)
     mine = os.path.join(work, "sample")
     _mount("tmpfs", mine, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={_LIMITS['tmp_bytes'] // 2**20}m")
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={_LIMITS['tmp_bytes'] // 2**20}m")
-    _mount(None, work, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    if bwrap:
+        _seal((mine, "/dev/shm"))
+    else:
+        _mount(None, work, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(mine)
     tempfile.tempdir = mine
     os.environ.update(TMPDIR=mine, HOME=mine)
     _forget_multiprocessing_tempdir()
     nproc = _LIMITS["processes"]
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    _drop_privileges(uid)
+    if own_user:
+        _drop_all_capabilities()
+    else:
+        _drop_privileges(uid)
     die_with_parent()  # a change of uid clears it
+
+
+def _probe_sample(setup) -> str:
+    """Run ``setup`` and then a sample's namespaces once in a throwaway child (its mounts die with it); "" if the
+    sample ends up as built (PID 1, read-only root, not root), else why."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            setup()
+            _LIMITS.update(processes=64)
+            enter_sample_namespaces()
+            ok = os.getpid() == 1 and os.statvfs("/").f_flag & os.ST_RDONLY and not _privileged()
+            os.write(w, b"" if ok else b"the sample's namespaces are not as built")
+        except BaseException as e:  # any failure is the answer
+            os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode()
+    os.waitpid(pid, 0)
+    return msg
 
 
 def probe_isolation(hide: list[str], tmp_size_mb: int = 16) -> str:
     """Try the whole isolation once in a throwaway child (its mounts die with it); "" if it works, else why."""
-    r, w = os.pipe()
     with tempfile.TemporaryDirectory(prefix="snow_probe_") as work:
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            try:
-                enter_filesystem_sandbox(hide, work, tmp_size_mb)
-                _LIMITS.update(tmp_bytes=tmp_size_mb * 2**20, processes=64)
-                enter_sample_namespaces()
-                ok = os.getpid() == 1 and os.statvfs("/").f_flag & os.ST_RDONLY and os.getuid() != 0
-                os.write(w, b"" if ok else b"the sample's namespaces are not as built")
-            except BaseException as e:  # any failure is the answer
-                os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
-            os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            msg = f.read().decode()
-        os.waitpid(pid, 0)
-    return msg
+        def setup():
+            enter_filesystem_sandbox(hide, work, tmp_size_mb)
+            _LIMITS.update(tmp_bytes=tmp_size_mb * 2**20)
+
+        return _probe_sample(setup)
+
+
+# ---------------------------------------------------------------- bubblewrap (any user)
+
+def _project_root() -> str | None:
+    """The checkout this package runs from (hidden from samples), or None when installed in site-packages."""
+    project = Path(__file__).resolve().parents[2]
+    return str(project) if (project / ".git").exists() or (project / "pyproject.toml").is_file() else None
+
+
+def bwrap_command(hide: list[str], writable: list[str], env: dict, work: str, tmp_size_mb: int) -> list[str]:
+    """bubblewrap around the scoring process: the machine read-only (``--ro-bind / /``), ``hide`` covered by
+    empty tmpfs (a file: by /dev/null) except this Python and the project (put back read-only: the scoring
+    process imports from it; each sample covers the project again), ``writable`` bound read-write (the run
+    folder, the evaluators' cache), ``work`` a size-limited tmpfs, a minimal /dev, new PID and network
+    namespaces with a fresh /proc, a new session, the environment cleared to ``env``, killed with its parent."""
+    cmd = [_bwrap_path(), "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "--proc", "/proc",
+           "--unshare-net", "--die-with-parent", "--new-session", "--clearenv"]
+    for k, v in sorted(env.items()):
+        cmd += ["--setenv", k, v]
+    project = _project_root()
+    top = [h for h in hide if not any(_under(h, o) and h != o for o in hide)]
+    for h in top:
+        cmd += ["--tmpfs", h] if os.path.isdir(h) else ["--ro-bind", "/dev/null", h]
+    back = sorted(set(kept_paths(hide)) | ({project} if project and any(_under(project, h) for h in top) else set()))
+    for k in back:
+        cmd += ["--ro-bind", k, k]
+    for d in writable:
+        cmd += ["--bind", d, d]
+    for h in hide:  # a deny-listed path inside what was put back (a token file in the cache folder)
+        if h != project and h not in back and any(_under(h, k) for k in back + writable):
+            cmd += ["--tmpfs", h] if os.path.isdir(h) else ["--ro-bind", "/dev/null", h]
+    cmd += ["--perms", "1777", "--size", str(tmp_size_mb * 2**20), "--tmpfs", work, "--chdir", work, "--"]
+    return cmd
+
+
+def _bwrap_path() -> str:
+    import shutil
+
+    return shutil.which("bwrap") or "bwrap"
+
+
+def enter_bwrap_scoring(work: str, hide: list[str]) -> str:
+    """In the scoring process started by ``bwrap_command``: what each sample must cover (the project, and the
+    evaluators' cache when it lies in a hidden folder such as the home) and put back (this Python), where its
+    directory goes; the network bubblewrap made ("netns": only a loopback)."""
+    import socket
+
+    project, cache = _project_root(), os.environ.get("XDG_CACHE_HOME", "")
+    cover = [project] if project else []
+    if cache and any(_under(os.path.realpath(cache), h) for h in hide):
+        cover.append(os.path.realpath(cache))
+    _ISOLATION.update(mode="bwrap", work=work, cover=cover, keep=kept_paths(cover) if cover else [])
+    os.makedirs(os.path.join(work, "sample"), exist_ok=True)
+    _forget_multiprocessing_tempdir()
+    names = [n for _, n in socket.if_nameindex()]
+    _NETWORK["mode"] = "netns" if names == ["lo"] else "python-guard"
+    return _NETWORK["mode"]
+
+
+def probe_sample(tmp_size_mb: int = 16) -> str:
+    """In the scoring process inside bubblewrap: a sample's namespaces once, in a throwaway child; "" or why."""
+    return _probe_sample(lambda: _LIMITS.update(tmp_bytes=tmp_size_mb * 2**20))
+
+
+def _bwrap_probe_main() -> None:
+    """``python -c`` inside bubblewrap (``probe_bwrap``): print "" if a sample's namespaces work there, else why."""
+    enter_bwrap_scoring(os.environ["TMPDIR"], [])
+    why = probe_sample()
+    if not why and _NETWORK["mode"] != "netns":
+        why = "bubblewrap made no network namespace"
+    sys.stdout.write(why)
+
+
+def probe_bwrap(hide: list[str]) -> str:
+    """Start bubblewrap as the scoring process would be started, and a sample's namespaces inside it; "" if it
+    works, else why (one line)."""
+    if _bwrap_path() == "bwrap":
+        return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="snow_probe_") as tmp:
+        work = os.path.join(tmp, "work")
+        os.mkdir(work)
+        env = scoring_environment(work, None)
+        cmd = bwrap_command(hide, [], env, work, 16) + [
+            sys.executable, "-c", "from megatron_snow.evaluate.sandbox import _bwrap_probe_main; _bwrap_probe_main()"]
+        try:
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bwrap: {e}"
+        if p.returncode != 0:
+            lines = [line for line in (p.stderr or "").strip().splitlines() if line.strip()]
+            return lines[-1] if lines else f"bwrap exited with {p.returncode}"
+        return p.stdout.strip()
 
 
 # ---------------------------------------------------------------- per-sample setup
 
 _LIMITS = {"memory_bytes": 8192 * 2**20, "file_bytes": 256 * 2**20, "tmp_bytes": 1024 * 2**20, "processes": 256}
-_ISOLATION = {"mode": "none", "work": ""}  # what enter_filesystem_sandbox achieved in this process
+# what enter_filesystem_sandbox / enter_bwrap_scoring achieved in this process ("namespaces" / "bwrap")
+_ISOLATION: dict = {"mode": "none", "work": "", "cover": [], "keep": []}
 
 
 def _sample_process_setup() -> None:
     """First thing in each sample process, before the evaluator's own guard."""
     die_with_parent()
-    if _ISOLATION["mode"] == "namespaces":
+    if _ISOLATION["mode"] in ("namespaces", "bwrap"):
         enter_sample_namespaces()
     mem, fsize = _LIMITS["memory_bytes"], _LIMITS["file_bytes"]
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -422,7 +618,7 @@ def _sample_process_setup() -> None:
 
 def _sample_done() -> None:
     """The sample ran in the child made by enter_sample_namespaces: end it here (its waiting parent exits)."""
-    if _ISOLATION["mode"] == "namespaces":
+    if _ISOLATION["mode"] in ("namespaces", "bwrap"):
         os._exit(0)
 
 
@@ -533,20 +729,43 @@ def scoring_environment(work: str | Path, cache_dir: str | Path | None) -> dict:
     return env
 
 
+def resolve_mechanism(cfg: SandboxConfig) -> str:
+    """``auto``: the namespaces made here as root, bubblewrap for any other user."""
+    if cfg.mechanism != "auto":
+        return cfg.mechanism
+    return "namespaces" if os.geteuid() == 0 else "bwrap"
+
+
+_NEEDS = {"namespaces": "needs root and Linux >= 5.2 (any user: sandbox.mechanism=bwrap, Debian package bubblewrap)",
+          "bwrap": "needs bubblewrap (apt-get install bubblewrap) and unprivileged user namespaces, or root"}
+
+
 def check_isolation(cfg: SandboxConfig, hide: list[str] | None = None) -> str:
-    """The isolation samples will run under: "namespaces", or "none" where allowed; IsolationUnavailable otherwise."""
-    if cfg.isolation == "none":
-        if not cfg.allow_unisolated:
-            raise IsolationUnavailable("sandbox.isolation=none needs sandbox.allow_unisolated=true")
-        return "none"
-    why = probe_isolation(hidden_paths(cfg) if hide is None else hide)
+    """The isolation samples will run under: "namespaces" or "bwrap", or "none" where allowed; tried once here
+    (a throwaway sample); IsolationUnavailable (one line) otherwise."""
+    mechanism = resolve_mechanism(cfg)
+    if mechanism == "none":
+        return "none"  # validate(): only with allow_unisolated
+    hide = hidden_paths(cfg) if hide is None else hide
+    why = probe_isolation(hide) if mechanism == "namespaces" else probe_bwrap(hide)
     if not why:
-        return "namespaces"
+        return mechanism
     if cfg.allow_unisolated:
         return f"none ({why})"
     raise IsolationUnavailable(
-        f"cannot isolate generated code ({why}); needs root and Linux >= 5.2 "
+        f"cannot isolate generated code with {mechanism} ({why}); {_NEEDS[mechanism]} "
         "(or pass sandbox.allow_unisolated=true to run it with limits only, as the calling user)")
+
+
+def _wait_eof(fd: int, timeout: float) -> None:
+    """Read ``fd`` until every holder has closed it (or ``timeout``), then close it."""
+    import select
+
+    try:
+        while select.select([fd], [], [], timeout)[0] and os.read(fd, 4096):
+            pass
+    finally:
+        os.close(fd)
 
 
 def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float | None = None) -> dict:
@@ -556,19 +775,32 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
     nothing a sample started outlives it), a fresh temporary working
     directory, the reduced environment of ``scoring_environment``, one thread
     per math library, the evaluators' caches under ``cache_dir`` when given
-    (``XDG_CACHE_HOME``) and the list of paths its samples must not see.
+    (``XDG_CACHE_HOME``), the list of paths its samples must not see and the
+    isolation ``check_isolation`` chose (with "bwrap", it runs in bubblewrap).
     """
+    cfg = SandboxConfig(**job["sandbox"])
+    hide = hidden_paths(cfg)
+    isolation = resolve_mechanism(cfg)  # namespaces: tried in the scoring process (it makes them)
+    if isolation == "bwrap":  # tried here: the scoring process starts inside it
+        isolation = check_isolation(cfg, hide)
     with tempfile.TemporaryDirectory(prefix="snow_eval_") as tmp:
         tmp = Path(tmp)
         tmp.chmod(0o711)  # programs a sample starts (its uid, no capabilities) pass through to work/
         job_path, out_path = tmp / "job.json", tmp / "result.json"
-        job = dict(job, hide=hidden_paths(SandboxConfig(**job["sandbox"])))
+        job = dict(job, hide=hide, isolation=isolation)
         job_path.write_text(json.dumps(job))
         work = tmp / "work"
         work.mkdir()
         env = scoring_environment(work, cache_dir)
         cmd = [sys.executable, "-m", "megatron_snow.evaluate.harness", str(job_path), str(out_path)]
-        proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent)
+        gone_r, gone_w = os.pipe()  # bwrap: EOF once every process of its PID namespace has ended
+        if isolation == "bwrap":  # the scoring process itself in bubblewrap; its cache folder stays writable
+            os.makedirs(env["XDG_CACHE_HOME"], exist_ok=True)
+            cmd = (bwrap_command(hide, [str(tmp), env["XDG_CACHE_HOME"]], env, str(work), cfg.tmp_size_mb)[:-1]
+                   + ["--sync-fd", str(gone_w), "--"] + cmd)
+        proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, preexec_fn=die_with_parent,
+                                pass_fds=(gone_w,) if isolation == "bwrap" else ())
+        os.close(gone_w)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -579,6 +811,7 @@ def run_isolated(job: dict, cache_dir: str | Path | None = None, timeout: float 
             except ProcessLookupError:
                 pass
             proc.wait()
+            _wait_eof(gone_r, 60)  # bwrap: its namespace's processes die with it, not at once
         if rc is None:
             raise ScoringError(f"{job['unit']['name']}: scoring did not finish in {timeout:.0f} s")
         if rc == ISOLATION_EXIT and out_path.is_file():

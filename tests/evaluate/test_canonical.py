@@ -43,6 +43,15 @@ def test_evalplus_canonical_all_pass(score, benchmarks_dir, unit):
     assert r.scores == {"pass@1": 100.0, "base_pass@1": 100.0}
 
 
+def test_humaneval_canonical_all_pass_under_bwrap(score, benchmarks_dir):
+    """The bubblewrap mechanism (what a user who is not root gets) takes nothing away from correct code."""
+    samples = _canonical_samples("humaneval+", benchmarks_dir)
+    r = score("humaneval+", samples, mechanism="bwrap")
+    assert r.isolation == "bwrap" and r.n_tasks == len(samples) == 164
+    assert _not_passed(r) == {}
+    assert r.scores == {"pass@1": 100.0, "base_pass@1": 100.0}
+
+
 def test_evoeval_canonical_all_pass(score, benchmarks_dir):
     for cat in EVOEVAL_CATEGORIES:
         unit = f"evoeval/{cat}"

@@ -11,8 +11,11 @@ sample is left, and the planted secret is in no output or result file.
 
 The attacks go around the evaluators' own guards (``builtins.open`` and
 ``os.kill`` replaced, ``os.fork`` disabled) as generated code can: ``io.open``,
-libc through ``ctypes``. Without the namespaces (``sandbox.isolation=none``)
-the write and read attacks succeed.
+libc through ``ctypes``. Without the namespaces (``sandbox.mechanism=none``)
+the write and read attacks succeed. Every test runs twice: under the default
+mechanism (as root: the namespaces made here) and under bubblewrap forced
+(``sandbox.mechanism=bwrap``, what a user who is not root gets; as a real
+such user in ``test_sandbox_unprivileged``).
 
 Safety on a shared machine (these run as root): every test first checks that
 the sandbox is in force (``check_isolation``) and fails otherwise; the fork
@@ -54,17 +57,22 @@ def _tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def isolated():
+# every attack runs under the default mechanism (as root: "namespaces") and under bubblewrap forced
+MECHANISMS = {"default": ({}, "namespaces"), "bwrap": ({"mechanism": "bwrap"}, "bwrap")}
+
+
+@pytest.fixture(scope="module", params=list(MECHANISMS))
+def isolated(request):
     """Hostile samples run only where the sandbox is in force (see the module docstring)."""
-    mode = check_isolation(SandboxConfig())
-    if mode != "namespaces":
+    settings, expected = MECHANISMS[request.param]
+    mode = check_isolation(SandboxConfig(**settings))
+    if mode != expected:
         pytest.fail(f"the sandbox is not in force here ({mode}): hostile samples are not run")
-    return mode
+    return settings, expected
 
 
 @pytest.fixture
-def planted(tmp_path, monkeypatch):
+def planted(isolated, tmp_path, monkeypatch):
     """A home with a key in ~/.ssh, a deny-listed vault, a folder outside the sample's in /tmp, a secret in the
     environment; and the trees to watch (those, part of the project, part of site-packages)."""
     import evalplus
@@ -80,7 +88,7 @@ def planted(tmp_path, monkeypatch):
     monkeypatch.setenv("SNOW_TEST_API_TOKEN", SECRET)
     watched = [home, vault, outside, PROJECT / "megatron_snow" / "evaluate", Path(evalplus.__file__).parent]
     return {"home": home, "vault": vault, "outside": outside, "watched": watched, "tmp": tmp_path,
-            "marker": "snowhostile" + uuid.uuid4().hex[:4]}
+            "marker": "snowhostile" + uuid.uuid4().hex[:4], "mechanism": isolated}
 
 
 def _leftover_processes(marker: str) -> list[str]:
@@ -106,15 +114,16 @@ def _evaluate(unit_name: str, attack: str, planted: dict, benchmarks_dir, eval_c
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     before = {str(t): _tree_hash(t) for t in planted["watched"]}
     out = planted["tmp"] / "out"
+    mechanism, expected = planted["mechanism"]
     settings = {"workers": 1, "min_time_limit": 2.0, "sample_timeout_s": 60.0,
-                "deny": ["~/.ssh", str(planted["vault"])], **sandbox}
+                "deny": ["~/.ssh", str(planted["vault"])], **mechanism, **sandbox}
     rc = cli.main(["--samples", str(samples), "--benchmarks", unit_name, "--out", str(out),
                    "--benchmarks-dir", str(benchmarks_dir), f"cache_dir={eval_cache}"]
                   + [f"sandbox.{k}={json.dumps(v)}" for k, v in settings.items()])
     captured = capfd.readouterr()
     assert rc == 0, captured.err[-3000:]
     result = json.loads((out / "results" / f"{unit.file_name}.json").read_text())
-    assert result["isolation"] == "namespaces"
+    assert result["isolation"] == expected
     assert result["tasks"][good]["base"] == "pass" and result["tasks"][good].get("plus", "pass") == "pass"
     assert {str(t): _tree_hash(t) for t in planted["watched"]} == before
     assert _leftover_processes(planted["marker"]) == []
