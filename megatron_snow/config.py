@@ -6,14 +6,8 @@ its settings in a dataclass tree. A YAML file fills the tree, command-line
 (an unknown key, a value of the wrong type) is rejected with one line that
 names the key, before any heavy work starts.
 
-Ranges: a dataclass may declare ``RANGES: ClassVar[dict[str, str]]`` mapping a
-field (or a dotted path into a nested config it holds) to an interval such as
-``"(0, 1]"``, ``"[1, inf)"`` or ``">= 0"``; a value outside is rejected when the
-config is built, with one line such as ``near_dedup.threshold=1.5 is out of
-range (0, 1]``. Malformed YAML is one line with the file, line and column.
-
-Self-checking configs (the shape every config class moves to): subclass ``Config`` and
-declare fields with ``setting(default, help=..., range=...)``. Each field's help text
+Self-checking configs: every config class subclasses ``Config`` and
+declares its fields with ``setting(default, help=..., range=...)``. Each field's help text
 and range live on the field itself (``--help`` reads them; nothing parses source);
 ``Config.__post_init__`` checks the ranges and then calls ``validate()`` for rules that
 tie fields together, so a config checks itself however it is built, children first
@@ -26,9 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import inspect
 import math
-import re
 import types
 import typing
 from pathlib import Path
@@ -173,20 +165,6 @@ def in_range(value: Any, spec: str) -> bool:
     return above and below
 
 
-def check_ranges(cfg: Any, prefix: str = "") -> None:
-    """Check every ``RANGES`` entry of ``cfg`` (and of the configs nested in it); ConfigError on the first miss."""
-    if not dataclasses.is_dataclass(cfg):
-        return
-    for path, spec in getattr(type(cfg), "RANGES", {}).items():
-        value = cfg
-        for part in path.split("."):
-            value = getattr(value, part)
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_range(v, spec):
-                raise ConfigError(f"{prefix}{path}={v!r} is out of range {spec}")
-
-
 def check_fields(cfg: Any) -> None:
     """Check each field's ``setting(range=...)`` (a list: every item); ConfigError on the first miss."""
     for f in dataclasses.fields(cfg):
@@ -222,7 +200,6 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
     finally:
         _BUILDING.reset(token)
-    check_ranges(built, prefix)
     return built
 
 
@@ -304,23 +281,6 @@ def dump_config(cfg: Any, path: str | Path) -> None:
 
 # --- help text -----------------------------------------------------------------------------------------
 
-_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+?)\s*$")
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """Legacy: field name -> the comment on its line in the class source (configs not yet on ``setting``)."""
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in src.splitlines():
-        m = _FIELD_LINE.match(line)
-        if m:
-            out.setdefault(m.group(1), m.group(2))
-    return out
-
-
 def _default_of(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -339,24 +299,20 @@ def _dataclass_in(tp: Any) -> type | None:
     return None
 
 
-def settings_help(cls: type, prefix: str = "", ranges: dict[str, str] | None = None) -> list[str]:
+def settings_help(cls: type, prefix: str = "") -> list[str]:
     """One line per setting: ``key = default  meaning [range]``, recursing into nested configs."""
     hints = typing.get_type_hints(cls)
-    notes = _field_comments(cls)
-    ranges = dict(ranges or {})
-    for k, v in getattr(cls, "RANGES", {}).items():
-        ranges.setdefault(prefix + k, v)
     lines = []
     for f in dataclasses.fields(cls):
         key = prefix + f.name
-        note = f.metadata.get("help") or notes.get(f.name, "")
-        spec = f.metadata.get("range") or ranges.get(key)
+        note = f.metadata.get("help", "")
+        spec = f.metadata.get("range")
         inner = _dataclass_in(hints.get(f.name))
         if inner is not None and typing.get_origin(hints[f.name]) in (list, tuple):
             lines.append(f"  {key} = {_default_of(f)!r}    {note or 'a list of:'}")
-            lines += settings_help(inner, key + "[].", ranges)
+            lines += settings_help(inner, key + "[].")
         elif inner is not None:
-            lines += settings_help(inner, key + ".", ranges)
+            lines += settings_help(inner, key + ".")
         else:
             rng = f"  [range {spec}]" if spec else ""
             lines.append(f"  {key} = {_default_of(f)!r}" + (f"    {note}" if note else "") + rng)

@@ -26,19 +26,16 @@ def _default(f: dataclasses.Field):
     return "(required)"
 
 
-def _leaves(cls: type, prefix: str = "", ranges: dict | None = None):
+def _leaves(cls: type, prefix: str = ""):
     """(dotted key, field, type, range spec) for every setting, nested configs included (read from the
     dataclasses here, not from the help text under test)."""
     hints = typing.get_type_hints(cls)
-    ranges = dict(ranges or {})
-    for k, v in getattr(cls, "RANGES", {}).items():
-        ranges.setdefault(prefix + k, v)
     for f in dataclasses.fields(cls):
         key, tp = prefix + f.name, hints[f.name]
         if dataclasses.is_dataclass(tp):
-            yield from _leaves(tp, key + ".", ranges)
+            yield from _leaves(tp, key + ".")
         else:
-            yield key, f, tp, f.metadata.get("range") or ranges.get(key)
+            yield key, f, tp, f.metadata.get("range")
 
 
 def _outside(spec: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from megatron_snow.config import Config, setting
 from megatron_snow.dist import Comm
 from megatron_snow.funnel import Funnel
 from megatron_snow.records import CodeRecord, ShardedWriter, iter_records, read_manifest
@@ -28,13 +29,11 @@ HERE = Path(__file__).resolve()
 
 
 @dataclass
-class UpperSettings:
-    input: str = ""  # records dataset to read
-    output: str = "upper_out"  # where the step writes
-    min_chars: int = 10  # shorter files are set aside as 'short'
-    fail_on: str = ""  # a record id whose unit raises (to test errors on one rank)
-
-    RANGES = {"min_chars": "[0, 1000000]"}
+class UpperSettings(Config):
+    input: str = setting("", help="records dataset to read")
+    output: str = setting("upper_out", help="where the step writes")
+    min_chars: int = setting(10, help="shorter files are set aside as 'short'", range="[0, 1000000]")
+    fail_on: str = setting("", help="a record id whose unit raises (to test errors on one rank)")
 
 
 class Upper(RecordStep):
