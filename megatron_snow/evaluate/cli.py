@@ -95,7 +95,8 @@ class GenerationError(RuntimeError):
 def _check(cfg: EvalConfig) -> None:
     sources = [k for k in ("model", "server", "samples") if getattr(cfg, k)]
     if len(sources) != 1:
-        raise InputError("give exactly one of --model, --server, --samples" + (f" (got {', '.join(sources)})" if sources else ""))
+        got = f" (got {', '.join(sources)})" if sources else ""
+        raise InputError("give exactly one of --model, --server, --samples" + got)
     if not cfg.out:
         raise InputError("--out is required")
     if cfg.model and not (Path(cfg.model) / "config.json").is_file():
@@ -220,7 +221,8 @@ def run(cfg: EvalConfig) -> dict:
     settings = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "decoding": "greedy, one sample per task (pass@1)",
-        "prompts": "benchmark prompt with trailing newlines stripped; completion = text up to the evaluator's stop strings",
+        "prompts": ("benchmark prompt with trailing newlines stripped; "
+                    "completion = text up to the evaluator's stop strings"),
         "stop_strings": {u.name: stop_strings(u) for u in units} if not cfg.samples else None,
         "bigcodebench": {"split": "complete", "calibrated": True},
         "evoeval": "mean pass@1 over difficult, creative, subtle, combine, tool_use",
