@@ -38,15 +38,10 @@ def normalize(text: str) -> str:
 
 
 def ngram_hashes(words: list[str], n: int) -> np.ndarray:
+    """Rolling hashes of every run of ``n`` words (xxh64 of each word, remembered across files)."""
     if len(words) < n:
         return np.empty(0, dtype=np.uint64)
-    th = symbol_hashes(words)  # xxh64 of each word, remembered across files
-    m = len(words) - n + 1
-    with np.errstate(over="ignore"):
-        h = th[:m].copy()
-        for k in range(1, n):
-            h = h * MIX + th[k:k + m]
-    return h
+    return kgrams(symbol_hashes(words), n)
 
 
 def member(x: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
