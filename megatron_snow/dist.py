@@ -281,7 +281,7 @@ _LOST_PEER = (
      "between the hosts is down"),
     (("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed"),
      "another rank's connection closed: its process or its host died"),
-    (("No route to host", "Connection refused", "Network is unreachable", "failed to connect"),
+    (("No route to host", "Connection refused", "Network is unreachable", "failed to connect", "Connect timeout"),
      "cannot reach another rank's host: a wrong address or interface, or that host is down"),
 )
 

@@ -138,6 +138,29 @@ def test_launcher_is_read_from_the_environment(monkeypatch, env, expected):
     assert dist.launcher() == expected
 
 
+# Texts gloo and the TCP store raised in these tests' runs (the multi-host ones, CI logs): each must read as a
+# lost peer; an ordinary error must not (it keeps its traceback).
+@pytest.mark.parametrize("text, meaning", [
+    ("[../third_party/gloo/gloo/transport/tcp/pair.h:311] Connect timeout [none]", "cannot reach"),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:144] Connection refused", "cannot reach"),
+    ("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 15000ms for recv "
+     "operation to complete", "no answer"),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.231.0.2]:4321",
+     "another rank's connection closed"),
+    ("shape mismatch: [2, 3] vs [3, 2]", None),
+])
+def test_a_lost_peer_reads_as_one_line_and_other_errors_do_not(text, meaning):
+    import torch.distributed as td
+
+    from megatron_snow.dist import describe_comm_failure
+
+    said = describe_comm_failure(td.DistBackendError(text))
+    assert (said is None) if meaning is None else said.startswith(meaning)
+    wrapped = RuntimeError("megatron step failed")
+    wrapped.__cause__ = td.DistBackendError(text)  # megatron may wrap the backend's error
+    assert describe_comm_failure(wrapped) == said
+
+
 def test_cuda_without_index_means_this_local_rank(monkeypatch):
     """device=cuda (no index) on a torchrun process must be its local GPU, not every process on GPU 0."""
     import torch
