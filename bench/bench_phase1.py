@@ -4,6 +4,7 @@ what a user would pick instead, in one run; and a byte-for-byte comparison of tw
 
   python bench/bench_phase1.py --mb 40                    # stages, whole step, references
   python bench/bench_phase1.py --mb 40 --ranks 2 --no-reference   # the same stages on 2 MPI ranks
+  python bench/bench_phase1.py --mb 20 40 80 160 --no-reference   # a series: cost per MB as the corpus grows
   python bench/bench_phase1.py --compare OUT_A OUT_B      # kept/dropped records and funnels identical?
 
 Input: the code files (.py .c .h .cpp .hpp .js .sh ...) of the installed Python packages and of
@@ -14,7 +15,8 @@ Stages: each runs as its own ``python -m megatron_snow phase1 --stages S`` proce
 -n R`` with --ranks R), as a user runs it; CPU seconds and peak RSS come from ``os.wait4`` on that
 process (CPU: all ranks together; peak RSS: the largest single process, i.e. per rank). The stage's
 rate is its input's MB over its CPU seconds, start-up included; "whole step" is the raw corpus MB
-over the sum of the stages' CPU seconds (seven start-ups: an upper bound on one ``phase1`` run).
+over the sum of the stages' CPU seconds (seven start-ups), and "one process" the same step run as a user
+runs it, one ``python -m megatron_snow phase1`` (its output is checked equal to the staged run's).
 
 References, in this process on the first --ref-mb of the corpus (CPU time, one thread):
   JSONL read      ours records.read_shard_checked      vs datatrove JsonlReader (gzip)
@@ -396,30 +398,29 @@ def compare(a: Path, b: Path) -> int:
     return 1 if diffs else 0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=40.0, help="MB of real code in the corpus (>= 40 for the claims)")
-    ap.add_argument("--ranks", type=int, default=1, help="MPI ranks per stage (mpiexec -n)")
-    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench_phase1"),
-                    help="corpus and outputs go here (the corpus is reused)")
-    ap.add_argument("--ref-mb", type=float, default=8.0, help="MB of the corpus the in-process references see")
-    ap.add_argument("--no-reference", action="store_true", help="stages only")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["datatrove", "datasketch"])
-    ap.add_argument("--out", help="phase-1 output folder (default: WORK/out-MBmb-Rr; replaced)")
-    ap.add_argument("--json", help="also write the numbers here")
-    ap.add_argument("--compare", nargs=2, metavar=("OUT_A", "OUT_B"), help="compare two phase-1 outputs and exit")
-    args = ap.parse_args()
-    if args.compare:
-        sys.exit(compare(Path(args.compare[0]), Path(args.compare[1])))
-    load_start = os.getloadavg()[0]
-    work = Path(args.work)
-    corpus = work / f"corpus-{args.mb:g}mb"
-    info = make_corpus(corpus, args.mb)
+def run_whole(corpus: Path, out: Path, ranks: int) -> dict:
+    """The whole step as a user runs it: one ``python -m megatron_snow phase1`` process (per rank), measured."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cfg = out.parent / f"{out.name}.yaml"
+    write_config(cfg, corpus)
+    shutil.rmtree(out, ignore_errors=True)
+    launch = ["mpiexec", "-n", str(ranks)] if ranks > 1 else []
+    cpu, wall, rss = run_measured(launch + [sys.executable, "-m", "megatron_snow", "phase1", "--config", str(cfg),
+                                            f"output_dir={out}"], env)
+    return {"cpu_s": cpu, "wall_s": wall, "peak_rss_mib": rss}
+
+
+def measure(mb_wanted: float, ranks: int, work: Path, out_dir: str | None,
+            whole: bool = True) -> tuple[dict, Path]:
+    """One corpus size on one rank count: every stage measured and printed, then (``whole``) the step in one
+    process, whose output must equal the staged run's; (result, phase-1 output folder)."""
+    corpus = work / f"corpus-{mb_wanted:g}mb"
+    info = make_corpus(corpus, mb_wanted)
     mb = info["bytes"] / 1e6
     print(f"corpus: {info['files']} files, {mb:.1f} MB of real code in {info['shards']} JSONL shards ({corpus})")
-    out = Path(args.out) if args.out else work / f"out-{args.mb:g}mb-{args.ranks}r"
-    rows = run_stages(corpus, out, args.ranks, mb)
-    print(f"\nphase 1, {args.ranks} rank(s), each stage its own process (CPU s of all ranks; RSS: largest rank)")
+    out = Path(out_dir) if out_dir else work / f"out-{mb_wanted:g}mb-{ranks}r"
+    rows = run_stages(corpus, out, ranks, mb)
+    print(f"\nphase 1, {ranks} rank(s), each stage its own process (CPU s of all ranks; RSS: largest rank)")
     print(f"{'stage':18s} {'in MB':>7s} {'CPU s':>7s} {'MB/s/core':>9s} {'peak RSS MiB':>12s}")
     for r in rows:
         rate = f"{r['mb'] / r['cpu_s']:9.2f}" if r["mb"] else f"{'-':>9s}"
@@ -434,16 +435,63 @@ def main() -> None:
     print(f"near dedup, held by every rank: {held['edges']} candidate edges ({held['edge_bytes'] / 2**20:.2f} MiB)"
           f" over {held['nodes']} of {held['documents']} documents; on disk: {held['payload_bytes'] / 1e6:.1f} MB"
           " of shingle sets for the exact check")
-    result = {"corpus": info, "ranks": args.ranks, "stages": rows, "whole_cpu_s": total, "mb": mb, "near_dedup": held}
-    if not args.no_reference:
-        refs, ref_mb = references(out, args.ref_mb, set(args.skip))
-        print(f"\nbeside the usual alternatives, in this process, on {ref_mb:.1f} MB"
-              " (MB/s per core; ratio = ours/theirs)")
-        print(f"{'task':30s} {'ours':>7s}  {'reference':36s} {'theirs':>7s} {'ratio':>7s}")
-        for task, o, name, r in refs:
-            print(f"{task:30s} {o:7.2f}  {name:36s} " + (f"{r:7.2f} {o / r:6.2f}x" if r else f"{'-':>7s} {'-':>7s}"))
-        result["references"] = [dict(zip(("task", "ours", "reference", "theirs"), r)) for r in refs]
-    if args.json:  # docs/results/phase1_speed.json is this file: tests/test_claims.py rebuilds docs/scale.md from it
+    result = {"corpus": info, "ranks": ranks, "stages": rows, "whole_cpu_s": total, "mb": mb, "near_dedup": held}
+    if whole:
+        one = run_whole(corpus, out.with_name(out.name + "-whole"), ranks)
+        print(f"\nwhole step in one process ({ranks} rank(s)): {one['cpu_s']:.2f} CPU s, "
+              f"{mb / one['cpu_s']:.2f} MB/s/core, peak RSS {one['peak_rss_mib']} MiB; output vs the staged run:")
+        one["same_output"] = compare(out, out.with_name(out.name + "-whole")) == 0
+        if not one["same_output"]:
+            sys.exit("the one-process run's output differs from the staged run's")
+        result["whole_one_process"] = one
+    return result, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, nargs="+", default=[40.0],
+                    help="MB of real code in the corpus (>= 40 for the claims); several sizes make a series "
+                         "(linearity: --mb 20 40 80 160)")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1],
+                    help="MPI ranks per stage (mpiexec -n); several make a series (memory per rank: --ranks 1 2 4)")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench_phase1"),
+                    help="corpus and outputs go here (the corpus is reused)")
+    ap.add_argument("--ref-mb", type=float, default=8.0, help="MB of the corpus the in-process references see")
+    ap.add_argument("--no-reference", action="store_true", help="no in-process references")
+    ap.add_argument("--no-whole", action="store_true",
+                    help="do not also run the whole step in one process (it doubles the bench's time)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["datatrove", "datasketch"])
+    ap.add_argument("--out", help="phase-1 output folder of a single run (default: WORK/out-MBmb-Rr; replaced)")
+    ap.add_argument("--json", help="also write the numbers here (a series: {'runs': [...]})")
+    ap.add_argument("--compare", nargs=2, metavar=("OUT_A", "OUT_B"), help="compare two phase-1 outputs and exit")
+    args = ap.parse_args()
+    if args.compare:
+        sys.exit(compare(Path(args.compare[0]), Path(args.compare[1])))
+    series = [(mb, ranks) for mb in args.mb for ranks in args.ranks]
+    if args.out and len(series) > 1:
+        ap.error("--out names the output of a single run; a series writes WORK/out-MBmb-Rr")
+    load_start = os.getloadavg()[0]
+    work = Path(args.work)
+    results = []
+    for i, (mb, ranks) in enumerate(series):
+        if len(series) > 1:
+            print(f"\n=== {mb:g} MB, {ranks} rank(s) ({i + 1} of {len(series)}) ===")
+        result, out = measure(mb, ranks, work, args.out, whole=not args.no_whole)
+        if i == 0 and not args.no_reference:
+            refs, ref_mb = references(out, args.ref_mb, set(args.skip))
+            print(f"\nbeside the usual alternatives, in this process, on {ref_mb:.1f} MB"
+                  " (MB/s per core; ratio = ours/theirs)")
+            print(f"{'task':30s} {'ours':>7s}  {'reference':36s} {'theirs':>7s} {'ratio':>7s}")
+            for task, o, name, r in refs:
+                print(f"{task:30s} {o:7.2f}  {name:36s} "
+                      + (f"{r:7.2f} {o / r:6.2f}x" if r else f"{'-':>7s} {'-':>7s}"))
+            result["references"] = [dict(zip(("task", "ours", "reference", "theirs"), r)) for r in refs]
+        results.append(result)
+    if len(series) > 1:
+        per_mb = ", ".join(f"{r['mb']:.0f} MB x {r['ranks']}: {r['whole_cpu_s'] / r['mb']:.3f}" for r in results)
+        print(f"\nCPU s per MB: {per_mb}")
+    if args.json:  # docs/results/phase1_*.json are these files: tests/test_claims.py rebuilds docs/scale.md from them
+        result = results[0] if len(results) == 1 else {"runs": results}
         result["run"] = {"command": "python bench/bench_phase1.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(),
                          "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
                          "python": platform.python_version()}

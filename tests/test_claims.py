@@ -4,7 +4,10 @@
 - docs/results/decontam_quality.json, written and compared by tests/phase1/test_decontam_quality.py: the README's
   decontamination recall and false positives;
 - docs/results/phase1_speed.json, written by ``bench/bench_phase1.py --json``: docs/scale.md's rate per stage and
-  its table beside datatrove and datasketch.
+  its table beside datatrove and datasketch;
+- docs/results/phase1_linearity.json (``--mb 20 40 80 160``): docs/scale.md's cost-per-MB and memory table, the
+  near-dedup edge counts, and the plan for the paper's 3 TB (rates of the largest run);
+- docs/results/phase1_ranks.json (``--ranks 1 2 4``): docs/scale.md's memory and CPU per rank count.
 
 When a result file changes, ``python tests/test_claims.py`` prints the text to paste.
 """
@@ -82,6 +85,11 @@ def speed_tables(data: dict) -> tuple[str, str, str]:
     rows.append(f"| **whole step** (7 processes, start-ups included) | {data['mb']:.1f} | {whole:.2f} | "
                 f"{data['whole_cpu_s']:.1f} | {max(r['peak_rss_mib'] for r in stages)} | "
                 f"{_target(whole, WHOLE_TARGET)} |")
+    if one := data.get("whole_one_process"):  # as a user runs it; the bench checked its output equals the above
+        rate = data["mb"] / one["cpu_s"]
+        rows.append(f"| **whole step, one process** (`python -m megatron_snow phase1`, same output) | "
+                    f"{data['mb']:.1f} | {rate:.2f} | {one['cpu_s']:.1f} | {one['peak_rss_mib']} | "
+                    f"{_target(rate, WHOLE_TARGET)} |")
     dec = next(r["cpu_s"] for r in stages if r["stage"] == "decontaminate")
     rows.append("")
     rows.append(f"Decontamination is {dec / data['whole_cpu_s']:.0%} of the whole step's CPU; without it the step "
@@ -91,6 +99,87 @@ def speed_tables(data: dict) -> tuple[str, str, str]:
         theirs = f"{_mb(r['theirs'])} | {r['ours'] / r['theirs']:.2f}x" if r["theirs"] else "- | -"
         refs.append(f"| {r['task']} | {_mb(r['ours'])} | {r['reference']} | {theirs} |")
     return head, "\n".join(rows), "\n".join(refs)
+
+
+def _command(data: dict) -> str:
+    return re.sub(r" --work \S+", "", data["run"]["command"])  # where the scratch files went changes nothing
+
+
+def _stage(run: dict, name: str) -> dict:
+    return next(r for r in run["stages"] if r["stage"] == name)
+
+
+def linearity_tables(data: dict) -> tuple[str, str, str]:
+    """docs/scale.md's linearity table + its flatness sentence, and the near-dedup edges sentence."""
+    runs = sorted(data["runs"], key=lambda r: r["mb"])
+    rows = ["| corpus | files | whole-step CPU s | CPU s per MB | near dedup RSS MiB | decontaminate RSS MiB | "
+            "group RSS MiB |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| {r['mb']:.1f} MB | {r['corpus']['files']:,} | {r['whole_cpu_s']:.1f} | "
+                    f"{r['whole_cpu_s'] / r['mb']:.3f} | {_stage(r, 'near_dedup')['peak_rss_mib']} | "
+                    f"{_stage(r, 'decontaminate')['peak_rss_mib']} | {_stage(r, 'group')['peak_rss_mib']} |")
+    per_mb = [r["whole_cpu_s"] / r["mb"] for r in runs]
+    rows.append("")
+    rows.append(f"CPU seconds per MB stay within {max(per_mb) / min(per_mb) - 1:.0%} ({min(per_mb):.2f}-"
+                f"{max(per_mb):.2f}) from {runs[0]['mb']:.0f} to {runs[-1]['mb']:.0f} MB (`{_command(data)}`, "
+                f"one run, load average {data['run']['load_average'][0]} at the start and "
+                f"{data['run']['load_average'][1]} at the end).")
+    edges = "; ".join(f"{r['mb']:.0f} MB: {r['near_dedup']['edges']:,} candidate edges "
+                      f"({r['near_dedup']['edge_bytes'] / 1024:.1f} KiB) over {r['near_dedup']['nodes']:,} of "
+                      f"{r['near_dedup']['documents']:,} documents, {r['near_dedup']['payload_bytes'] / 1e6:.1f} MB "
+                      "of packed shingle sets on disk" for r in runs)
+    return "\n".join(rows), edges + ".", plan_tables(runs[-1], _command(data))
+
+
+PAPER_MB = 3_000_000  # the paper's phase-1 input, ~3 TB of raw code
+CLUSTERS = ((1, 64), (4, 64), (16, 64), (32, 128))  # nodes x cores
+
+
+def _hours(h: float) -> str:
+    return f"~{h:.1f} h" if h >= 1 else f"~{h * 60:.0f} min"
+
+
+def plan_tables(run: dict, command: str) -> str:
+    """docs/scale.md's plan for 3 TB: core-hours per stage from one run's rates and funnel, and wall time."""
+    rows = [f"Rates from the {run['mb']:.0f} MB run of `{command}` (start-ups amortised):", "",
+            "| stage | share | MB/s/core | core-hours (bench funnel) | core-hours (every stage 3 TB) |",
+            "|---|---|---|---|---|"]
+    total = upper = without = 0.0
+    for r in run["stages"]:
+        if r["stage"] not in STAGE_LABELS:
+            continue
+        share, rate = r["mb"] / run["mb"], r["mb"] / r["cpu_s"]
+        hours, top = PAPER_MB * share / rate / 3600, PAPER_MB / rate / 3600
+        total, upper = total + hours, upper + top
+        without += 0 if r["stage"] == "decontaminate" else hours
+        rows.append(f"| {STAGE_LABELS[r['stage']]} | {share:.2f} | {rate:.1f} | {hours:,.0f} | {top:,.0f} |")
+    rows.append(f"| **whole step** | | {run['mb'] / run['whole_cpu_s']:.2f} | **~{total:,.0f}** | **~{upper:,.0f}** |")
+    rows += ["", f"| cluster | ranks | whole step ({total:,.0f} core-h) | without decontamination "
+             f"({without:,.0f} core-h) |", "|---|---|---|---|"]
+    for nodes, cores in CLUSTERS:
+        ranks = nodes * cores
+        rows.append(f"| {nodes} node{'s' if nodes > 1 else ''} x {cores} cores | {ranks:,} | "
+                    f"{_hours(total / ranks)} | {_hours(without / ranks)} |")
+    return "\n".join(rows)
+
+
+def ranks_table(data: dict) -> str:
+    """docs/scale.md's peak memory (largest rank) and CPU (all ranks) per stage, for each rank count."""
+    runs = sorted(data["runs"], key=lambda r: r["ranks"])
+    counts = [r["ranks"] for r in runs]
+    rows = [f"`{_command(data)}` ({runs[0]['mb']:.1f} MB, load average {data['run']['load_average'][0]} at the "
+            f"start and {data['run']['load_average'][1]} at the end):", "",
+            "| stage | " + " | ".join(f"{n} rank{'s' if n > 1 else ''} RSS MiB" for n in counts) + " | "
+            + " | ".join(f"{n} rank{'s' if n > 1 else ''} CPU s" for n in counts) + " |",
+            "|---" * (1 + 2 * len(counts)) + "|"]
+    for name, label in STAGE_LABELS.items():
+        cells = [_stage(r, name) for r in runs]
+        rows.append(f"| {label} | " + " | ".join(str(c["peak_rss_mib"]) for c in cells) + " | "
+                    + " | ".join(f"{c['cpu_s']:.2f}" for c in cells) + " |")
+    rows.append("| whole step | " + " | ".join(str(max(_stage(r, n)["peak_rss_mib"] for n in STAGE_LABELS))
+                                                for r in runs) + " | "
+                + " | ".join(f"{r['whole_cpu_s']:.1f}" for r in runs) + " |")
+    return "\n".join(rows)
 
 
 def _flat(text: str) -> str:
@@ -111,6 +200,13 @@ def test_scale_doc_speed_tables_are_the_measured_ones():
         assert block in doc, f"docs/scale.md should hold this block (python tests/test_claims.py prints it):\n{block}"
 
 
+def test_scale_doc_linearity_ranks_and_plan_are_the_measured_ones():
+    doc = (REPO / "docs" / "scale.md").read_text(encoding="utf-8")
+    blocks = [*linearity_tables(load("phase1_linearity")), ranks_table(load("phase1_ranks"))]
+    for block in blocks:
+        assert _flat(block) in _flat(doc), f"docs/scale.md should hold (tests/test_claims.py prints it):\n{block}"
+
+
 def test_renderers_follow_the_numbers():
     """A changed measurement changes the text (the checks above cannot pass on stale text)."""
     data = load("decontam_quality")
@@ -121,8 +217,15 @@ def test_renderers_follow_the_numbers():
     speed = load("phase1_speed")
     speed["whole_cpu_s"] = speed["mb"] / 5.0
     assert "| 5.00 |" in speed_tables(speed)[1] and ">= 4: met |" in speed_tables(speed)[1]
+    series = load("phase1_linearity")
+    biggest = max(series["runs"], key=lambda r: r["mb"])
+    biggest["whole_cpu_s"] = biggest["mb"] * 2  # 2 CPU-s per MB: 0.50 MB/s and a wider spread
+    table, _, plan = linearity_tables(series)
+    assert "| 2.000 |" in table and "-2.00) from" in table and "| **whole step** | | 0.50 |" in plan
 
 
 if __name__ == "__main__":
     print(decontam_sentence(load("decontam_quality")), end="\n\n")
-    print("\n\n".join(speed_tables(load("phase1_speed"))))
+    print("\n\n".join(speed_tables(load("phase1_speed"))), end="\n\n")
+    print("\n\n".join(linearity_tables(load("phase1_linearity"))), end="\n\n")
+    print(ranks_table(load("phase1_ranks")))
