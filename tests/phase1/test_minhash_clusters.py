@@ -12,7 +12,7 @@ from datasketch.lsh import _optimal_param
 from megatron_snow.dist import Comm
 from megatron_snow.phase1 import clusters
 from megatron_snow.phase1.minhash import (
-    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, tokens,
+    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, signatures, tokens,
 )
 from tests.shipped_files import stdlib_modules
 
@@ -63,6 +63,21 @@ def test_signature_is_deterministic_and_blocking_invariant():
     assert tokens("foo_bar(x1, y) + 2") == ["foo_bar", "x1", "y", "2"]
     bh = band_hashes(s1, 25, 10)
     assert bh.shape == (25,) and len(set(bh.tolist())) == 25
+
+
+def test_batched_signatures_equal_one_at_a_time():
+    """The stage's batched signer gives every file the signature ``signature`` gives it, whatever the
+    chunking (files cut across chunks, empty sets between them, one-shingle chunks)."""
+    h = ShingleHasher()
+    sets = [h.shingles(t, 5) for t in _files(4)]
+    sets = [np.empty(0, np.uint64), sets[0], np.empty(0, np.uint64), h.shingles("a b", 5), *sets[1:],
+            np.empty(0, np.uint64)]
+    want = np.stack([signature(s, 256, 42) for s in sets])
+    for block in (1, 2, 9, 512):  # chunks of block * 64 shingles
+        assert np.array_equal(signatures(sets, 256, 42, block), want)
+    assert np.array_equal(signatures(sets[1:2], 64, 7, 1), signature(sets[1], 64, 7)[None])
+    assert signatures([], 256, 42).shape == (0, 256)
+    assert np.array_equal(band_hashes(want, 42, 6), np.stack([band_hashes(s, 42, 6) for s in want]))
 
 
 def test_bucket_edges_and_union_find_keep_smallest_key():
