@@ -12,7 +12,7 @@ from datasketch.lsh import _optimal_param
 from megatron_snow.dist import Comm
 from megatron_snow.phase1 import clusters
 from megatron_snow.phase1.minhash import (
-    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, signatures, tokens,
+    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, signatures, token_bytes, tokens,
 )
 from tests.shipped_files import stdlib_modules
 
@@ -61,6 +61,9 @@ def test_signature_is_deterministic_and_blocking_invariant():
     assert (signature(np.empty(0, np.uint64)) == 2 ** 32 - 1).all()
     assert len(ShingleHasher().shingles("a b", 5)) == 1  # fewer tokens than the n-gram: one shingle
     assert tokens("foo_bar(x1, y) + 2") == ["foo_bar", "x1", "y", "2"]
+    odd = "h\u00e9llo w\u00f6rld_1 \ud800x_y \u00e9\u00e9 ab\x00cd\u3000z9\u0661"  # non-ASCII, a lone surrogate
+    for t in ("foo_bar(x1, y) + 2", odd, "", " \n", *_files(3)):
+        assert token_bytes(t) == [x.encode() for x in tokens(t)]  # the stage's tokenizer is the regex's
     bh = band_hashes(s1, 25, 10)
     assert bh.shape == (25,) and len(set(bh.tolist())) == 25
 
