@@ -227,6 +227,9 @@ def signature(shingle_hashes: np.ndarray, num_perm: int = 256, seed: int = 42, b
     return sig
 
 
+SIGNATURE_BATCH = 4096  # files whose signatures ``sketch`` holds at once (8 MiB at 256 permutations)
+
+
 def signatures(sets: list[np.ndarray], num_perm: int = 256, seed: int = 42, block: int = 512) -> np.ndarray:
     """(n, num_perm) MinHash signatures of many shingle sets, each row equal to ``signature(sets[i])``.
 
@@ -320,15 +323,19 @@ def sketch(texts, cfg: NearDedupConfig, hasher: ShingleHasher | None = None) -> 
     b, r = lsh_params(cfg)
     hasher = hasher or ShingleHasher()
     sets = [hasher.shingles(text, cfg.ngram) for text in texts]
-    sig = signatures(sets, cfg.num_perm, cfg.seed, cfg.block)
-    empty = np.fromiter(map(len, sets), dtype=np.int64, count=len(sets)) == 0
-    keys = band_hashes(sig, b, r)
-    keys[keys == 0] = 1
-    keys[empty] = 0
-    if cfg.verify and cfg.verify_exact:
-        return keys, pack_shingles(sets)
-    sig[empty] = 0  # as stored before: no signature for a text without tokens
-    return keys, sig.astype(np.uint32)
+    exact = cfg.verify and cfg.verify_exact
+    keys = np.zeros((len(sets), b), dtype=np.uint64)
+    sigs = None if exact else np.zeros((len(sets), cfg.num_perm), dtype=np.uint32)
+    for lo in range(0, len(sets), SIGNATURE_BATCH):  # bounded: a shard may hold a million small files
+        batch = sets[lo:lo + SIGNATURE_BATCH]
+        sig = signatures(batch, cfg.num_perm, cfg.seed, cfg.block)
+        full = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch)) > 0  # else: no key, no signature
+        bh = band_hashes(sig[full], b, r)
+        bh[bh == 0] = 1
+        keys[lo:lo + len(batch)][full] = bh
+        if sigs is not None:
+            sigs[lo:lo + len(batch)][full] = sig[full]
+    return keys, (pack_shingles(sets) if exact else sigs)
 
 
 def near_keys_fn(cfg: NearDedupConfig):

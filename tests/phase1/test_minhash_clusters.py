@@ -10,7 +10,7 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from megatron_snow.dist import Comm
-from megatron_snow.phase1 import clusters
+from megatron_snow.phase1 import clusters, minhash
 from megatron_snow.phase1.minhash import (
     ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, signatures, token_bytes, tokens,
 )
@@ -81,6 +81,27 @@ def test_batched_signatures_equal_one_at_a_time():
     assert np.array_equal(signatures(sets[1:2], 64, 7, 1), signature(sets[1], 64, 7)[None])
     assert signatures([], 256, 42).shape == (0, 256)
     assert np.array_equal(band_hashes(want, 42, 6), np.stack([band_hashes(s, 42, 6) for s in want]))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4096])
+def test_sketch_keys_and_payload_are_the_per_file_ones(monkeypatch, batch):
+    """``sketch`` (batched signatures, SIGNATURE_BATCH files at a time) gives each file the band keys of its
+    own ``signature`` (0 for a file without tokens) and, without the exact check, that signature."""
+    monkeypatch.setattr(minhash, "SIGNATURE_BATCH", batch)
+    texts = ["", *_files(3), "+ - *", "a b"]
+    for exact in (True, False):
+        cfg = minhash.NearDedupConfig(verify_exact=exact)
+        b, r = minhash.lsh_params(cfg)
+        keys, payload = minhash.sketch(texts, cfg)
+        for j, t in enumerate(texts):
+            sh = ShingleHasher().shingles(t, 5)
+            sig = signature(sh) if len(sh) else np.zeros(256, np.uint64)
+            want = band_hashes(sig, b, r) if len(sh) else np.zeros(b, np.uint64)
+            assert np.array_equal(keys[j], np.where(want == 0, 1, want) if len(sh) else want)
+            if exact:
+                assert np.array_equal(minhash.packed_row(payload, j), sh)
+            else:
+                assert payload.dtype == np.uint32 and np.array_equal(payload[j], sig)
 
 
 def test_bucket_edges_and_union_find_keep_smallest_key():
