@@ -8,7 +8,8 @@ every candidate pair is checked on its exact shingle sets (``sketch`` stores the
 Shingles are hashed once (token hashes cached, 5 consecutive hashes mixed in
 numpy); all permutations are then one array op of the universal hash
 ``((a * h + b) mod (2^61 - 1)) & (2^32 - 1)`` with a, b, h < 2^32, so the
-product fits in 64 bits exactly.
+product fits in 64 bits exactly. The stage signs a whole shard at once (``signatures``: one pass per
+permutation over the shard's shingles, a minimum per file), with the values of ``signature``.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class NearDedupConfig(Config):
         0.99, help="P(candidate | J = threshold) the chosen bands/rows reach; 0: FP+FN-area rule", range="[0, 1)")
     false_positive_weight: float = setting(0.5, help="for the FP+FN-area rule (candidate_recall: 0)", range=">= 0")
     false_negative_weight: float = setting(0.5, help="for the FP+FN-area rule (candidate_recall: 0)", range=">= 0")
-    block: int = setting(512, help="shingles per numpy block (bounds memory on huge files, keeps it in cache)",
-                         range=">= 1")
+    block: int = setting(512, help="shingles per numpy block (bounds memory on huge files, keeps it in cache); "
+                                    "the stage signs block x 64 shingles of a shard per pass", range=">= 1")
 
     def validate(self) -> None:
         # num_perm, ngram and threshold keep the messages they have always had (ranges in the help text)
