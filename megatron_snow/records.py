@@ -261,11 +261,15 @@ def iter_records(directory: str | Path) -> Iterator[CodeRecord]:
 _atomic_write_bytes = atomic_write_bytes  # the old private name, still used by phase2
 
 
-def encode_shard(records: Iterable[CodeRecord | dict]) -> tuple[bytes, int, int]:
-    """Deterministic gzip bytes of records; returns (bytes, n_records, n_content_bytes)."""
+COMPRESSLEVEL = 6  # gzip level of a shard unless its writer asks for another (phase 1: its shard_compresslevel)
+
+
+def encode_shard(records: Iterable[CodeRecord | dict], compresslevel: int = COMPRESSLEVEL) -> tuple[bytes, int, int]:
+    """Deterministic gzip bytes of records; returns (bytes, n_records, n_content_bytes). The level changes
+    the bytes, never the records they decompress to."""
     raw = io.BytesIO()
     n = nbytes = 0
-    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="") as gz:
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0, filename="") as gz:
         for r in records:
             d = r.to_dict() if isinstance(r, CodeRecord) else r
             gz.write((json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
@@ -274,10 +278,10 @@ def encode_shard(records: Iterable[CodeRecord | dict]) -> tuple[bytes, int, int]
     return raw.getvalue(), n, nbytes
 
 
-def write_shard(path: str | Path, records: Iterable[CodeRecord | dict]) -> dict:
+def write_shard(path: str | Path, records: Iterable[CodeRecord | dict], compresslevel: int = COMPRESSLEVEL) -> dict:
     """Write one whole shard atomically; returns its manifest entry (with a hash of the file's bytes)."""
     p = Path(path)
-    data, n, nbytes = encode_shard(records)
+    data, n, nbytes = encode_shard(records, compresslevel)
     atomic_write_bytes(p, data)
     return {"name": p.name, "records": n, "content_bytes": nbytes,
             "blake2b": hashlib.blake2b(data, digest_size=16).hexdigest()}

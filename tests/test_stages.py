@@ -150,6 +150,28 @@ def test_other_settings_or_other_input_content_is_refused_and_force_replaces(tmp
         run_step(Upper(UpperSettings(input=str(inp))), tmp_path / "other", Comm(None), progress=False)
 
 
+def test_shard_compresslevel_changes_bytes_not_records_and_is_refused_when_changed(tmp_path):
+    """A step's gzip level: the same records (decompressed lines) at any level, the default (6) keeps the
+    fingerprint it always had, and another level is a setting, so resuming with a changed one is refused."""
+    inp = make_input(tmp_path / "in", n=60, per_shard=30)
+    outs = {}
+    for level in (6, 1):
+        step = Upper(UpperSettings(input=str(inp)))
+        step.shard_compresslevel = level
+        run_step(step, tmp_path / f"l{level}", Comm(None), progress=False)
+        outs[level] = tmp_path / f"l{level}"
+    shards = sorted(p.relative_to(outs[6]) for p in outs[6].rglob("*.jsonl.gz"))
+    assert shards == sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*.jsonl.gz")) and shards
+    assert all(gzip.decompress((outs[6] / s).read_bytes()) == gzip.decompress((outs[1] / s).read_bytes())
+               for s in shards)
+    assert any((outs[6] / s).read_bytes() != (outs[1] / s).read_bytes() for s in shards)
+    assert "shard_compresslevel" not in (outs[6] / "step.json").read_text()
+    step = Upper(UpperSettings(input=str(inp)))
+    step.shard_compresslevel = 1
+    with pytest.raises(StaleOutputError, match=r"other settings \(shard_compresslevel: '<unset>' -> 1\)"):
+        run_step(step, outs[6], Comm(None), progress=False)
+
+
 def test_a_step_that_loses_records_fails_loudly(tmp_path):
     inp = make_input(tmp_path / "in")
     with pytest.raises(StepError, match=r"lossy: accounting: 17 records in but the input .* holds 23"):

@@ -58,6 +58,9 @@ class Phase1Config(Config):
     output_dir: str = setting("phase1_out", help="one folder per stage is written under it")
     stages: list[str] = setting(help="which to run (in recipe order)", factory=lambda: list(STAGES))
     keep_dropped: bool = setting(True, help="write set-aside records with their reason under STAGE/dropped/")
+    shard_compresslevel: int = setting(
+        1, help="gzip level of every stage's shards (kept, dropped, group's scratch buckets): 1 writes ~3x faster "
+                "than 6, files ~20% larger; the records are the same at any level", range="[0, 9]")
     progress: bool = setting(True, help="progress bars and the funnel tables on stderr (rank 0)")
     ingest: IngestConfig = setting(help="stage 1: reading the sources", factory=IngestConfig)
     filter: FilterConfig = setting(help="stage 2: quality filters", factory=FilterConfig)
@@ -318,7 +321,7 @@ class GroupStep(Step):
                     else:
                         parts.setdefault(bucket_of(rec, len(units), self.settings.by), []).append(rec.to_dict())
                 for b, recs in sorted(parts.items()):
-                    write_shard(buckets / f"b{b:05d}" / f"from-{i:05d}.jsonl.gz", recs)
+                    write_shard(buckets / f"b{b:05d}" / f"from-{i:05d}.jsonl.gz", recs, self.shard_compresslevel)
                 atomic_write_text(buckets / f"scatter-{i:05d}.done", "")  # last: input shard i is scattered
 
         ctx.agree(scatter, "group: ")
@@ -393,7 +396,9 @@ def enabled_stages(cfg: Phase1Config) -> list[str]:
 def make_step(cfg: Phase1Config, stage: str, inp: Path | None) -> Step:
     """The runner step of one phase-1 stage reading ``inp`` (the previous enabled stage's output)."""
     s = _BY_NAME[stage]
-    return s.make(getattr(cfg, s.section), inp)
+    step = s.make(getattr(cfg, s.section), inp)
+    step.shard_compresslevel = cfg.shard_compresslevel
+    return step
 
 
 def run_phase1(cfg: Phase1Config, comm: Comm | None = None, force: bool = False) -> dict[str, Funnel]:

@@ -22,8 +22,8 @@ from megatron_snow.config import ConfigError, to_dict
 from megatron_snow.dist import Comm, get_comm, my_items
 from megatron_snow.funnel import Funnel, FunnelError
 from megatron_snow.records import (
-    MANIFEST, BadRecord, CodeRecord, RecordError, read_manifest, read_shard_checked, shard_name, write_manifest,
-    write_shard,
+    COMPRESSLEVEL, MANIFEST, BadRecord, CodeRecord, RecordError, read_manifest, read_shard_checked, shard_name,
+    write_manifest, write_shard,
 )
 
 T = TypeVar("T")
@@ -84,6 +84,7 @@ class Step:
     section: str | None = None  # the settings' key in a larger config (names them in the refusal line)
     workers: int = 1  # processes per rank that run ``process`` (forked; results come back to this one)
     weight_unit: str = "unit"  # what ``weight`` counts (the progress bar's unit)
+    shard_compresslevel: int = COMPRESSLEVEL  # gzip level of the shards the runner writes (fingerprinted if not 6)
 
     def fingerprint_settings(self) -> Any:
         """What of the settings decides the output (default: all of them)."""
@@ -188,7 +189,11 @@ def fingerprint(step: Step) -> dict:
     deps = dict(step.depends_on())
     if step.input_dir is not None:
         deps.setdefault("input", step.input_dir)
-    record = {"step": step.name, "settings": json.loads(json.dumps(step.fingerprint_settings(), sort_keys=True)),
+    settings = step.fingerprint_settings()
+    if step.shard_compresslevel != COMPRESSLEVEL:  # other bytes, same records: resume refuses a mix of levels
+        settings = {**(settings if isinstance(settings, dict) else {"settings": settings}),
+                    "shard_compresslevel": step.shard_compresslevel}
+    record = {"step": step.name, "settings": json.loads(json.dumps(settings, sort_keys=True)),
               "inputs": {k: content_hash(v) for k, v in sorted(deps.items())}}
     record["fingerprint"] = hashlib.blake2b(json.dumps(record, sort_keys=True).encode(), digest_size=16).hexdigest()
     return record
@@ -332,7 +337,8 @@ def _write_unit(ctx: StepContext, i: int, unit: Any, res: UnitResult) -> None:
         drop_recs.append(d.record)
     drop_entry = None
     if drop_recs or ctx.kind.dropped_always:
-        drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [])
+        drop_entry = write_shard(ctx.out / "dropped" / shard_name(i), drop_recs if ctx.keep_dropped else [],
+                                 ctx.step.shard_compresslevel)
     res.funnel.check()
     faults.point(f"unit.dropped_written:{ctx.step.name}:{i:05d}")
     entry = ctx.kind.write_kept(ctx, i, res)
@@ -457,7 +463,7 @@ class _RecordsOutput:
         self.step = step
 
     def write_kept(self, ctx: StepContext, i: int, res: UnitResult) -> dict | None:
-        return write_shard(ctx.out / shard_name(i), res.kept)
+        return write_shard(ctx.out / shard_name(i), res.kept, ctx.step.shard_compresslevel)
 
     def holds(self, written: int, n_kept: int) -> bool:
         """The kept shards hold what the funnel kept (a step that transforms records: not by count)."""

@@ -10,9 +10,9 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from megatron_snow.dist import Comm
-from megatron_snow.phase1 import clusters
+from megatron_snow.phase1 import clusters, minhash
 from megatron_snow.phase1.minhash import (
-    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, tokens,
+    ShingleHasher, band_hashes, jaccard, optimal_lsh_params, signature, signatures, token_bytes, tokens,
 )
 from tests.shipped_files import stdlib_modules
 
@@ -61,8 +61,47 @@ def test_signature_is_deterministic_and_blocking_invariant():
     assert (signature(np.empty(0, np.uint64)) == 2 ** 32 - 1).all()
     assert len(ShingleHasher().shingles("a b", 5)) == 1  # fewer tokens than the n-gram: one shingle
     assert tokens("foo_bar(x1, y) + 2") == ["foo_bar", "x1", "y", "2"]
+    odd = "h\u00e9llo w\u00f6rld_1 \ud800x_y \u00e9\u00e9 ab\x00cd\u3000z9\u0661"  # non-ASCII, a lone surrogate
+    for t in ("foo_bar(x1, y) + 2", odd, "", " \n", *_files(3)):
+        assert token_bytes(t) == [x.encode() for x in tokens(t)]  # the stage's tokenizer is the regex's
     bh = band_hashes(s1, 25, 10)
     assert bh.shape == (25,) and len(set(bh.tolist())) == 25
+
+
+def test_batched_signatures_equal_one_at_a_time():
+    """The stage's batched signer gives every file the signature ``signature`` gives it, whatever the
+    chunking (files cut across chunks, empty sets between them, one-shingle chunks)."""
+    h = ShingleHasher()
+    sets = [h.shingles(t, 5) for t in _files(4)]
+    sets = [np.empty(0, np.uint64), sets[0], np.empty(0, np.uint64), h.shingles("a b", 5), *sets[1:],
+            np.empty(0, np.uint64)]
+    want = np.stack([signature(s, 256, 42) for s in sets])
+    for block in (1, 2, 9, 512):  # chunks of block * 64 shingles
+        assert np.array_equal(signatures(sets, 256, 42, block), want)
+    assert np.array_equal(signatures(sets[1:2], 64, 7, 1), signature(sets[1], 64, 7)[None])
+    assert signatures([], 256, 42).shape == (0, 256)
+    assert np.array_equal(band_hashes(want, 42, 6), np.stack([band_hashes(s, 42, 6) for s in want]))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4096])
+def test_sketch_keys_and_payload_are_the_per_file_ones(monkeypatch, batch):
+    """``sketch`` (batched signatures, SIGNATURE_BATCH files at a time) gives each file the band keys of its
+    own ``signature`` (0 for a file without tokens) and, without the exact check, that signature."""
+    monkeypatch.setattr(minhash, "SIGNATURE_BATCH", batch)
+    texts = ["", *_files(3), "+ - *", "a b"]
+    for exact in (True, False):
+        cfg = minhash.NearDedupConfig(verify_exact=exact)
+        b, r = minhash.lsh_params(cfg)
+        keys, payload = minhash.sketch(texts, cfg)
+        for j, t in enumerate(texts):
+            sh = ShingleHasher().shingles(t, 5)
+            sig = signature(sh) if len(sh) else np.zeros(256, np.uint64)
+            want = band_hashes(sig, b, r) if len(sh) else np.zeros(b, np.uint64)
+            assert np.array_equal(keys[j], np.where(want == 0, 1, want) if len(sh) else want)
+            if exact:
+                assert np.array_equal(minhash.packed_row(payload, j), sh)
+            else:
+                assert payload.dtype == np.uint32 and np.array_equal(payload[j], sig)
 
 
 def test_bucket_edges_and_union_find_keep_smallest_key():
