@@ -62,7 +62,7 @@ def _specific_name(named: list[str]) -> bool:
     return len(name) >= 8 and ("_" in name.strip("_") or any(c.isupper() for c in name[1:]))
 
 
-_IMPORT_TAIL = frozenset({"I", ".", ",", "as", "import", "*"})
+IMPORT_TAIL = frozenset({"I", ".", ",", "as", "import", "*"})
 _WHOLE_MIN = 7  # benchmark_code_file: ``def I I : return sum I`` at least; ``def I I : return I`` is nothing
 LIT_MIN = 9  # benchmark_code_literal: ``def I I : return I % N11 == N0`` at least
 LIT_ANCHOR = 6  # tokens of the anchor window (the one holding the most literals) of a literal-rule function
@@ -77,7 +77,7 @@ def def_start(symbols: list[str]) -> int | None:
     i = 0
     while i < len(symbols) and symbols[i] in ("import", "from"):
         i += 1
-        while i < len(symbols) and symbols[i] in _IMPORT_TAIL:
+        while i < len(symbols) and symbols[i] in IMPORT_TAIL:
             i += 1
     return i if i < len(symbols) and symbols[i] == "def" else None
 
@@ -345,6 +345,7 @@ class Index:
     long: np.ndarray = field(init=False)  # code units matched by containment (not whole)
     lit_keys: np.ndarray = field(init=False)  # anchor 6-grams of the literal-rule units
     lit_of_key: dict[int, list[int]] = field(init=False)
+    tiny_keys: list[tuple[int, np.ndarray]] = field(init=False)  # (length, sorted hashes) of ``tiny``, shortest first
     anchor_filter: KeyFilter = field(init=False)  # quick "surely absent" tests before the exact lookups
     ngram_filter: KeyFilter = field(init=False)
     code_filters: dict[str, KeyFilter] = field(init=False)
@@ -362,6 +363,7 @@ class Index:
             of_key[int(kgrams(u.stream[u.anchor:u.anchor + LIT_ANCHOR], LIT_ANCHOR)[0])].append(i)
         self.lit_keys = np.array(sorted(of_key), dtype=np.uint64)
         self.lit_of_key = dict(of_key)
+        self.tiny_keys = [(n, np.array(sorted(units), dtype=np.uint64)) for n, units in sorted(self.tiny.items())]
         self.anchor_filter, self.ngram_filter = KeyFilter(self.anchor_keys), KeyFilter(self.ngram_keys)
         self.code_filters = {mode: KeyFilter(g.keys) for mode, g in self.code_index.items()}
 
