@@ -346,6 +346,7 @@ class Index:
     lit_keys: np.ndarray = field(init=False)  # anchor 6-grams of the literal-rule units
     lit_of_key: dict[int, list[int]] = field(init=False)
     tiny_keys: list[tuple[int, np.ndarray]] = field(init=False)  # (length, sorted hashes) of ``tiny``, shortest first
+    tiny_first: np.ndarray = field(init=False)  # sorted first symbols of the ``tiny`` units (where one can start)
     anchor_filter: KeyFilter = field(init=False)  # quick "surely absent" tests before the exact lookups
     ngram_filter: KeyFilter = field(init=False)
     code_filters: dict[str, KeyFilter] = field(init=False)
@@ -364,6 +365,8 @@ class Index:
         self.lit_keys = np.array(sorted(of_key), dtype=np.uint64)
         self.lit_of_key = dict(of_key)
         self.tiny_keys = [(n, np.array(sorted(units), dtype=np.uint64)) for n, units in sorted(self.tiny.items())]
+        self.tiny_first = np.unique(np.array([u.stream[0] for units in self.tiny.values() for u in units.values()],
+                                             dtype=np.uint64))
         self.anchor_filter, self.ngram_filter = KeyFilter(self.anchor_keys), KeyFilter(self.ngram_keys)
         self.code_filters = {mode: KeyFilter(g.keys) for mode, g in self.code_index.items()}
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from megatron_snow.phase1.decontam.config import DecontamConfig
-from megatron_snow.phase1.decontam.hashing import WORD, kgrams, member, ngram_hashes, normalize, symbol_hashes
+from megatron_snow.phase1.decontam.hashing import WORD, kgrams, kgrams_at, member, normalize, symbol_hashes
 from megatron_snow.phase1.decontam.index import IMPORT_TAIL, LIT_ANCHOR, LIT_MIN, LIT_SALT, CodeUnit, Index
 from megatron_snow.phase1.decontam.lexing import code_tokens
 from megatron_snow.phase1.decontam.streams import python_streams
@@ -48,18 +48,20 @@ def _line_end(text: str, i: int) -> int:
 
 def text_match(index: Index, cfg: DecontamConfig, text: str) -> Match | None:
     """The text rules: benchmark_substring, then benchmark_ngram."""
-    norm = normalize(text)
-    words = WORD.findall(norm)
+    words = WORD.findall(text.lower())  # the words of ``normalize(text)``: collapsing blanks leaves them as they are
+    h = symbol_hashes(words)
     if len(words) >= 3 and len(index.anchor_keys):
-        tri = ngram_hashes(words, 3)
+        tri = kgrams(h, 3)
         tri = tri[index.anchor_filter.maybe(tri)]
         hits = np.unique(tri[member(tri, index.anchor_keys)])
-        found = [pi for h in hits.tolist() for pi in index.anchors[h] if index.patterns[pi].text in norm]
-        if found:  # report the same match whatever the hash order: first pattern in benchmark order
-            p = index.patterns[min(found)]
-            return Match("benchmark_substring", p.benchmark, p.item, p.field, p.text[:200])
+        if len(hits):
+            norm = normalize(text)
+            found = [pi for h in hits.tolist() for pi in index.anchors[h] if index.patterns[pi].text in norm]
+            if found:  # report the same match whatever the hash order: first pattern in benchmark order
+                p = index.patterns[min(found)]
+                return Match("benchmark_substring", p.benchmark, p.item, p.field, p.text[:200])
     if len(words) >= cfg.ngram and len(index.ngram_keys):
-        ng = ngram_hashes(words, cfg.ngram)
+        ng = kgrams(h, cfg.ngram)
         maybe = index.ngram_filter.maybe(ng)
         shared = maybe[member(ng[maybe], index.ngram_keys)]
         if len(shared):
@@ -87,6 +89,7 @@ def _whole(stream: np.ndarray) -> int:
     return int(kgrams(stream, len(stream))[0])  # whole_hash of the symbols hashed in ``stream``
 
 
+_NO_STARTS = np.empty(0, np.int64)
 Hit = tuple[CodeUnit, int, int]  # the unit, and the first and last token of the file it matched
 
 
@@ -117,12 +120,13 @@ def code_hit(index: Index, cfg: DecontamConfig, streams: dict[str, np.ndarray]) 
     order that fires, and the tokens it matched; no positions needed."""
     k = cfg.code_ngram
     named = streams["named"]
-    for n, keys in index.tiny_keys:
-        grams = kgrams(named, n)
-        at = np.flatnonzero(member(grams, keys))
-        if len(at):
-            p = int(at[0])
-            return index.tiny[n][int(grams[p])], p, p + n - 1
+    starts = np.flatnonzero(member(named, index.tiny_first)) if index.tiny_keys else _NO_STARTS
+    for n, keys in index.tiny_keys:  # a one-liner's n-gram, where the file holds its first token
+        at = starts[starts <= len(named) - n]
+        hit = at[member(kgrams_at(named, n, at), keys)] if len(at) else at
+        if len(hit):
+            p = int(hit[0])
+            return index.tiny[n][int(kgrams_at(named, n, hit[:1])[0])], p, p + n - 1
     if len(named) < k:
         return _short_hit(index, cfg, streams)
     fired: list[tuple[int, np.ndarray, bool]] = []

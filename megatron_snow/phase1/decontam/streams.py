@@ -13,6 +13,7 @@ lexer (a ``,`` before a ``,``, or where the fast lexer gives up) it returns None
 from __future__ import annotations
 
 import re
+import token
 
 import numpy as np
 import xxhash
@@ -22,10 +23,16 @@ from megatron_snow.phase1.decontam.lexing import KEEP_NAMES, _column, _indent_ok
 
 # The fast lexer's expression with one group: leading blanks skipped inside the match (cheaper than failing
 # every branch at every blank), and a number run into a name or ``.`` (where the fast lexer gives up) a
-# token of its own, the number taken as the number branch takes it (an atomic group).
+# token of its own, the number taken as the number branch takes it (an atomic group). ``_TOKENS`` gives the
+# same tokens faster: a name not followed by a quote (so not a string prefix) first, and the operators as the
+# multi-character ones then one character class (the longest operator either way).
 _BRANCHES = [r"\n[ \t\f]*", r"#[^\r\n]*", r"\\\n", lexing._STRING, rf"(?>{lexing._NUMBER})[\w.]", lexing._NUMBER,
              r"\w+", lexing._OPERATORS, r"[^ \t]"]
-_TOKENS = re.compile(r"[ \t]*(" + "|".join(f"(?:{b})" for b in _BRANCHES) + ")")
+_OPS = sorted(token.EXACT_TOKEN_TYPES, key=len, reverse=True)
+_OPS_FAST = ("|".join(re.escape(op) for op in _OPS if len(op) > 1)
+             + "|[" + "".join(re.escape(op) for op in _OPS if len(op) == 1) + "]")
+_TOKENS = re.compile(r"[ \t]*(" + "|".join(f"(?:{b})" for b in [r"[^\W\d]\w*+(?![\'\"])"] + _BRANCHES[:7]
+                                            + [_OPS_FAST] + _BRANCHES[8:]) + ")")
 _KIND = re.compile("|".join(f"({b})" for b in _BRANCHES))  # a token's branch: the one that matched it
 # kinds (the fast lexer's match groups): 1 line end, 2 comment, 3 continuation, 4 string, 5 number, 6 name,
 # 7 operator; 8 anything the fast lexer gives up on (a number run into a name, any other character)
@@ -66,49 +73,72 @@ class _Vocab:
         if len(ids) > self.LIMIT:
             self.__init__()
             ids = self.ids
-        for t in set(toks).difference(ids):
-            self._add(t)
+        new = set(toks).difference(ids)
+        if new:
+            self._add(new)
         return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
 
-    def _add(self, t: str) -> None:
-        i = len(self.ids)
-        if i == len(self.kind):
-            for name in ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok"):
+    _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok")
+
+    def _add(self, new: set[str]) -> None:
+        rows = []
+        for t in new:
+            kind = _kind(t)
+            ht = _h(t)
+            if kind == _NAME:
+                keep = t in KEEP_NAMES
+                h = ht if keep else _H_I
+                rows.append((kind, _DEF if t == "def" else 0, 0, 0, keep, h, h, ht, ht))
+            elif kind == _STR or kind == _NUM:
+                h_lit = _h(_literal_value(t, "S" if kind == _STR else "N"))
+                rows.append((kind, 0, 0, 0, False, _H_S if kind == _STR else _H_N, h_lit, h_lit, ht))
+            elif kind == _OP:
+                br = 1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0
+                rows.append((kind, _ROLE.get(t, 0), br, 0, False, ht, ht, ht, ht))
+            else:
+                rows.append((kind, 0, 0, lexing._column(t[1:]) if kind == _NL else 0, False, ht, ht, ht, ht))
+        i, n = len(self.ids), len(rows)
+        if i + n > len(self.kind):
+            for name in self._FIELDS:
                 old = getattr(self, name)
-                new = np.zeros(2 * len(old), old.dtype)
-                new[:len(old)] = old
-                setattr(self, name, new)
-        m = _KIND.fullmatch(t)
-        kind = m.lastindex if m is not None else _BAD
-        kind = {5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}.get(kind, kind)  # branch -> kind
-        self.ids[t] = i
-        ht = _h(t)
-        h_abs = h_lit = ht
-        if kind == _NL:
-            self.col[i] = lexing._column(t[1:])
-        elif kind == _STR or kind == _NUM:
-            lit = _literal_value(t, "S" if kind == _STR else "N")
-            h_abs, h_lit = (_H_S if kind == _STR else _H_N), _h(lit)
-        elif kind == _NAME:
-            self.keep[i] = t in KEEP_NAMES
-            self.role[i] = _DEF if t == "def" else 0
-            if not self.keep[i]:
-                h_abs = h_lit = _H_I
-        elif kind == _OP:
-            self.role[i] = _ROLE.get(t, 0)
-            self.br[i] = 1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0
-        self.kind[i], self.h_abs[i], self.h_lit[i], self.h_tok[i] = kind, h_abs, h_lit, ht
-        self.h_named[i] = ht if kind == _NAME else h_lit
+                grown = np.zeros(max(2 * len(old), i + n), old.dtype)
+                grown[:i] = old[:i]
+                setattr(self, name, grown)
+        for name, col in zip(self._FIELDS, zip(*rows)):
+            getattr(self, name)[i:i + n] = col
+        self.ids.update(zip(new, range(i, i + n)))
 
 
+_BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
+_OP_SET = frozenset(_OPS)
+_WORD = re.compile(r"\w+")
+
+
+def _kind(t: str) -> int:
+    """The branch of the fast lexer's expression that gives token ``t``: by its first and last characters where
+    they decide (no other branch gives such a token), else by matching it (``_KIND``)."""
+    c = t[0]
+    if c == "\n":
+        return _NL
+    if c == "#":
+        return _COMMENT
+    if len(t) > 1 and t[-1] in "'\"" and c != "\\":  # only a string ends in a quote (a lone quote: one character)
+        return _STR
+    if t in _OP_SET:
+        return _OP
+    if c not in "0123456789." and _WORD.fullmatch(t):  # a name: a number starts with a digit or a dot
+        return _NAME
+    m = _KIND.fullmatch(t)
+    return _BRANCH_KIND[m.lastindex] if m is not None else _BAD
 _VOCAB = _Vocab()
+ENABLED = True  # off: every file is lexed with positions (bench/bench_decontam.py compares the two)
 _EMPTY = np.empty(0, np.uint64)
 
 
 def python_streams(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(abstract, literal, named) symbol hashes of ``fast_python_tokens(text)``; None where that is None or
     where this could differ from it (the caller then lexes the file with ``code_tokens``)."""
-    if not lexing._FAST_LEXER:
+    if not (ENABLED and lexing._FAST_LEXER):
         return None
     toks = _TOKENS.findall(text)
     if not toks:
