@@ -1,6 +1,6 @@
-"""The hashed streams without positions (``streams.python_streams``) are the fast lexer's streams, hashed: on
-every string form and layout, on ``def`` headers with type hints, on real code; where they could differ they
-decline (None) and the rules lex the file as before."""
+"""The hashed streams without positions (``streams.python_streams``, ``streams.generic_streams``) are the fast
+lexer's and the generic lexer's streams, hashed: on every string form and layout, on ``def`` headers with type
+hints, on real code; where they could differ they decline (None) and the rules lex the file as before."""
 from __future__ import annotations
 
 import sys
@@ -12,8 +12,8 @@ import pytest
 
 from megatron_snow.benchmarks import benchmark_path, read_benchmark
 from megatron_snow.phase1.decontam.hashing import symbol_hashes
-from megatron_snow.phase1.decontam.lexing import fast_python_tokens
-from megatron_snow.phase1.decontam.streams import python_streams
+from megatron_snow.phase1.decontam.lexing import fast_python_tokens, generic_tokens
+from megatron_snow.phase1.decontam.streams import generic_streams, python_streams
 from tests.phase1.test_decontam_lexer import TRICKY
 from tests.phase1.test_decontam_quality import BENCHES, clean_corpus, solution
 
@@ -73,3 +73,35 @@ def test_streams_equal_the_fast_lexer_on_real_code(benchmarks_dir):
         assert same(text), text[:200]
         decided += python_streams(text) is not None
     assert decided >= 0.95 * len(texts), (decided, len(texts))
+
+
+C_CODE = r'''/* A header. */
+#include <stdio.h>
+// a line comment, with "a string" in it
+static const char *names[] = {"a", "b",};  /* trailing comma */
+int f(int a, int b) { return a + b * 0x1F + 1.5e-3; }
+#define STR "alone after a macro"
+"""triple, alone"""
+x = `tick`; y = $z; w = a ? b : c;
+'''
+
+
+def same_generic(text: str, c_comments: bool) -> bool:
+    got = generic_streams(text, c_comments)
+    if got is None:
+        return True
+    toks = generic_tokens(text, c_comments)
+    return all(np.array_equal(h, symbol_hashes(getattr(toks, mode)))
+               for h, mode in zip(got, ("abstract", "literal", "named")))
+
+
+def test_generic_streams_equal_the_generic_lexer():
+    """C-like and Python text, both comment styles; a string alone on its line that is not triple-quoted
+    (kept or dropped by the token before it) is declined."""
+    for c_comments in (True, False):
+        for text in [C_CODE, TRICKY, "", "x\n"] + HEADERS:
+            assert same_generic(text, c_comments), (c_comments, text[:80])
+    assert generic_streams(C_CODE, True) is not None and generic_streams(HEADERS[0], False) is not None
+    assert generic_streams('f(x,\n  "alone"\n)\n', True) is None
+    texts = [r["text"] for r in clean_corpus()]
+    assert all(same_generic(t, r["language"] != "python") for t, r in zip(texts, clean_corpus()))

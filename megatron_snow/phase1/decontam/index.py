@@ -71,6 +71,11 @@ _LIT_MAX_ITEMS = 3  # a string literal found in more benchmark items than this i
 _REGEXY = re.compile(r"[\\()\[\]{}*+?^$| %]")
 
 
+def anchor_offset(interior: list[str]) -> int:
+    """Where a substring-rule pattern's anchor starts among its interior words: the longest word 3-gram."""
+    return max(range(len(interior) - 2), key=lambda i: len("".join(interior[i:i + 3])))
+
+
 def def_start(symbols: list[str]) -> int | None:
     """Offset of the ``def`` that follows the leading import statements, or None when the code is not
     imports then a function (a script, a class, a decorated function)."""
@@ -155,7 +160,7 @@ class _Builder:
                 continue
             seen.add((norm, bench, item))
             interior = words[1:-1]
-            best = max(range(len(interior) - 2), key=lambda i: len("".join(interior[i:i + 3])))
+            best = anchor_offset(interior)
             anchor = int(ngram_hashes(interior[best:best + 3], 3)[0])
             self._pattern_anchor.append(anchor)
             self.patterns.append(Pattern(norm, bench, item, fname))
@@ -350,6 +355,7 @@ class Index:
     anchor_filter: KeyFilter = field(init=False)  # quick "surely absent" tests before the exact lookups
     ngram_filter: KeyFilter = field(init=False)
     code_filters: dict[str, KeyFilter] = field(init=False)
+    _interiors: dict[int, tuple[np.ndarray, int]] = field(init=False, compare=False, repr=False)  # see ``interior``
 
     def __post_init__(self) -> None:
         anchors: dict[int, list[int]] = defaultdict(list)
@@ -369,6 +375,15 @@ class Index:
                                              dtype=np.uint64))
         self.anchor_filter, self.ngram_filter = KeyFilter(self.anchor_keys), KeyFilter(self.ngram_keys)
         self.code_filters = {mode: KeyFilter(g.keys) for mode, g in self.code_index.items()}
+        self._interiors = {}
+
+    def interior(self, pattern: int) -> tuple[np.ndarray, int]:
+        """(hashes of a pattern's interior words, where its anchor starts among them). A file holding the pattern
+        holds these words in a row (the first and last word may be parts of the file's words)."""
+        if pattern not in self._interiors:
+            interior = WORD.findall(self.patterns[pattern].text)[1:-1]
+            self._interiors[pattern] = symbol_hashes(interior), anchor_offset(interior)
+        return self._interiors[pattern]
 
     @classmethod
     def build(cls, cfg: DecontamConfig, items: list[TextItem] | None = None,

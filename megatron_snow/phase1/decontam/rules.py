@@ -8,8 +8,8 @@ import numpy as np
 from megatron_snow.phase1.decontam.config import DecontamConfig
 from megatron_snow.phase1.decontam.hashing import WORD, kgrams, kgrams_at, member, normalize, symbol_hashes
 from megatron_snow.phase1.decontam.index import IMPORT_TAIL, LIT_ANCHOR, LIT_MIN, LIT_SALT, CodeUnit, Index
-from megatron_snow.phase1.decontam.lexing import code_tokens
-from megatron_snow.phase1.decontam.streams import python_streams
+from megatron_snow.phase1.decontam.lexing import C_LIKE, code_tokens
+from megatron_snow.phase1.decontam.streams import generic_streams, python_streams
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,19 @@ def text_match(index: Index, cfg: DecontamConfig, text: str) -> Match | None:
     h = symbol_hashes(words)
     if len(words) >= 3 and len(index.anchor_keys):
         tri = kgrams(h, 3)
-        tri = tri[index.anchor_filter.maybe(tri)]
-        hits = np.unique(tri[member(tri, index.anchor_keys)])
-        if len(hits):
+        maybe = index.anchor_filter.maybe(tri)
+        candidates = set()  # patterns whose interior words the file holds in a row, at an anchor
+        for at in maybe[member(tri[maybe], index.anchor_keys)].tolist():
+            for pi in index.anchors[int(tri[at])]:
+                interior, offset = index.interior(pi)
+                s = at - offset
+                if pi not in candidates and s >= 0 and np.array_equal(h[s:s + len(interior)], interior):
+                    candidates.add(pi)
+        if candidates:
             norm = normalize(text)
-            found = [pi for h in hits.tolist() for pi in index.anchors[h] if index.patterns[pi].text in norm]
+            found = [pi for pi in sorted(candidates) if index.patterns[pi].text in norm]
             if found:  # report the same match whatever the hash order: first pattern in benchmark order
-                p = index.patterns[min(found)]
+                p = index.patterns[found[0]]
                 return Match("benchmark_substring", p.benchmark, p.item, p.field, p.text[:200])
     if len(words) >= cfg.ngram and len(index.ngram_keys):
         ng = kgrams(h, cfg.ngram)
@@ -72,7 +78,7 @@ def text_match(index: Index, cfg: DecontamConfig, text: str) -> Match | None:
 
 
 _H_DEF, _H_IMPORT, _H_FROM = (int(h) for h in symbol_hashes(["def", "import", "from"]))
-_HIMPORT_TAIL = frozenset(symbol_hashes(sorted(IMPORT_TAIL)).tolist())
+_H_IMPORT_TAIL = frozenset(symbol_hashes(sorted(IMPORT_TAIL)).tolist())
 
 
 def _def_start(abstract: np.ndarray) -> int | None:
@@ -80,7 +86,7 @@ def _def_start(abstract: np.ndarray) -> int | None:
     i, n = 0, len(abstract)
     while i < n and int(abstract[i]) in (_H_IMPORT, _H_FROM):
         i += 1
-        while i < n and int(abstract[i]) in _HIMPORT_TAIL:
+        while i < n and int(abstract[i]) in _H_IMPORT_TAIL:
             i += 1
     return i if i < n and int(abstract[i]) == _H_DEF else None
 
@@ -162,10 +168,10 @@ def code_match(index: Index, cfg: DecontamConfig, text: str, language: str | Non
     lexer with positions runs only where a rule fires there (or where that reader declines), for the match."""
     if not index.code_units:
         return None
-    if (language or "").lower() in ("", "python", "jupyter"):
-        fast = python_streams(text)
-        if fast is not None and code_hit(index, cfg, dict(zip(("abstract", "literal", "named"), fast))) is None:
-            return None
+    lang = (language or "").lower()
+    fast = python_streams(text) if lang in ("", "python", "jupyter") else generic_streams(text, lang in C_LIKE)
+    if fast is not None and code_hit(index, cfg, dict(zip(("abstract", "literal", "named"), fast))) is None:
+        return None
     toks = code_tokens(text, language)
     hit = code_hit(index, cfg, {mode: symbol_hashes(getattr(toks, mode)) for mode in ("abstract", "literal", "named")})
     if hit is None:

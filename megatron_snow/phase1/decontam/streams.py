@@ -24,15 +24,27 @@ from megatron_snow.phase1.decontam.lexing import KEEP_NAMES, _column, _indent_ok
 # The fast lexer's expression with one group: leading blanks skipped inside the match (cheaper than failing
 # every branch at every blank), and a number run into a name or ``.`` (where the fast lexer gives up) a
 # token of its own, the number taken as the number branch takes it (an atomic group). ``_TOKENS`` gives the
-# same tokens faster: a name not followed by a quote (so not a string prefix) first, and the operators as the
-# multi-character ones then one character class (the longest operator either way).
+# same tokens faster: first a name not followed by a quote (so not a string prefix: strings, numbers and
+# other branches cannot start there), then an operator (not a ``.`` before a digit, which starts a number;
+# the longest operator, by first character), then the fast lexer's branches in its order.
 _BRANCHES = [r"\n[ \t\f]*", r"#[^\r\n]*", r"\\\n", lexing._STRING, rf"(?>{lexing._NUMBER})[\w.]", lexing._NUMBER,
              r"\w+", lexing._OPERATORS, r"[^ \t]"]
-_OPS = sorted(token.EXACT_TOKEN_TYPES, key=len, reverse=True)
-_OPS_FAST = ("|".join(re.escape(op) for op in _OPS if len(op) > 1)
-             + "|[" + "".join(re.escape(op) for op in _OPS if len(op) == 1) + "]")
-_TOKENS = re.compile(r"[ \t]*(" + "|".join(f"(?:{b})" for b in [r"[^\W\d]\w*+(?![\'\"])"] + _BRANCHES[:7]
-                                            + [_OPS_FAST] + _BRANCHES[8:]) + ")")
+_OPS = frozenset(token.EXACT_TOKEN_TYPES)
+
+
+def _operators_by_first_character() -> str:
+    out = []
+    for c in sorted({op[0] for op in _OPS}):
+        rests = sorted((op[1:] for op in _OPS if op[0] == c), key=len, reverse=True)  # "" (c alone) last
+        alone = "(?![0-9])" if c == "." else ""  # ``.5`` is a number
+        out.append(re.escape(c) + "(?:" + "|".join(re.escape(r) if r else alone for r in rests) + ")")
+    return "|".join(out)
+
+
+_FIRST = [r"[^\W\d]\w*+(?![\'\"])", _operators_by_first_character()]
+
+
+_TOKENS = re.compile(r"[ \t]*(" + "|".join(f"(?:{b})" for b in _FIRST + _BRANCHES) + ")")
 _KIND = re.compile("|".join(f"({b})" for b in _BRANCHES))  # a token's branch: the one that matched it
 # kinds (the fast lexer's match groups): 1 line end, 2 comment, 3 continuation, 4 string, 5 number, 6 name,
 # 7 operator; 8 anything the fast lexer gives up on (a number run into a name, any other character)
@@ -55,7 +67,11 @@ class _Vocab:
 
     LIMIT = 1 << 20
 
-    def __init__(self):
+    def __init__(self, kind_of):
+        self.kind_of = kind_of  # token -> kind
+        self._reset()
+
+    def _reset(self) -> None:
         self.ids: dict[str, int] = {}
         cap = 1 << 12
         self.kind = np.zeros(cap, np.int8)
@@ -67,23 +83,25 @@ class _Vocab:
         self.h_lit = np.zeros(cap, np.uint64)
         self.h_named = np.zeros(cap, np.uint64)
         self.h_tok = np.zeros(cap, np.uint64)  # a name after ``.``: the name itself
+        self.flag = np.zeros(cap, bool)  # generic lexer: a triple-quoted string, a comment starting with ``#``
 
     def lookup(self, toks: list[str]) -> np.ndarray:
         ids = self.ids
         if len(ids) > self.LIMIT:
-            self.__init__()
+            self._reset()
             ids = self.ids
-        new = set(toks).difference(ids)
-        if new:
-            self._add(new)
+        try:  # most files hold no token not seen before
+            return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        except KeyError:
+            self._add(set(toks).difference(ids))
         return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
 
-    _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok")
+    _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag")
 
     def _add(self, new: set[str]) -> None:
         rows = []
         for t in new:
-            kind = _kind(t)
+            kind, c = self.kind_of(t), t[0]
             ht = _h(t)
             if kind == _NAME:
                 keep = t in KEEP_NAMES
@@ -97,6 +115,7 @@ class _Vocab:
                 rows.append((kind, _ROLE.get(t, 0), br, 0, False, ht, ht, ht, ht))
             else:
                 rows.append((kind, 0, 0, lexing._column(t[1:]) if kind == _NL else 0, False, ht, ht, ht, ht))
+            rows[-1] += (t.endswith(('"""', "'''")) if kind == _STR else kind == _COMMENT and c == "#",)
         i, n = len(self.ids), len(rows)
         if i + n > len(self.kind):
             for name in self._FIELDS:
@@ -110,7 +129,6 @@ class _Vocab:
 
 
 _BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
-_OP_SET = frozenset(_OPS)
 _WORD = re.compile(r"\w+")
 
 
@@ -124,13 +142,15 @@ def _kind(t: str) -> int:
         return _COMMENT
     if len(t) > 1 and t[-1] in "'\"" and c != "\\":  # only a string ends in a quote (a lone quote: one character)
         return _STR
-    if t in _OP_SET:
+    if t in _OPS:
         return _OP
     if c not in "0123456789." and _WORD.fullmatch(t):  # a name: a number starts with a digit or a dot
         return _NAME
     m = _KIND.fullmatch(t)
     return _BRANCH_KIND[m.lastindex] if m is not None else _BAD
-_VOCAB = _Vocab()
+
+
+_VOCAB = _Vocab(_kind)
 ENABLED = True  # off: every file is lexed with positions (bench/bench_decontam.py compares the two)
 _EMPTY = np.empty(0, np.uint64)
 
@@ -171,7 +191,12 @@ def python_streams(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     seg = np.cumsum(is_nl)
     others = np.bincount(seg, weights=(rk != _STR) & ~is_nl, minlength=int(seg[-1]) + 1)
     s = real[~is_nl & ((rk != _STR) | (others[seg] > 0))]
-    sid = ids[s]
+    return _context(v, ids[s])
+
+
+def _context(v: _Vocab, sid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The streams of the code tokens ``sid`` (docstrings left out), by ``CodeTokens.add``'s rules: ``;`` and type
+    hints dropped, a comma before a closing bracket or ``=``, parentheses; a name after a ``.`` is itself."""
     role = v.role[sid]
     sid = sid[role != _SEMI]
     role = role[role != _SEMI]
@@ -245,3 +270,58 @@ def _annotations(role: list[int], defs: list[int]) -> list[int] | None:
             j += 1
         end = j
     return drop
+
+
+# -- the generic lexer's streams ------------------------------------------------------------------------------
+# ``lexing.generic_tokens`` (other languages; Python ``tokenize`` rejects) without positions: its expression with
+# one group, line ends as tokens of their own (for its docstring rule: a string alone on its line).
+
+def _generic_parts(pattern: re.Pattern) -> list[str]:
+    """The branches of a ``lexing._LEX_*`` expression, in order (str, comment, num, name, op)."""
+    body = re.sub(r"\(\?P<\w+>", "(?:", pattern.pattern)
+    names = ["str", "comment", "num", "name", "op"]
+    starts = [pattern.pattern.index(f"(?P<{n}>") for n in names] + [len(pattern.pattern)]
+    plain = [re.sub(r"\(\?P<\w+>", "(?:", pattern.pattern[a:b]).rstrip("|") for a, b in zip(starts, starts[1:])]
+    assert "|".join(plain) == body.rstrip("|")
+    return plain
+
+
+def _generic_lexer(pattern: re.Pattern) -> tuple[re.Pattern, _Vocab]:
+    parts = _generic_parts(pattern)
+    tokens = re.compile(r"[^\S\n]*(\n|" + "|".join(parts) + ")")
+    kinds = re.compile("|".join(f"({p})" for p in parts))
+    by_branch = {1: _STR, 2: _COMMENT, 3: _NUM, 4: _NAME, 5: _OP}
+
+    def kind_of(t: str) -> int:
+        return _NL if t == "\n" else by_branch[kinds.fullmatch(t).lastindex]
+
+    return tokens, _Vocab(kind_of)
+
+
+_GENERIC = {False: _generic_lexer(lexing._LEX_PY), True: _generic_lexer(lexing._LEX_C)}
+
+
+def generic_streams(text: str, c_comments: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(abstract, literal, named) symbol hashes of ``generic_tokens(text, c_comments)``; None where this could
+    differ from it (a string alone on its line that is not triple-quoted: whether it is dropped depends on the
+    token before it; ``, ,``; a ``def`` inside a ``def`` header)."""
+    if not ENABLED:
+        return None
+    tokens, v = _GENERIC[c_comments]
+    toks = tokens.findall(text)
+    if not toks:
+        return _EMPTY, _EMPTY, _EMPTY
+    ids = v.lookup(toks)
+    kind = v.kind[ids]
+    strings = np.flatnonzero(kind == _STR)
+    if len(strings):  # alone on its line: a line end (or nothing) before, a line end, ``#`` or nothing after
+        before = np.concatenate(([_NL], kind))[strings] == _NL
+        after_id = np.concatenate((ids, [-1]))[strings + 1]
+        after = (after_id < 0) | (v.kind[after_id] == _NL) | ((v.kind[after_id] == _COMMENT) & v.flag[after_id])
+        alone = strings[before & after]
+        if len(alone):
+            if not v.flag[ids[alone]].all():
+                return None
+            kind = kind.copy()
+            kind[alone] = _COMMENT  # triple-quoted and alone: a docstring, dropped
+    return _context(v, ids[kind >= _STR])
