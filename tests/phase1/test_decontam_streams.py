@@ -96,12 +96,15 @@ def same_generic(text: str, c_comments: bool) -> bool:
 
 
 def test_generic_streams_equal_the_generic_lexer():
-    """C-like and Python text, both comment styles; a string alone on its line that is not triple-quoted
-    (kept or dropped by the token before it) is declined."""
+    """C-like and Python text, both comment styles; strings alone on their line (dropped after nothing or a
+    ``:``, whatever parentheses, ``;`` and popped commas stand between)."""
     for c_comments in (True, False):
         for text in [C_CODE, TRICKY, "", "x\n"] + HEADERS:
             assert same_generic(text, c_comments), (c_comments, text[:80])
     assert generic_streams(C_CODE, True) is not None and generic_streams(HEADERS[0], False) is not None
-    assert generic_streams('f(x,\n  "alone"\n)\n', True) is None
+    for text in ('f(x,\n  "alone"\n)\n', 'x = {\n"a":\n"alone"\n}\n', '"first"\nf(a,\n)\n"alone"\n',
+                 'f(a,\n)\n"alone"\n', 'x = (\n"alone"\n)\n', 'x;\n"alone"\n', 'a:\n"one"\n"two"\n'):
+        assert generic_streams(text, True) is not None and same_generic(text, True), text
+    assert generic_streams('def f(x,\n  "alone"\n): pass\n', True) is None  # a ``def`` header: declined
     texts = [r["text"] for r in clean_corpus()]
     assert all(same_generic(t, r["language"] != "python") for t, r in zip(texts, clean_corpus()))

@@ -303,8 +303,7 @@ _GENERIC = {False: _generic_lexer(lexing._LEX_PY), True: _generic_lexer(lexing._
 
 def generic_streams(text: str, c_comments: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(abstract, literal, named) symbol hashes of ``generic_tokens(text, c_comments)``; None where this could
-    differ from it (a string alone on its line that is not triple-quoted: whether it is dropped depends on the
-    token before it; ``, ,``; a ``def`` inside a ``def`` header)."""
+    differ from it (see ``_alone_strings``; ``, ,``; a ``def`` inside a ``def`` header)."""
     if not ENABLED:
         return None
     tokens, v = _GENERIC[c_comments]
@@ -320,8 +319,41 @@ def generic_streams(text: str, c_comments: bool = False) -> tuple[np.ndarray, np
         after = (after_id < 0) | (v.kind[after_id] == _NL) | ((v.kind[after_id] == _COMMENT) & v.flag[after_id])
         alone = strings[before & after]
         if len(alone):
-            if not v.flag[ids[alone]].all():
-                return None
+            triple = v.flag[ids[alone]]
             kind = kind.copy()
-            kind[alone] = _COMMENT  # triple-quoted and alone: a docstring, dropped
+            kind[alone[triple]] = _COMMENT  # triple-quoted and alone: a docstring, dropped
+            if not triple.all():
+                code = np.flatnonzero(kind >= _STR)
+                dropped = _alone_strings(v.role[ids[code]].tolist(), np.searchsorted(code, alone[~triple]).tolist())
+                if dropped is None:
+                    return None
+                kind[code[dropped]] = _COMMENT
     return _context(v, ids[kind >= _STR])
+
+
+def _alone_strings(role: list[int], alone: list[int]) -> list[int] | None:
+    """Which of the strings alone on their line (offsets ``alone`` among the code tokens, whose roles are
+    ``role``) the generic lexer drops: those after nothing or after a ``:``, the last token it kept (parentheses,
+    ``;``, dropped strings and a comma it popped are not kept). None where a ``def`` header could be involved
+    (its type hints are dropped too) or where pops depend on each other (``, ,``)."""
+    if _DEF in role:
+        return None
+    dropped: set[int] = set()
+    for i in alone:
+        j = i - 1
+        while j >= 0:
+            r = role[j]
+            if r in (_OPEN, _CLOSE_PAREN, _SEMI) or j in dropped:
+                j -= 1
+                continue
+            if r == _COMMA:  # popped when the next token it sees (before this string) closes a bracket
+                nxt = next((k for k in range(j + 1, i) if role[k] not in (_OPEN, _SEMI) and k not in dropped), i)
+                if nxt < i and role[nxt] == _COMMA:
+                    return None
+                if nxt < i and role[nxt] in (_CLOSE_PAREN, _CLOSER, _EQ):
+                    j -= 1
+                    continue
+            break
+        if j < 0 or role[j] == _COLON:
+            dropped.add(i)
+    return sorted(dropped)
