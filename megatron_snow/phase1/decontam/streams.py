@@ -100,22 +100,25 @@ class _Vocab:
 
     def _add(self, new: set[str]) -> None:
         rows = []
-        for t in new:
-            kind, c = self.kind_of(t), t[0]
-            ht = _h(t)
+        append, kind_of = rows.append, self.kind_of
+        for t in new:  # only what the context rules read of each kind (a name's own hash: after a ``.``)
+            kind = kind_of(t)
             if kind == _NAME:
+                ht = _h(t)
                 keep = t in KEEP_NAMES
                 h = ht if keep else _H_I
-                rows.append((kind, _DEF if t == "def" else 0, 0, 0, keep, h, h, ht, ht))
+                append((kind, _DEF if t == "def" else 0, 0, 0, keep, h, h, ht, ht, False))
             elif kind == _STR or kind == _NUM:
                 h_lit = _h(_literal_value(t, "S" if kind == _STR else "N"))
-                rows.append((kind, 0, 0, 0, False, _H_S if kind == _STR else _H_N, h_lit, h_lit, ht))
+                append((kind, 0, 0, 0, False, _H_S if kind == _STR else _H_N, h_lit, h_lit, 0,
+                        kind == _STR and t.endswith(('"""', "'''"))))
             elif kind == _OP:
+                ht = _h(t)
                 br = 1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0
-                rows.append((kind, _ROLE.get(t, 0), br, 0, False, ht, ht, ht, ht))
-            else:
-                rows.append((kind, 0, 0, lexing._column(t[1:]) if kind == _NL else 0, False, ht, ht, ht, ht))
-            rows[-1] += (t.endswith(('"""', "'''")) if kind == _STR else kind == _COMMENT and c == "#",)
+                append((kind, _ROLE.get(t, 0), br, 0, False, ht, ht, ht, ht, False))
+            else:  # layout, comments, what the lexer gives up on: never in a stream
+                append((kind, 0, 0, lexing._column(t[1:]) if kind == _NL else 0, False, 0, 0, 0, 0,
+                        kind == _COMMENT and t[0] == "#"))
         i, n = len(self.ids), len(rows)
         if i + n > len(self.kind):
             for name in self._FIELDS:
