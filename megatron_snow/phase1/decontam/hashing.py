@@ -57,11 +57,8 @@ def symbol_hashes(symbols: list[str]) -> np.ndarray:
     cache = _SYM_CACHE
     if len(cache) > 1 << 20:
         cache.clear()
-    try:  # most symbols were seen before
-        return np.fromiter(map(cache.__getitem__, symbols), dtype=np.uint64, count=len(symbols))
-    except KeyError:
-        for sym in set(symbols).difference(cache):
-            cache[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
+    for sym in set(symbols).difference(cache):
+        cache[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
     return np.fromiter(map(cache.__getitem__, symbols), dtype=np.uint64, count=len(symbols))
 
 

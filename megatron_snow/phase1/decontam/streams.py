@@ -55,8 +55,11 @@ _ROLE = {"(": _OPEN, ")": _CLOSE_PAREN, "]": _CLOSER, "}": _CLOSER, "=": _EQ, ",
          "[": _OPEN_BR, "{": _OPEN_BR, ":": _COLON, "->": _ARROW}
 
 
+_xxh64 = xxhash.xxh64_intdigest
+
+
 def _h(sym: str) -> int:
-    return xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))  # as hashing.symbol_hashes
+    return _xxh64(sym.encode("utf-8", "surrogatepass"))  # as hashing.symbol_hashes
 
 
 _H_I, _H_S, _H_N, _H_DOT = _h("I"), _h("S"), _h("N"), _h(".")
@@ -65,7 +68,8 @@ _H_I, _H_S, _H_N, _H_DOT = _h("I"), _h("S"), _h("N"), _h(".")
 class _Vocab:
     """Each distinct token seen in this process, with what the context rules need of it, in arrays by id."""
 
-    LIMIT = 1 << 20
+    LIMIT = 1 << 20  # tokens, and characters of them: emptied past either (bounded memory, ~100 MiB)
+    CHARS = 1 << 25
 
     def __init__(self, kind_of):
         self.kind_of = kind_of  # token -> kind
@@ -73,6 +77,7 @@ class _Vocab:
 
     def _reset(self) -> None:
         self.ids: dict[str, int] = {}
+        self.chars = 0
         cap = 1 << 12
         self.kind = np.zeros(cap, np.int8)
         self.role = np.zeros(cap, np.int8)
@@ -87,48 +92,59 @@ class _Vocab:
 
     def lookup(self, toks: list[str]) -> np.ndarray:
         ids = self.ids
-        if len(ids) > self.LIMIT:
+        if len(ids) > self.LIMIT or self.chars > self.CHARS:
             self._reset()
             ids = self.ids
-        try:  # most files hold no token not seen before
-            return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
-        except KeyError:
-            self._add(set(toks).difference(ids))
+        new = set(toks).difference(ids)
+        if new:
+            self._add(new)
         return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
 
     _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag")
 
     def _add(self, new: set[str]) -> None:
-        rows = []
-        append, kind_of = rows.append, self.kind_of
-        for t in new:  # only what the context rules read of each kind (a name's own hash: after a ``.``)
-            kind = kind_of(t)
-            if kind == _NAME:
-                ht = _h(t)
-                keep = t in KEEP_NAMES
-                h = ht if keep else _H_I
-                append((kind, _DEF if t == "def" else 0, 0, 0, keep, h, h, ht, ht, False))
-            elif kind == _STR or kind == _NUM:
-                h_lit = _h(_literal_value(t, "S" if kind == _STR else "N"))
-                append((kind, 0, 0, 0, False, _H_S if kind == _STR else _H_N, h_lit, h_lit, 0,
-                        kind == _STR and t.endswith(('"""', "'''"))))
-            elif kind == _OP:
-                ht = _h(t)
-                br = 1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0
-                append((kind, _ROLE.get(t, 0), br, 0, False, ht, ht, ht, ht, False))
-            else:  # layout, comments, what the lexer gives up on: never in a stream
-                append((kind, 0, 0, lexing._column(t[1:]) if kind == _NL else 0, False, 0, 0, 0, 0,
-                        kind == _COMMENT and t[0] == "#"))
-        i, n = len(self.ids), len(rows)
+        """Only what the context rules read of each kind (a name's own hash: after a ``.``), kind by kind."""
+        toks = list(new)
+        i, n = len(self.ids), len(toks)
+        self.chars += sum(map(len, toks))
         if i + n > len(self.kind):
             for name in self._FIELDS:
                 old = getattr(self, name)
                 grown = np.zeros(max(2 * len(old), i + n), old.dtype)
                 grown[:i] = old[:i]
                 setattr(self, name, grown)
-        for name, col in zip(self._FIELDS, zip(*rows)):
-            getattr(self, name)[i:i + n] = col
-        self.ids.update(zip(new, range(i, i + n)))
+        kind = np.fromiter(map(self.kind_of, toks), np.int8, n)
+        self.kind[i:i + n] = kind
+
+        def of(k: int) -> tuple[np.ndarray, list[str]]:
+            at = np.flatnonzero(kind == k)
+            return i + at, [toks[j] for j in at.tolist()]
+
+        def hashes(syms) -> np.ndarray:
+            return np.fromiter((_xxh64(t.encode("utf-8", "surrogatepass")) for t in syms), np.uint64)
+
+        at, ts = of(_NAME)
+        ht = hashes(ts)
+        keep = np.fromiter((t in KEEP_NAMES for t in ts), bool, len(ts))
+        self.keep[at], self.h_tok[at], self.h_named[at] = keep, ht, ht
+        self.h_abs[at] = self.h_lit[at] = np.where(keep, ht, np.uint64(_H_I))
+        self.role[at[[j for j, t in enumerate(ts) if t == "def"]]] = _DEF
+        for k, sym in ((_STR, "S"), (_NUM, "N")):
+            at, ts = of(k)
+            self.h_abs[at] = _h(sym)
+            self.h_lit[at] = self.h_named[at] = hashes(_literal_value(t, sym) for t in ts)
+            if k == _STR:
+                self.flag[at] = np.fromiter((t.endswith(('"""', "'''")) for t in ts), bool, len(ts))
+        at, ts = of(_OP)
+        self.h_abs[at] = self.h_lit[at] = self.h_named[at] = self.h_tok[at] = hashes(ts)
+        self.role[at] = np.fromiter((_ROLE.get(t, 0) for t in ts), np.int8, len(ts))
+        self.br[at] = np.fromiter((1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0 for t in ts),
+                                  np.int64, len(ts))
+        at, ts = of(_NL)
+        self.col[at] = np.fromiter((lexing._column(t[1:]) for t in ts), np.int64, len(ts))
+        at, ts = of(_COMMENT)
+        self.flag[at] = np.fromiter((t[0] == "#" for t in ts), bool, len(ts))
+        self.ids.update(zip(toks, range(i, i + n)))
 
 
 _BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
