@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from megatron_snow.benchmarks import benchmark_path, read_benchmark
-from megatron_snow.phase1.decontam.hashing import symbol_hashes
+from megatron_snow.phase1.decontam.hashing import WORD, symbol_hashes
 from megatron_snow.phase1.decontam.lexing import fast_python_tokens, generic_tokens
 from megatron_snow.phase1.decontam.streams import generic_streams, python_streams
 from tests.phase1.test_decontam_lexer import TRICKY
@@ -39,7 +39,12 @@ def same(text: str) -> bool:
     toks = fast_python_tokens(text)
     assert toks is not None, text
     return all(np.array_equal(h, symbol_hashes(getattr(toks, mode)))
-               for h, mode in zip(got, ("abstract", "literal", "named")))
+               for h, mode in zip(got, ("abstract", "literal", "named"))) and same_words(got, text)
+
+
+def same_words(got, text: str) -> bool:
+    """The words, when given, are the text's (as the text rules read them)."""
+    return got.words is None or np.array_equal(got.words, symbol_hashes(WORD.findall(text.lower())))
 
 
 def test_streams_equal_the_fast_lexer_on_every_form():
@@ -92,7 +97,7 @@ def same_generic(text: str, c_comments: bool) -> bool:
         return True
     toks = generic_tokens(text, c_comments)
     return all(np.array_equal(h, symbol_hashes(getattr(toks, mode)))
-               for h, mode in zip(got, ("abstract", "literal", "named")))
+               for h, mode in zip(got, ("abstract", "literal", "named"))) and same_words(got, text)
 
 
 def test_generic_streams_equal_the_generic_lexer():
@@ -106,5 +111,9 @@ def test_generic_streams_equal_the_generic_lexer():
                  'f(a,\n)\n"alone"\n', 'x = (\n"alone"\n)\n', 'x;\n"alone"\n', 'a:\n"one"\n"two"\n'):
         assert generic_streams(text, True) is not None and same_generic(text, True), text
     assert generic_streams('def f(x,\n  "alone"\n): pass\n', True) is None  # a ``def`` header: declined
+    for text in ("x = 1ULL + 0x1.8p3f + 10ms;\n", "int ΑΣ'Β = 1;\n", "s = 'Straße İx';\n"):  # words read from the text
+        assert same_generic(text, True), text
+    assert generic_streams("x = 10ms;\n", True).words is None and generic_streams("x = 1;\n", True).words is not None
+    assert python_streams("x = 'ΑΣ'\n").words is None and same(TRICKY) and python_streams(TRICKY).words is not None
     texts = [r["text"] for r in clean_corpus()]
     assert all(same_generic(t, r["language"] != "python") for t, r in zip(texts, clean_corpus()))

@@ -8,8 +8,8 @@ import numpy as np
 from megatron_snow.phase1.decontam.config import DecontamConfig
 from megatron_snow.phase1.decontam.hashing import WORD, kgrams, kgrams_at, member, normalize, symbol_hashes
 from megatron_snow.phase1.decontam.index import IMPORT_TAIL, LIT_ANCHOR, LIT_MIN, LIT_SALT, CodeUnit, Index
-from megatron_snow.phase1.decontam.lexing import C_LIKE, code_tokens
-from megatron_snow.phase1.decontam.streams import generic_streams, python_streams
+from megatron_snow.phase1.decontam.lexing import code_tokens
+from megatron_snow.phase1.decontam.streams import Streams, code_streams
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,15 @@ def _line_end(text: str, i: int) -> int:
     return len(text) if j < 0 else j
 
 
-def text_match(index: Index, cfg: DecontamConfig, text: str) -> Match | None:
-    """The text rules: benchmark_substring, then benchmark_ngram."""
-    words = WORD.findall(text.lower())  # the words of ``normalize(text)``: collapsing blanks leaves them as they are
-    h = symbol_hashes(words)
-    if len(words) >= 3 and len(index.anchor_keys):
+def text_match(index: Index, cfg: DecontamConfig, text: str, word_hashes: np.ndarray | None = None) -> Match | None:
+    """The text rules: benchmark_substring, then benchmark_ngram. ``word_hashes``: those of the text's words
+    when known (``streams.Streams.words``)."""
+    words = None
+    if word_hashes is None:
+        words = WORD.findall(text.lower())  # the words of ``normalize(text)``: collapsing blanks keeps them
+        word_hashes = symbol_hashes(words)
+    h = word_hashes
+    if len(h) >= 3 and len(index.anchor_keys):
         tri = kgrams(h, 3)
         maybe = index.anchor_filter.maybe(tri)
         candidates = set()  # patterns whose interior words the file holds in a row, at an anchor
@@ -66,13 +70,14 @@ def text_match(index: Index, cfg: DecontamConfig, text: str) -> Match | None:
             if found:  # report the same match whatever the hash order: first pattern in benchmark order
                 p = index.patterns[found[0]]
                 return Match("benchmark_substring", p.benchmark, p.item, p.field, p.text[:200])
-    if len(words) >= cfg.ngram and len(index.ngram_keys):
+    if len(h) >= cfg.ngram and len(index.ngram_keys):
         ng = kgrams(h, cfg.ngram)
         maybe = index.ngram_filter.maybe(ng)
         shared = maybe[member(ng[maybe], index.ngram_keys)]
         if len(shared):
             i = int(shared[0])  # first shared n-gram in the file
             bench, item, fname = index.owners[int(index.ngram_owner[np.searchsorted(index.ngram_keys, ng[i])])]
+            words = WORD.findall(text.lower()) if words is None else words
             return Match("benchmark_ngram", bench, item, fname, " ".join(words[i:i + cfg.ngram])[:200])
     return None
 
@@ -163,13 +168,15 @@ def code_hit(index: Index, cfg: DecontamConfig, streams: dict[str, np.ndarray]) 
     return u, int(pos[0]), int(pos[-1]) + k - 1
 
 
-def code_match(index: Index, cfg: DecontamConfig, text: str, language: str | None) -> Match | None:
+def code_match(index: Index, cfg: DecontamConfig, text: str, language: str | None,
+               fast: Streams | None | bool = True) -> Match | None:
     """The code rules on the file's token streams. Python is read first without positions (``streams``); the
-    lexer with positions runs only where a rule fires there (or where that reader declines), for the match."""
+    lexer with positions runs only where a rule fires there (or where that reader declines), for the match.
+    ``fast``: the file's ``streams.code_streams`` when already read (True: read them here)."""
     if not index.code_units:
         return None
-    lang = (language or "").lower()
-    fast = python_streams(text) if lang in ("", "python", "jupyter") else generic_streams(text, lang in C_LIKE)
+    if fast is True:
+        fast = code_streams(text, language)
     if fast is not None and code_hit(index, cfg, dict(zip(("abstract", "literal", "named"), fast))) is None:
         return None
     toks = code_tokens(text, language)

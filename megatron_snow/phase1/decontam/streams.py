@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 import token
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
 
 from megatron_snow.phase1.decontam import lexing
-from megatron_snow.phase1.decontam.lexing import KEEP_NAMES, _column, _indent_ok, _literal_value
+from megatron_snow.phase1.decontam.hashing import WORD, symbol_hashes
+from megatron_snow.phase1.decontam.lexing import C_LIKE, KEEP_NAMES, _column, _indent_ok, _literal_value
 
 # The fast lexer's expression with one group: leading blanks skipped inside the match (cheaper than failing
 # every branch at every blank), and a number run into a name or ``.`` (where the fast lexer gives up) a
@@ -89,6 +91,10 @@ class _Vocab:
         self.h_named = np.zeros(cap, np.uint64)
         self.h_tok = np.zeros(cap, np.uint64)  # a name after ``.``: the name itself
         self.flag = np.zeros(cap, bool)  # generic lexer: a triple-quoted string, a comment starting with ``#``
+        self.w_start = np.zeros(cap, np.int64)  # the token's words (of its lower-cased text) in ``words``
+        self.w_count = np.zeros(cap, np.int64)
+        self.words = np.zeros(cap, np.uint64)  # word hashes (``hashing.symbol_hashes``)
+        self.n_words = 0
 
     def lookup(self, toks: list[str]) -> np.ndarray:
         ids = self.ids
@@ -100,7 +106,7 @@ class _Vocab:
             self._add(new)
         return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
 
-    _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag")
+    _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag", "w_start", "w_count")
 
     def _add(self, new: set[str]) -> None:
         """Only what the context rules read of each kind (a name's own hash: after a ``.``), kind by kind."""
@@ -144,7 +150,26 @@ class _Vocab:
         self.col[at] = np.fromiter((lexing._column(t[1:]) for t in ts), np.int64, len(ts))
         at, ts = of(_COMMENT)
         self.flag[at] = np.fromiter((t[0] == "#" for t in ts), bool, len(ts))
+        words = [WORD.findall(t.lower()) for t in toks]
+        counts = np.fromiter(map(len, words), np.int64, n)
+        flat = symbol_hashes([w for ws in words for w in ws])
+        at = self.n_words
+        if at + len(flat) > len(self.words):
+            grown = np.zeros(max(2 * len(self.words), at + len(flat)), np.uint64)
+            grown[:at] = self.words[:at]
+            self.words = grown
+        self.words[at:at + len(flat)] = flat
+        self.w_start[i:i + n] = at + np.cumsum(counts) - counts
+        self.w_count[i:i + n] = counts
+        self.n_words += len(flat)
         self.ids.update(zip(toks, range(i, i + n)))
+
+    def words_of(self, ids: np.ndarray) -> np.ndarray:
+        """The word hashes of the tokens ``ids`` in order: the words of the text when the tokens cover it."""
+        counts = self.w_count[ids]
+        total = int(counts.sum())
+        out_start = np.cumsum(counts) - counts
+        return self.words[np.arange(total) + np.repeat(self.w_start[ids] - out_start, counts)]
 
 
 _BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
@@ -170,18 +195,34 @@ def _kind(t: str) -> int:
 
 
 _VOCAB = _Vocab(_kind)
+
+
+class Streams(NamedTuple):
+    """A file's symbol hashes: the three streams the code rules compare, and its words (for the text rules;
+    None: read them from the text)."""
+
+    abstract: np.ndarray
+    literal: np.ndarray
+    named: np.ndarray
+    words: np.ndarray | None
+
+
+def code_streams(text: str, language: str | None) -> Streams | None:
+    """``python_streams`` for Python (and unknown) text, ``generic_streams`` for other languages."""
+    lang = (language or "").lower()
+    return python_streams(text) if lang in ("", "python", "jupyter") else generic_streams(text, lang in C_LIKE)
 ENABLED = True  # off: every file is lexed with positions (bench/bench_decontam.py compares the two)
 _EMPTY = np.empty(0, np.uint64)
 
 
-def python_streams(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(abstract, literal, named) symbol hashes of ``fast_python_tokens(text)``; None where that is None or
+def python_streams(text: str) -> Streams | None:
+    """(abstract, literal, named, words) symbol hashes of ``fast_python_tokens(text)``; None where that is None or
     where this could differ from it (the caller then lexes the file with ``code_tokens``)."""
     if not (ENABLED and lexing._FAST_LEXER):
         return None
     toks = _TOKENS.findall(text)
     if not toks:
-        return _EMPTY, _EMPTY, _EMPTY
+        return Streams(_EMPTY, _EMPTY, _EMPTY, _EMPTY)
     v = _VOCAB
     ids = v.lookup(toks)
     kind = v.kind[ids]
@@ -210,7 +251,17 @@ def python_streams(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | Non
     seg = np.cumsum(is_nl)
     others = np.bincount(seg, weights=(rk != _STR) & ~is_nl, minlength=int(seg[-1]) + 1)
     s = real[~is_nl & ((rk != _STR) | (others[seg] > 0))]
-    return _context(v, ids[s])
+    return _with_words(_context(v, ids[s]), v, ids, text)
+
+
+def _with_words(streams: tuple | None, v: _Vocab, ids: np.ndarray, text: str, apart: bool = True) -> Streams | None:
+    """The streams and the hashes of the text's words (``WORD.findall(text.lower())``), here the words of its
+    tokens in order: the tokens cover every character but blanks, no word runs across two tokens (``apart``: the
+    fast lexer gives up on a number run into a name, the generic lexer's caller checks), and lower-casing is the
+    same token by token but for a final sigma (a text with a capital sigma: words None, read from the text)."""
+    if streams is None:
+        return None
+    return Streams(*streams, None if not apart or "\u03a3" in text else v.words_of(ids))
 
 
 def _context(v: _Vocab, sid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -320,15 +371,15 @@ def _generic_lexer(pattern: re.Pattern) -> tuple[re.Pattern, _Vocab]:
 _GENERIC = {False: _generic_lexer(lexing._LEX_PY), True: _generic_lexer(lexing._LEX_C)}
 
 
-def generic_streams(text: str, c_comments: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(abstract, literal, named) symbol hashes of ``generic_tokens(text, c_comments)``; None where this could
+def generic_streams(text: str, c_comments: bool = False) -> Streams | None:
+    """(abstract, literal, named, words) symbol hashes of ``generic_tokens(text, c_comments)``; None where this could
     differ from it (see ``_alone_strings``; ``, ,``; a ``def`` inside a ``def`` header)."""
     if not ENABLED:
         return None
     tokens, v = _GENERIC[c_comments]
     toks = tokens.findall(text)
     if not toks:
-        return _EMPTY, _EMPTY, _EMPTY
+        return Streams(_EMPTY, _EMPTY, _EMPTY, _EMPTY)
     ids = v.lookup(toks)
     kind = v.kind[ids]
     strings = np.flatnonzero(kind == _STR)
@@ -347,7 +398,8 @@ def generic_streams(text: str, c_comments: bool = False) -> tuple[np.ndarray, np
                 if dropped is None:
                     return None
                 kind[code[dropped]] = _COMMENT
-    return _context(v, ids[kind >= _STR])
+    run = (kind[:-1] == _NUM) & ((kind[1:] == _NAME) | (kind[1:] == _NUM))  # maybe one word (``10ms``, ``0x1.8p3``)
+    return _with_words(_context(v, ids[kind >= _STR]), v, ids, text, not run.any())
 
 
 def _alone_strings(role: list[int], alone: list[int]) -> list[int] | None:
