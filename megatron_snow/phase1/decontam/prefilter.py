@@ -11,7 +11,7 @@ test block's literal words), a name a one-liner rule needs, a word of a literal-
 skeleton, or when it is short (fewer names than a short benchmark function alone could have).
 Measured (bench/bench_decontam.py --mb 8, standard library and site-packages, 608 files): the same verdicts,
 but 436 of 608 files still pass and the skeleton costs more than it saves now that files are read as hashed
-streams without positions (``streams``): 2.6 MB/s per core with it, 4.7 without (5.5 with the token table
+streams without positions (``streams``): 2.5 MB/s per core with it, 4.6 without (6.3 with the token table
 warm): off by default.
 """
 from __future__ import annotations
