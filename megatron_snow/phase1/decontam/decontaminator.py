@@ -7,6 +7,7 @@ from megatron_snow.phase1.decontam.config import DecontamConfig
 from megatron_snow.phase1.decontam.index import Index
 from megatron_snow.phase1.decontam.prefilter import Prefilter
 from megatron_snow.phase1.decontam.rules import Match, code_match, text_match
+from megatron_snow.phase1.decontam.streams import code_streams
 
 
 class Decontaminator:
@@ -44,9 +45,10 @@ class Decontaminator:
 
     def check(self, text: str, language: str | None = None) -> Match | None:
         """None if clean, else the ``Match`` of the first rule that fires."""
-        hit = text_match(self.index, self.cfg, text)
+        fast = code_streams(text, language) if self.index.code_units else None  # the words too, most often
+        hit = text_match(self.index, self.cfg, text, None if fast is None else fast.words)
         if hit is not None:
             return hit
         if self.index.prefilter is not None and not self.index.prefilter.passes(text, language):
             return None
-        return code_match(self.index, self.cfg, text, language)
+        return code_match(self.index, self.cfg, text, language, fast)

@@ -73,6 +73,14 @@ def kgrams(h: np.ndarray, k: int) -> np.ndarray:
     return g
 
 
+def kgrams_at(h: np.ndarray, k: int, at: np.ndarray) -> np.ndarray:
+    """``kgrams(h, k)[at]`` (every ``at`` <= len(h) - k), computed at those offsets only."""
+    with np.errstate(over="ignore"):
+        g = h[at]
+        for j in range(1, k):
+            g = g * MIX + h[at + j]
+    return g
+
 
 @dataclass(frozen=True)
 class GramIndex:

@@ -62,7 +62,7 @@ def _specific_name(named: list[str]) -> bool:
     return len(name) >= 8 and ("_" in name.strip("_") or any(c.isupper() for c in name[1:]))
 
 
-_IMPORT_TAIL = frozenset({"I", ".", ",", "as", "import", "*"})
+IMPORT_TAIL = frozenset({"I", ".", ",", "as", "import", "*"})
 _WHOLE_MIN = 7  # benchmark_code_file: ``def I I : return sum I`` at least; ``def I I : return I`` is nothing
 LIT_MIN = 9  # benchmark_code_literal: ``def I I : return I % N11 == N0`` at least
 LIT_ANCHOR = 6  # tokens of the anchor window (the one holding the most literals) of a literal-rule function
@@ -71,13 +71,18 @@ _LIT_MAX_ITEMS = 3  # a string literal found in more benchmark items than this i
 _REGEXY = re.compile(r"[\\()\[\]{}*+?^$| %]")
 
 
+def anchor_offset(interior: list[str]) -> int:
+    """Where a substring-rule pattern's anchor starts among its interior words: the longest word 3-gram."""
+    return max(range(len(interior) - 2), key=lambda i: len("".join(interior[i:i + 3])))
+
+
 def def_start(symbols: list[str]) -> int | None:
     """Offset of the ``def`` that follows the leading import statements, or None when the code is not
     imports then a function (a script, a class, a decorated function)."""
     i = 0
     while i < len(symbols) and symbols[i] in ("import", "from"):
         i += 1
-        while i < len(symbols) and symbols[i] in _IMPORT_TAIL:
+        while i < len(symbols) and symbols[i] in IMPORT_TAIL:
             i += 1
     return i if i < len(symbols) and symbols[i] == "def" else None
 
@@ -155,7 +160,7 @@ class _Builder:
                 continue
             seen.add((norm, bench, item))
             interior = words[1:-1]
-            best = max(range(len(interior) - 2), key=lambda i: len("".join(interior[i:i + 3])))
+            best = anchor_offset(interior)
             anchor = int(ngram_hashes(interior[best:best + 3], 3)[0])
             self._pattern_anchor.append(anchor)
             self.patterns.append(Pattern(norm, bench, item, fname))
@@ -345,9 +350,12 @@ class Index:
     long: np.ndarray = field(init=False)  # code units matched by containment (not whole)
     lit_keys: np.ndarray = field(init=False)  # anchor 6-grams of the literal-rule units
     lit_of_key: dict[int, list[int]] = field(init=False)
+    tiny_keys: list[tuple[int, np.ndarray]] = field(init=False)  # (length, sorted hashes) of ``tiny``, shortest first
+    tiny_first: np.ndarray = field(init=False)  # sorted first symbols of the ``tiny`` units (where one can start)
     anchor_filter: KeyFilter = field(init=False)  # quick "surely absent" tests before the exact lookups
     ngram_filter: KeyFilter = field(init=False)
     code_filters: dict[str, KeyFilter] = field(init=False)
+    _interiors: dict[int, tuple[np.ndarray, int]] = field(init=False, compare=False, repr=False)  # see ``interior``
 
     def __post_init__(self) -> None:
         anchors: dict[int, list[int]] = defaultdict(list)
@@ -362,8 +370,20 @@ class Index:
             of_key[int(kgrams(u.stream[u.anchor:u.anchor + LIT_ANCHOR], LIT_ANCHOR)[0])].append(i)
         self.lit_keys = np.array(sorted(of_key), dtype=np.uint64)
         self.lit_of_key = dict(of_key)
+        self.tiny_keys = [(n, np.array(sorted(units), dtype=np.uint64)) for n, units in sorted(self.tiny.items())]
+        self.tiny_first = np.unique(np.array([u.stream[0] for units in self.tiny.values() for u in units.values()],
+                                             dtype=np.uint64))
         self.anchor_filter, self.ngram_filter = KeyFilter(self.anchor_keys), KeyFilter(self.ngram_keys)
         self.code_filters = {mode: KeyFilter(g.keys) for mode, g in self.code_index.items()}
+        self._interiors = {}
+
+    def interior(self, pattern: int) -> tuple[np.ndarray, int]:
+        """(hashes of a pattern's interior words, where its anchor starts among them). A file holding the pattern
+        holds these words in a row (the first and last word may be parts of the file's words)."""
+        if pattern not in self._interiors:
+            interior = WORD.findall(self.patterns[pattern].text)[1:-1]
+            self._interiors[pattern] = symbol_hashes(interior), anchor_offset(interior)
+        return self._interiors[pattern]
 
     @classmethod
     def build(cls, cfg: DecontamConfig, items: list[TextItem] | None = None,
