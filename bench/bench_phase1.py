@@ -131,7 +131,8 @@ def make_corpus(out: Path, mb: float, files_per_shard_mb: float = 4.0) -> dict:
 def run_measured(cmd: list[str], env: dict) -> tuple[float, float, int]:
     """(CPU seconds of the process tree, wall seconds, peak RSS in MiB of its largest process)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd: ``python -m`` imports from the current directory first; this tree's code is what is measured
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = p.stderr.read()
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -418,7 +419,7 @@ def measure(mb_wanted: float, ranks: int, work: Path, out_dir: str | None,
     info = make_corpus(corpus, mb_wanted)
     mb = info["bytes"] / 1e6
     print(f"corpus: {info['files']} files, {mb:.1f} MB of real code in {info['shards']} JSONL shards ({corpus})")
-    out = Path(out_dir) if out_dir else work / f"out-{mb_wanted:g}mb-{ranks}r"
+    out = Path(out_dir).resolve() if out_dir else work / f"out-{mb_wanted:g}mb-{ranks}r"
     rows = run_stages(corpus, out, ranks, mb)
     print(f"\nphase 1, {ranks} rank(s), each stage its own process (CPU s of all ranks; RSS: largest rank)")
     print(f"{'stage':18s} {'in MB':>7s} {'CPU s':>7s} {'MB/s/core':>9s} {'peak RSS MiB':>12s}")
@@ -471,7 +472,7 @@ def main() -> None:
     if args.out and len(series) > 1:
         ap.error("--out names the output of a single run; a series writes WORK/out-MBmb-Rr")
     load_start = os.getloadavg()[0]
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # the stage processes run in the repository
     results = []
     for i, (mb, ranks) in enumerate(series):
         if len(series) > 1:
