@@ -54,7 +54,8 @@ def decontam_sentence(data: dict) -> str:
 
 STAGE_LABELS = {"ingest": "ingest (JSONL in)", "filter": "filter", "exact_dedup": "exact dedup",
                 "near_dedup": "near dedup", "decontaminate": "decontaminate", "pii": "PII", "group": "group"}
-TARGETS = {"ingest": 10, "filter": 10, "exact_dedup": 10, "near_dedup": 10, "pii": 10, "group": 10}  # issue 23
+TARGETS = {"ingest": 10, "filter": 10, "exact_dedup": 10, "near_dedup": 10, "decontaminate": 5, "pii": 10,
+           "group": 10}  # issue 23
 WHOLE_TARGET = 4
 
 
@@ -109,21 +110,28 @@ def _stage(run: dict, name: str) -> dict:
     return next(r for r in run["stages"] if r["stage"] == name)
 
 
+def _per_mb(run: dict, startups: bool = True) -> float:
+    """Whole-step CPU seconds per MB, with or without the seven stage start-ups (the bench's import row x 7)."""
+    return (run["whole_cpu_s"] - (0 if startups else len(STAGE_LABELS) * _stage(run, "start-up (import)")["cpu_s"])) \
+        / run["mb"]
+
+
 def linearity_tables(data: dict) -> tuple[str, str, str]:
-    """docs/scale.md's linearity table + its flatness sentence, and the near-dedup edges sentence."""
+    """docs/scale.md's linearity table + its flatness sentence, the near-dedup edges sentence, and the plan."""
     runs = sorted(data["runs"], key=lambda r: r["mb"])
-    rows = ["| corpus | files | whole-step CPU s | CPU s per MB | near dedup RSS MiB | decontaminate RSS MiB | "
-            "group RSS MiB |", "|---|---|---|---|---|---|---|"]
+    rows = ["| corpus | files | whole-step CPU s | CPU s per MB | same, without start-ups | near dedup RSS MiB | "
+            "decontaminate RSS MiB | group RSS MiB |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        rows.append(f"| {r['mb']:.1f} MB | {r['corpus']['files']:,} | {r['whole_cpu_s']:.1f} | "
-                    f"{r['whole_cpu_s'] / r['mb']:.3f} | {_stage(r, 'near_dedup')['peak_rss_mib']} | "
+        rows.append(f"| {r['mb']:.1f} MB | {r['corpus']['files']:,} | {r['whole_cpu_s']:.1f} | {_per_mb(r):.3f} | "
+                    f"{_per_mb(r, startups=False):.3f} | {_stage(r, 'near_dedup')['peak_rss_mib']} | "
                     f"{_stage(r, 'decontaminate')['peak_rss_mib']} | {_stage(r, 'group')['peak_rss_mib']} |")
-    per_mb = [r["whole_cpu_s"] / r["mb"] for r in runs]
     rows.append("")
-    rows.append(f"CPU seconds per MB stay within {max(per_mb) / min(per_mb) - 1:.0%} ({min(per_mb):.2f}-"
-                f"{max(per_mb):.2f}) from {runs[0]['mb']:.0f} to {runs[-1]['mb']:.0f} MB (`{_command(data)}`, "
-                f"one run, load average {data['run']['load_average'][0]} at the start and "
-                f"{data['run']['load_average'][1]} at the end).")
+    for label, startups in (("CPU seconds per MB", True), ("Without the seven start-ups they", False)):
+        per_mb = [_per_mb(r, startups) for r in runs]
+        rows.append(f"{label} stay within {max(per_mb) / min(per_mb) - 1:.0%} ({min(per_mb):.3f}-{max(per_mb):.3f}) "
+                    f"from {runs[0]['mb']:.0f} to {runs[-1]['mb']:.0f} MB.")
+    rows.append(f"(`{_command(data)}`, one run, load average {data['run']['load_average'][0]} at the start and "
+                f"{data['run']['load_average'][1]} at the end.)")
     edges = "; ".join(f"{r['mb']:.0f} MB: {r['near_dedup']['edges']:,} candidate edges "
                       f"({r['near_dedup']['edge_bytes'] / 1024:.1f} KiB) over {r['near_dedup']['nodes']:,} of "
                       f"{r['near_dedup']['documents']:,} documents, {r['near_dedup']['payload_bytes'] / 1e6:.1f} MB "
@@ -221,7 +229,7 @@ def test_renderers_follow_the_numbers():
     biggest = max(series["runs"], key=lambda r: r["mb"])
     biggest["whole_cpu_s"] = biggest["mb"] * 2  # 2 CPU-s per MB: 0.50 MB/s and a wider spread
     table, _, plan = linearity_tables(series)
-    assert "| 2.000 |" in table and "-2.00) from" in table and "| **whole step** | | 0.50 |" in plan
+    assert "| 2.000 |" in table and "-2.000) from" in table and "| **whole step** | | 0.50 |" in plan
 
 
 if __name__ == "__main__":

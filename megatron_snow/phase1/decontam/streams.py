@@ -70,7 +70,7 @@ _H_I, _H_S, _H_N, _H_DOT = _h("I"), _h("S"), _h("N"), _h(".")
 class _Vocab:
     """Each distinct token seen in this process, with what the context rules need of it, in arrays by id."""
 
-    LIMIT = 1 << 20  # tokens, and characters of them: emptied past either (bounded memory, ~100 MiB)
+    LIMIT = 1 << 20  # tokens, and characters of them: emptied past either (bounded; measured ~360 MiB full)
     CHARS = 1 << 25
 
     def __init__(self, kind_of):
