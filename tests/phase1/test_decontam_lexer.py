@@ -97,13 +97,18 @@ def test_where_tokenize_may_part_the_fast_lexer_gives_up_or_agrees(text):
     assert (p is None) == (ref is None) and (p is None or p.abstract == ref.abstract)
 
 
-def test_fast_lexer_equals_tokenize_on_real_code(benchmarks_dir):
+def real_python_texts(benchmarks_dir) -> list[str]:
     """The shipped clean corpus, 200 files of the standard library, the benchmarks' solutions."""
     texts = [r["text"] for r in clean_corpus() if r["language"] == "python"]
     stdlib = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
     texts += [p.read_text(encoding="utf-8", errors="replace") for p in stdlib[::max(1, len(stdlib) // 200)]]
-    texts += [solution(r, stem) for stem in BENCHES
-              for r in read_benchmark(benchmark_path(str(benchmarks_dir), stem))[:100]]
+    return texts + [solution(r, stem) for stem in BENCHES
+                    for r in read_benchmark(benchmark_path(str(benchmarks_dir), stem))[:100]]
+
+
+def test_fast_lexer_equals_tokenize_on_real_code(benchmarks_dir):
+    """The shipped clean corpus, 200 files of the standard library, the benchmarks' solutions."""
+    texts = real_python_texts(benchmarks_dir)
     decided = 0
     for text in texts:
         if fast_python_tokens(text) is None:

@@ -4,18 +4,15 @@ hints, on real code; where they could differ they decline (None) and the rules l
 from __future__ import annotations
 
 import sys
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from megatron_snow.benchmarks import benchmark_path, read_benchmark
 from megatron_snow.phase1.decontam.hashing import WORD, symbol_hashes
 from megatron_snow.phase1.decontam.lexing import fast_python_tokens, generic_tokens
 from megatron_snow.phase1.decontam.streams import generic_streams, python_streams
-from tests.phase1.test_decontam_lexer import TRICKY
-from tests.phase1.test_decontam_quality import BENCHES, clean_corpus, solution
+from tests.phase1.test_decontam_lexer import TRICKY, real_python_texts
+from tests.phase1.test_decontam_quality import clean_corpus
 
 pytestmark = pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the fast lexer follows 3.11's tokenize")
 
@@ -68,11 +65,7 @@ def test_streams_decline_where_the_fast_lexer_gives_up(text):
 
 def test_streams_equal_the_fast_lexer_on_real_code(benchmarks_dir):
     """The shipped clean corpus, 200 files of the standard library, the benchmarks' solutions."""
-    texts = [r["text"] for r in clean_corpus() if r["language"] == "python"]
-    stdlib = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
-    texts += [p.read_text(encoding="utf-8", errors="replace") for p in stdlib[::max(1, len(stdlib) // 200)]]
-    texts += [solution(r, stem) for stem in BENCHES
-              for r in read_benchmark(benchmark_path(str(benchmarks_dir), stem))[:100]]
+    texts = real_python_texts(benchmarks_dir)
     decided = 0
     for text in texts:
         assert same(text), text[:200]
