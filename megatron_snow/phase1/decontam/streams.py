@@ -67,6 +67,20 @@ def _h(sym: str) -> int:
 _H_I, _H_S, _H_N, _H_DOT = _h("I"), _h("S"), _h("N"), _h(".")
 
 
+class _Ids(dict):
+    """Token -> id; a token not yet seen gets the next id on lookup and is listed in ``new`` (one pass over a
+    file's tokens, no set of them built first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.new: list[str] = []
+
+    def __missing__(self, tok: str) -> int:
+        i = self[tok] = len(self)
+        self.new.append(tok)
+        return i
+
+
 class _Vocab:
     """Each distinct token seen in this process, with what the context rules need of it, in arrays by id."""
 
@@ -78,7 +92,7 @@ class _Vocab:
         self._reset()
 
     def _reset(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.ids = _Ids()
         self.chars = 0
         cap = 1 << 12
         self.kind = np.zeros(cap, np.int8)
@@ -101,17 +115,18 @@ class _Vocab:
         if len(ids) > self.LIMIT or self.chars > self.CHARS:
             self._reset()
             ids = self.ids
-        new = set(toks).difference(ids)
-        if new:
-            self._add(new)
-        return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        start, ids.new = len(ids), []
+        out = np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        if ids.new:
+            self._add(ids.new, start)
+        return out
 
     _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag", "w_start", "w_count")
 
-    def _add(self, new: set[str]) -> None:
-        """Only what the context rules read of each kind (a name's own hash: after a ``.``), kind by kind."""
-        toks = list(new)
-        i, n = len(self.ids), len(toks)
+    def _add(self, toks: list[str], i: int) -> None:
+        """The tokens ``toks``, ids ``i`` on: only what the context rules read of each kind (a name's own hash:
+        after a ``.``), kind by kind."""
+        n = len(toks)
         self.chars += sum(map(len, toks))
         if i + n > len(self.kind):
             for name in self._FIELDS:
@@ -150,9 +165,7 @@ class _Vocab:
         self.col[at] = np.fromiter((lexing._column(t[1:]) for t in ts), np.int64, len(ts))
         at, ts = of(_COMMENT)
         self.flag[at] = np.fromiter((t[0] == "#" for t in ts), bool, len(ts))
-        words = [WORD.findall(t.lower()) for t in toks]
-        counts = np.fromiter(map(len, words), np.int64, n)
-        flat = symbol_hashes([w for ws in words for w in ws])
+        counts, flat = _token_words(toks)
         at = self.n_words
         if at + len(flat) > len(self.words):
             grown = np.zeros(max(2 * len(self.words), at + len(flat)), np.uint64)
@@ -162,7 +175,6 @@ class _Vocab:
         self.w_start[i:i + n] = at + np.cumsum(counts) - counts
         self.w_count[i:i + n] = counts
         self.n_words += len(flat)
-        self.ids.update(zip(toks, range(i, i + n)))
 
     def words_of(self, ids: np.ndarray) -> np.ndarray:
         """The word hashes of the tokens ``ids`` in order: the words of the text when the tokens cover it."""
@@ -170,6 +182,26 @@ class _Vocab:
         total = int(counts.sum())
         out_start = np.cumsum(counts) - counts
         return self.words[np.arange(total) + np.repeat(self.w_start[ids] - out_start, counts)]
+
+
+_WORD_OR_SEP = re.compile(r"\w+|\x00")
+_H_SEP = np.uint64(_h("\x00"))
+
+
+def _token_words(toks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(words per token, their hashes in order) of ``WORD.findall(t.lower())`` for every token: one pass over
+    the tokens joined by NUL (no word character, nor cased nor case-ignorable: each token lower-cases and splits
+    as alone), the NULs found among the hashes; token by token where a token holds a NUL."""
+    n = len(toks)
+    joined = "\x00".join(toks)
+    if joined.count("\x00") == n - 1:
+        flat = symbol_hashes(_WORD_OR_SEP.findall(joined.lower()))
+        sep = flat == _H_SEP
+        if int(sep.sum()) == n - 1:  # else a word hashed as NUL does: read token by token
+            word = ~sep
+            return np.bincount(np.cumsum(sep)[word], minlength=n).astype(np.int64), flat[word]
+    words = [WORD.findall(t.lower()) for t in toks]
+    return np.fromiter(map(len, words), np.int64, n), symbol_hashes([w for ws in words for w in ws])
 
 
 _BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
