@@ -50,15 +50,21 @@ def member(x: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[idx] == x
 
 
-_SYM_CACHE: dict[str, int] = {}
+class _SymbolCache(dict):
+    """Symbol -> its xxh64, hashed on first lookup: one pass over a list, no set of it built first."""
+
+    def __missing__(self, sym: str) -> int:
+        h = self[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
+        return h
+
+
+_SYM_CACHE = _SymbolCache()
 
 
 def symbol_hashes(symbols: list[str]) -> np.ndarray:
     cache = _SYM_CACHE
     if len(cache) > 1 << 20:
         cache.clear()
-    for sym in set(symbols).difference(cache):
-        cache[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
     return np.fromiter(map(cache.__getitem__, symbols), dtype=np.uint64, count=len(symbols))
 
 

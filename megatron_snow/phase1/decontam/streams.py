@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import token
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +56,7 @@ _NL, _COMMENT, _CONT, _STR, _NUM, _NAME, _OP, _BAD = 1, 2, 3, 4, 5, 6, 7, 8
 _OPEN, _CLOSE_PAREN, _CLOSER, _EQ, _COMMA, _SEMI, _DEF, _OPEN_BR, _COLON, _ARROW = range(1, 11)
 _ROLE = {"(": _OPEN, ")": _CLOSE_PAREN, "]": _CLOSER, "}": _CLOSER, "=": _EQ, ",": _COMMA, ";": _SEMI,
          "[": _OPEN_BR, "{": _OPEN_BR, ":": _COLON, "->": _ARROW}
+_BRACKET = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
 
 
 _xxh64 = xxhash.xxh64_intdigest
@@ -139,32 +141,32 @@ class _Vocab:
 
         def of(k: int) -> tuple[np.ndarray, list[str]]:
             at = np.flatnonzero(kind == k)
-            return i + at, [toks[j] for j in at.tolist()]
+            return i + at, list(map(toks.__getitem__, at.tolist()))
 
-        def hashes(syms) -> np.ndarray:
-            return np.fromiter((_xxh64(t.encode("utf-8", "surrogatepass")) for t in syms), np.uint64)
+        def hashes(syms: list[str]) -> np.ndarray:  # token by token in C (map): no Python frame per token
+            return np.fromiter(map(_xxh64, map(str.encode, syms, repeat("utf-8"), repeat("surrogatepass"))),
+                               np.uint64, len(syms))
 
         at, ts = of(_NAME)
         ht = hashes(ts)
-        keep = np.fromiter((t in KEEP_NAMES for t in ts), bool, len(ts))
+        keep = np.fromiter(map(KEEP_NAMES.__contains__, ts), bool, len(ts))
         self.keep[at], self.h_tok[at], self.h_named[at] = keep, ht, ht
         self.h_abs[at] = self.h_lit[at] = np.where(keep, ht, np.uint64(_H_I))
         self.role[at[[j for j, t in enumerate(ts) if t == "def"]]] = _DEF
         for k, sym in ((_STR, "S"), (_NUM, "N")):
             at, ts = of(k)
             self.h_abs[at] = _h(sym)
-            self.h_lit[at] = self.h_named[at] = hashes(_literal_value(t, sym) for t in ts)
+            self.h_lit[at] = self.h_named[at] = hashes(list(map(_literal_value, ts, repeat(sym))))
             if k == _STR:
-                self.flag[at] = np.fromiter((t.endswith(('"""', "'''")) for t in ts), bool, len(ts))
+                self.flag[at] = np.fromiter(map(str.endswith, ts, repeat(('"""', "'''"))), bool, len(ts))
         at, ts = of(_OP)
         self.h_abs[at] = self.h_lit[at] = self.h_named[at] = self.h_tok[at] = hashes(ts)
-        self.role[at] = np.fromiter((_ROLE.get(t, 0) for t in ts), np.int8, len(ts))
-        self.br[at] = np.fromiter((1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0 for t in ts),
-                                  np.int64, len(ts))
+        self.role[at] = np.fromiter(map(_ROLE.get, ts, repeat(0)), np.int8, len(ts))
+        self.br[at] = np.fromiter(map(_BRACKET.get, ts, repeat(0)), np.int64, len(ts))
         at, ts = of(_NL)
         self.col[at] = np.fromiter((lexing._column(t[1:]) for t in ts), np.int64, len(ts))
         at, ts = of(_COMMENT)
-        self.flag[at] = np.fromiter((t[0] == "#" for t in ts), bool, len(ts))
+        self.flag[at] = np.fromiter(map(str.startswith, ts, repeat("#")), bool, len(ts))
         counts, flat = _token_words(toks)
         at = self.n_words
         if at + len(flat) > len(self.words):
