@@ -50,23 +50,60 @@ def member(x: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[idx] == x
 
 
-_SYM_CACHE: dict[str, int] = {}
+class _SymbolCache(dict):
+    """Symbol -> its xxh64, hashed on first lookup: one pass over a list, no set of it built first."""
+
+    def __missing__(self, sym: str) -> int:
+        h = self[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
+        return h
+
+
+_SYM_CACHE = _SymbolCache()
 
 
 def symbol_hashes(symbols: list[str]) -> np.ndarray:
     cache = _SYM_CACHE
     if len(cache) > 1 << 20:
         cache.clear()
-    for sym in set(symbols).difference(cache):
-        cache[sym] = xxhash.xxh64_intdigest(sym.encode("utf-8", "surrogatepass"))
     return np.fromiter(map(cache.__getitem__, symbols), dtype=np.uint64, count=len(symbols))
 
 
+class _Powers:
+    """MIX**t and MIX**-t (mod 2**64: MIX is odd, so invertible) for t < len, grown on demand up to ``CAP``."""
+
+    CAP = 1 << 22  # 32 MiB each at most; longer streams take the loop
+    INV = np.uint64(pow(int(MIX), -1, 1 << 64))
+
+    def __init__(self):
+        self.up = self.down = np.ones(1, np.uint64)
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n > len(self.up):
+            size = max(n, 2 * len(self.up), 1 << 12)
+            with np.errstate(over="ignore"):
+                self.up, self.down = (np.concatenate((np.ones(1, np.uint64), np.cumprod(np.full(size - 1, x))))
+                                      for x in (MIX, self.INV))  # x**t for t = 0 .. size - 1
+        return self.up, self.down
+
+
+_POWERS = _Powers()
+
+
 def kgrams(h: np.ndarray, k: int) -> np.ndarray:
-    if len(h) < k:
+    """The hash of every run of ``k`` symbols: ``sum(h[i + j] * MIX**(k - 1 - j))`` mod 2**64 (Horner's rule).
+    For large ``k`` the same sums from one prefix sum of ``h[t] * MIX**-t`` (a handful of array operations
+    instead of 2k; exact in wrapping 64-bit arithmetic)."""
+    n = len(h)
+    if n < k:
         return np.empty(0, dtype=np.uint64)
-    m = len(h) - k + 1
+    m = n - k + 1
     with np.errstate(over="ignore"):
+        if k >= 5 and n <= _Powers.CAP and h.dtype == np.uint64:
+            up, down = _POWERS.get(n)
+            q = np.empty(n + 1, np.uint64)
+            q[0] = 0
+            np.cumsum(h * down[:n], out=q[1:])
+            return (q[k:] - q[:m]) * up[k - 1:k - 1 + m]
         g = h[:m].copy()
         for j in range(1, k):
             g = g * MIX + h[j:j + m]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import token
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -55,6 +56,7 @@ _NL, _COMMENT, _CONT, _STR, _NUM, _NAME, _OP, _BAD = 1, 2, 3, 4, 5, 6, 7, 8
 _OPEN, _CLOSE_PAREN, _CLOSER, _EQ, _COMMA, _SEMI, _DEF, _OPEN_BR, _COLON, _ARROW = range(1, 11)
 _ROLE = {"(": _OPEN, ")": _CLOSE_PAREN, "]": _CLOSER, "}": _CLOSER, "=": _EQ, ",": _COMMA, ";": _SEMI,
          "[": _OPEN_BR, "{": _OPEN_BR, ":": _COLON, "->": _ARROW}
+_BRACKET = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
 
 
 _xxh64 = xxhash.xxh64_intdigest
@@ -65,6 +67,20 @@ def _h(sym: str) -> int:
 
 
 _H_I, _H_S, _H_N, _H_DOT = _h("I"), _h("S"), _h("N"), _h(".")
+
+
+class _Ids(dict):
+    """Token -> id; a token not yet seen gets the next id on lookup and is listed in ``new`` (one pass over a
+    file's tokens, no set of them built first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.new: list[str] = []
+
+    def __missing__(self, tok: str) -> int:
+        i = self[tok] = len(self)
+        self.new.append(tok)
+        return i
 
 
 class _Vocab:
@@ -78,7 +94,7 @@ class _Vocab:
         self._reset()
 
     def _reset(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.ids = _Ids()
         self.chars = 0
         cap = 1 << 12
         self.kind = np.zeros(cap, np.int8)
@@ -101,17 +117,18 @@ class _Vocab:
         if len(ids) > self.LIMIT or self.chars > self.CHARS:
             self._reset()
             ids = self.ids
-        new = set(toks).difference(ids)
-        if new:
-            self._add(new)
-        return np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        start, ids.new = len(ids), []
+        out = np.fromiter(map(ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        if ids.new:
+            self._add(ids.new, start)
+        return out
 
     _FIELDS = ("kind", "role", "br", "col", "keep", "h_abs", "h_lit", "h_named", "h_tok", "flag", "w_start", "w_count")
 
-    def _add(self, new: set[str]) -> None:
-        """Only what the context rules read of each kind (a name's own hash: after a ``.``), kind by kind."""
-        toks = list(new)
-        i, n = len(self.ids), len(toks)
+    def _add(self, toks: list[str], i: int) -> None:
+        """The tokens ``toks``, ids ``i`` on: only what the context rules read of each kind (a name's own hash:
+        after a ``.``), kind by kind."""
+        n = len(toks)
         self.chars += sum(map(len, toks))
         if i + n > len(self.kind):
             for name in self._FIELDS:
@@ -124,35 +141,33 @@ class _Vocab:
 
         def of(k: int) -> tuple[np.ndarray, list[str]]:
             at = np.flatnonzero(kind == k)
-            return i + at, [toks[j] for j in at.tolist()]
+            return i + at, list(map(toks.__getitem__, at.tolist()))
 
-        def hashes(syms) -> np.ndarray:
-            return np.fromiter((_xxh64(t.encode("utf-8", "surrogatepass")) for t in syms), np.uint64)
+        def hashes(syms: list[str]) -> np.ndarray:  # token by token in C (map): no Python frame per token
+            return np.fromiter(map(_xxh64, map(str.encode, syms, repeat("utf-8"), repeat("surrogatepass"))),
+                               np.uint64, len(syms))
 
         at, ts = of(_NAME)
         ht = hashes(ts)
-        keep = np.fromiter((t in KEEP_NAMES for t in ts), bool, len(ts))
+        keep = np.fromiter(map(KEEP_NAMES.__contains__, ts), bool, len(ts))
         self.keep[at], self.h_tok[at], self.h_named[at] = keep, ht, ht
         self.h_abs[at] = self.h_lit[at] = np.where(keep, ht, np.uint64(_H_I))
         self.role[at[[j for j, t in enumerate(ts) if t == "def"]]] = _DEF
         for k, sym in ((_STR, "S"), (_NUM, "N")):
             at, ts = of(k)
             self.h_abs[at] = _h(sym)
-            self.h_lit[at] = self.h_named[at] = hashes(_literal_value(t, sym) for t in ts)
+            self.h_lit[at] = self.h_named[at] = hashes(list(map(_literal_value, ts, repeat(sym))))
             if k == _STR:
-                self.flag[at] = np.fromiter((t.endswith(('"""', "'''")) for t in ts), bool, len(ts))
+                self.flag[at] = np.fromiter(map(str.endswith, ts, repeat(('"""', "'''"))), bool, len(ts))
         at, ts = of(_OP)
         self.h_abs[at] = self.h_lit[at] = self.h_named[at] = self.h_tok[at] = hashes(ts)
-        self.role[at] = np.fromiter((_ROLE.get(t, 0) for t in ts), np.int8, len(ts))
-        self.br[at] = np.fromiter((1 if t in ("(", "[", "{") else -1 if t in (")", "]", "}") else 0 for t in ts),
-                                  np.int64, len(ts))
+        self.role[at] = np.fromiter(map(_ROLE.get, ts, repeat(0)), np.int8, len(ts))
+        self.br[at] = np.fromiter(map(_BRACKET.get, ts, repeat(0)), np.int64, len(ts))
         at, ts = of(_NL)
         self.col[at] = np.fromiter((lexing._column(t[1:]) for t in ts), np.int64, len(ts))
         at, ts = of(_COMMENT)
-        self.flag[at] = np.fromiter((t[0] == "#" for t in ts), bool, len(ts))
-        words = [WORD.findall(t.lower()) for t in toks]
-        counts = np.fromiter(map(len, words), np.int64, n)
-        flat = symbol_hashes([w for ws in words for w in ws])
+        self.flag[at] = np.fromiter(map(str.startswith, ts, repeat("#")), bool, len(ts))
+        counts, flat = _token_words(toks)
         at = self.n_words
         if at + len(flat) > len(self.words):
             grown = np.zeros(max(2 * len(self.words), at + len(flat)), np.uint64)
@@ -162,7 +177,6 @@ class _Vocab:
         self.w_start[i:i + n] = at + np.cumsum(counts) - counts
         self.w_count[i:i + n] = counts
         self.n_words += len(flat)
-        self.ids.update(zip(toks, range(i, i + n)))
 
     def words_of(self, ids: np.ndarray) -> np.ndarray:
         """The word hashes of the tokens ``ids`` in order: the words of the text when the tokens cover it."""
@@ -170,6 +184,26 @@ class _Vocab:
         total = int(counts.sum())
         out_start = np.cumsum(counts) - counts
         return self.words[np.arange(total) + np.repeat(self.w_start[ids] - out_start, counts)]
+
+
+_WORD_OR_SEP = re.compile(r"\w+|\x00")
+_H_SEP = np.uint64(_h("\x00"))
+
+
+def _token_words(toks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(words per token, their hashes in order) of ``WORD.findall(t.lower())`` for every token: one pass over
+    the tokens joined by NUL (no word character, nor cased nor case-ignorable: each token lower-cases and splits
+    as alone), the NULs found among the hashes; token by token where a token holds a NUL."""
+    n = len(toks)
+    joined = "\x00".join(toks)
+    if joined.count("\x00") == n - 1:
+        flat = symbol_hashes(_WORD_OR_SEP.findall(joined.lower()))
+        sep = flat == _H_SEP
+        if int(sep.sum()) == n - 1:  # else a word hashed as NUL does: read token by token
+            word = ~sep
+            return np.bincount(np.cumsum(sep)[word], minlength=n).astype(np.int64), flat[word]
+    words = [WORD.findall(t.lower()) for t in toks]
+    return np.fromiter(map(len, words), np.int64, n), symbol_hashes([w for ws in words for w in ws])
 
 
 _BRANCH_KIND = {1: _NL, 2: _COMMENT, 3: _CONT, 4: _STR, 5: _BAD, 6: _NUM, 7: _NAME, 8: _OP, 9: _BAD}
