@@ -12,6 +12,14 @@ that exists is whole; a killed stage re-run skips shards already present.
 Gzip headers carry no timestamp, so the same records give the same bytes.
 Records are streamed shard by shard: a dataset never loads whole into memory.
 
+Speed (phase 1 reads and writes every record once per stage): lines are parsed by orjson,
+gzip levels 0-3 are ISA-L's (``isal``, ~4x zlib's level 1 at a smaller size) and reading is
+ISA-L's too; a record read from a shard and written back unchanged is written as the very
+line it was read from (no re-encoding), others by ``json`` as always.
+Any line orjson cannot take is read by ``json`` as before, so the reasons below and the
+values read do not change (orjson reads integers beyond 64 bits as floats: a record
+holding a float is re-read by ``json``).
+
 Input is untrusted: ``iter_json_lines`` / ``read_shard_checked`` are the one
 reader of JSON-lines records (ours or anyone's). A truncated gzip, a line that
 is not UTF-8 or not JSON, JSON nested too deep, or a field of the wrong type
@@ -24,13 +32,16 @@ import dataclasses
 import functools
 import gzip
 import hashlib
-import io
 import json
+import operator
 import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import orjson
+from isal import igzip, isal_zlib
 
 from megatron_snow.atomic import atomic_write_bytes
 
@@ -61,6 +72,26 @@ class CodeRecord:
             return dataclasses.asdict(self)
         return {"id": self.id, "content": self.content, "language": self.language, "repo": self.repo,
                 "path": self.path, "source": self.source, "license": self.license, "meta": meta}
+
+    def line_if_unchanged(self) -> bytes | None:
+        """The JSON line this record was read from (``read_shard_checked``) while no field has changed
+        since (strings compared by identity, meta by value); None otherwise: the writer encodes it."""
+        src = self.__dict__.get("_src")
+        if src is None:
+            return None
+        line, fields, meta = src
+        now = (self.id, self.content, self.language, self.repo, self.path, self.source, self.license)
+        if all(map(operator.is_, now, fields)) and self.meta == meta:
+            return line
+        return None
+
+    def _remember_line(self, line: bytes) -> None:
+        try:
+            meta = _copy_plain(self.meta)
+        except _NotPlain:
+            return
+        self.__dict__["_src"] = (line, (self.id, self.content, self.language, self.repo, self.path, self.source,
+                                        self.license), meta)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CodeRecord":
@@ -175,41 +206,85 @@ def iter_json_lines(path: str | Path, name: str | None = None) -> Iterator[tuple
     ``invalid_utf8``, ``invalid_json``, ``json_too_deep``, ``not_an_object``. ``name`` is how the
     file is named in them (default: the path).
     """
-    where = name or str(path)
+    for item in _json_lines(path, name or str(path)):
+        yield item if isinstance(item, BadRecord) else item[:2]
+
+
+def _has_float(v: Any) -> bool:
+    t = type(v)
+    if t is float:
+        return True
+    if t is dict:
+        return any(_has_float(x) for x in v.values())
+    if t is list:
+        return any(_has_float(x) for x in v)
+    return False
+
+
+def _json_lines(path: str | Path, where: str) -> Iterator[tuple[int, dict, bytes] | BadRecord]:
+    """``iter_json_lines`` with each object's raw line (bytes, as read)."""
     try:
-        f = gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+        f = igzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
     except OSError as e:
         yield _bad("unreadable_file", where, None, e.strerror or str(e))
         return
     lineno = 0
+    loads = orjson.loads
     try:
         with f:
-            for lineno, raw in enumerate(f):
-                if not raw.strip():
+            for lineno, raw in enumerate(_salvaging(f, path) if isinstance(f, igzip.IGzipFile) else f):
+                try:  # the fast path: orjson takes valid UTF-8 JSON without lone surrogates
+                    d = loads(raw)
+                    if type(d) is dict and not _has_float(d):
+                        yield lineno, d, raw
+                        continue
+                except orjson.JSONDecodeError:
+                    pass
+                bad_or_obj = _parse_slowly(raw, where, lineno)
+                if bad_or_obj is None:
                     continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield _bad("invalid_utf8", where, lineno, f"byte {e.start}")
-                    continue
-                try:
-                    d = json.loads(line)
-                except RecursionError:
-                    yield _bad("json_too_deep", where, lineno, "JSON nested too deep")
-                    continue
-                except ValueError as e:
-                    yield _bad("invalid_json", where, lineno, str(e))
-                    continue
-                if not isinstance(d, dict):
-                    yield _bad("not_an_object", where, lineno, f"a JSON {type(d).__name__}, not an object")
-                    continue
-                if "\\u" in line and _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(d):
-                    # valid JSON, but a lone \\uD800-\\uDFFF escape is no text: it cannot be written back as UTF-8
-                    yield _bad("invalid_utf8", where, lineno, "a lone surrogate escape (\\uD800-\\uDFFF)")
-                    continue
-                yield lineno, d
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
+                yield bad_or_obj if isinstance(bad_or_obj, BadRecord) else (lineno, bad_or_obj, raw)
+    except (EOFError, OSError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
         yield _bad("corrupt_gzip", where, lineno + 1, str(e) or type(e).__name__)
+
+
+def _salvaging(f: Any, path: str | Path) -> Iterator[bytes]:
+    """The lines of an ISA-L gzip reader; where damage stops it, zlib reads on from the same line (ISA-L
+    drops the whole lines of its last block before the damage, zlib gives them) and raises at the damage."""
+    n = 0
+    try:
+        for line in f:
+            yield line
+            n += 1
+        return
+    except (EOFError, OSError, isal_zlib.error):
+        pass
+    with gzip.open(path, "rb") as z:
+        for i, line in enumerate(z):
+            if i >= n:
+                yield line
+
+
+def _parse_slowly(raw: bytes, where: str, lineno: int) -> dict | BadRecord | None:
+    """A line by ``json`` (None: a blank line), each failure under its reason."""
+    if not raw.strip():
+        return None
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return _bad("invalid_utf8", where, lineno, f"byte {e.start}")
+    try:
+        d = json.loads(line)
+    except RecursionError:
+        return _bad("json_too_deep", where, lineno, "JSON nested too deep")
+    except ValueError as e:
+        return _bad("invalid_json", where, lineno, str(e))
+    if not isinstance(d, dict):
+        return _bad("not_an_object", where, lineno, f"a JSON {type(d).__name__}, not an object")
+    if "\\u" in line and _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(d):
+        # valid JSON, but a lone \\uD800-\\uDFFF escape is no text: it cannot be written back as UTF-8
+        return _bad("invalid_utf8", where, lineno, "a lone surrogate escape (\\uD800-\\uDFFF)")
+    return d
 
 
 def shard_name(index: int) -> str:
@@ -229,16 +304,19 @@ def list_shards(directory: str | Path) -> list[Path]:
 def read_shard_checked(path: str | Path, name: str | None = None) -> Iterator[CodeRecord | BadRecord]:
     """Every record of a shard, or a BadRecord (see ``iter_json_lines``; plus ``wrong_field_type``)."""
     where = name or str(path)
-    for item in iter_json_lines(path, where):
+    for item in _json_lines(path, where):
         if isinstance(item, BadRecord):
             yield item
             continue
-        lineno, d = item
+        lineno, d, raw = item
         bad = field_type_error(d)
         if bad:
             yield _bad("wrong_field_type", where, lineno, bad, d)
             continue
-        yield CodeRecord.from_dict(d)
+        rec = CodeRecord.from_dict(d)
+        if raw.endswith(b"}\n") and "meta" in d and len(d) == 8:  # all fields and no others: a line we wrote
+            rec._remember_line(raw)
+        yield rec
 
 
 def read_shard(path: str | Path) -> Iterator[CodeRecord]:
@@ -264,18 +342,36 @@ _atomic_write_bytes = atomic_write_bytes  # the old private name, still used by 
 COMPRESSLEVEL = 6  # gzip level of a shard unless its writer asks for another (phase 1: its shard_compresslevel)
 
 
+def encode_line(d: dict) -> bytes:
+    """One record dict as a JSON line: sorted keys, ``json``'s separators, UTF-8 (the format every shard has
+    had; orjson would write the same records faster but as other bytes)."""
+    return (json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def gzip_bytes(data: bytes, compresslevel: int = COMPRESSLEVEL) -> bytes:
+    """Deterministic gzip (no timestamp, no name): levels 0-3 by ISA-L, 4-9 by zlib."""
+    if compresslevel <= 3:
+        return igzip.compress(data, compresslevel, mtime=0)
+    return gzip.compress(data, compresslevel, mtime=0)
+
+
 def encode_shard(records: Iterable[CodeRecord | dict], compresslevel: int = COMPRESSLEVEL) -> tuple[bytes, int, int]:
     """Deterministic gzip bytes of records; returns (bytes, n_records, n_content_bytes). The level changes
-    the bytes, never the records they decompress to."""
-    raw = io.BytesIO()
-    n = nbytes = 0
-    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0, filename="") as gz:
-        for r in records:
-            d = r.to_dict() if isinstance(r, CodeRecord) else r
-            gz.write((json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-            n += 1
-            nbytes += len(d.get("content", "").encode("utf-8"))
-    return raw.getvalue(), n, nbytes
+    the bytes, never the records they decompress to. A record read from a shard and not changed since is
+    written as the line it was read from."""
+    lines = []
+    nbytes = 0
+    for r in records:
+        if isinstance(r, CodeRecord):
+            line = r.line_if_unchanged()
+            if line is not None:
+                lines.append(line)
+                nbytes += len(r.content.encode("utf-8"))
+                continue
+            r = r.to_dict()
+        lines.append(encode_line(r))
+        nbytes += len(r.get("content", "").encode("utf-8"))
+    return gzip_bytes(b"".join(lines), compresslevel), len(lines), nbytes
 
 
 def write_shard(path: str | Path, records: Iterable[CodeRecord | dict], compresslevel: int = COMPRESSLEVEL) -> dict:

@@ -312,14 +312,14 @@ class GroupStep(Step):
         def scatter() -> None:
             for i in ctx.bar([i for i in ctx.my_items(n_in) if not (buckets / f"scatter-{i:05d}.done").is_file()],
                              "scatter"):
-                parts: dict[int, list[dict]] = {}
+                parts: dict[int, list[dict | CodeRecord]] = {}
                 for rec in ctx.read_input(i):
                     if isinstance(rec, BadRecord):  # damaged line: counted by the bucket it lands in
                         d = rec.record.to_dict()
                         d["meta"]["bad"] = {"reason": rec.reason, **rec.details()}
                         parts.setdefault(i % len(units), []).append(d)
-                    else:
-                        parts.setdefault(bucket_of(rec, len(units), self.settings.by), []).append(rec.to_dict())
+                    else:  # the record as read: written back as its own line
+                        parts.setdefault(bucket_of(rec, len(units), self.settings.by), []).append(rec)
                 for b, recs in sorted(parts.items()):
                     write_shard(buckets / f"b{b:05d}" / f"from-{i:05d}.jsonl.gz", recs, self.shard_compresslevel)
                 atomic_write_text(buckets / f"scatter-{i:05d}.done", "")  # last: input shard i is scattered
