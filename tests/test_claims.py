@@ -75,7 +75,7 @@ def speed_tables(data: dict) -> tuple[str, str, str]:
     run = data["run"]
     command = re.sub(r" --work \S+", "", run["command"])  # where the scratch files went changes nothing measured
     head = (f"`{command}` ({data['ranks']} rank, {data['mb']:.1f} MB, {data['corpus']['files']:,} files, "
-            f"one run on {run['cpus']} cores, load average {run['load_average'][0]} at the start and "
+            f"one run on {run['cpus']} cores{_cpu(run)}, load average {run['load_average'][0]} at the start and "
             f"{run['load_average'][1]} at the end):")
     rows = ["| stage | input MB | MB/s/core | CPU s | peak RSS MiB | target |", "|---|---|---|---|---|---|"]
     for r in stages:
@@ -95,11 +95,18 @@ def speed_tables(data: dict) -> tuple[str, str, str]:
     rows.append("")
     rows.append(f"Decontamination is {dec / data['whole_cpu_s']:.0%} of the whole step's CPU; without it the step "
                 f"runs at {data['mb'] / (data['whole_cpu_s'] - dec):.1f} MB/s per core.")
+    if index := data.get("decontam_index_build"):
+        rows.append(f"The decontamination index is built once, by a machine's first run (cached; later runs load it): "
+                    f"{index['cpu_s']:.1f} CPU s, peak RSS {index['peak_rss_mib']} MiB, not in the rates above.")
     refs = ["| task | ours MB/s | reference | theirs MB/s | ours/theirs |", "|---|---|---|---|---|"]
     for r in data.get("references", []):
         theirs = f"{_mb(r['theirs'])} | {r['ours'] / r['theirs']:.2f}x" if r["theirs"] else "- | -"
         refs.append(f"| {r['task']} | {_mb(r['ours'])} | {r['reference']} | {theirs} |")
     return head, "\n".join(rows), "\n".join(refs)
+
+
+def _cpu(run: dict) -> str:
+    return f", {run['cpu']}" if run.get("cpu") else ""  # runs before it was recorded name no processor
 
 
 def _command(data: dict) -> str:
@@ -130,8 +137,9 @@ def linearity_tables(data: dict) -> tuple[str, str, str]:
         per_mb = [_per_mb(r, startups) for r in runs]
         rows.append(f"{label} stay within {max(per_mb) / min(per_mb) - 1:.0%} ({min(per_mb):.3f}-{max(per_mb):.3f}) "
                     f"from {runs[0]['mb']:.0f} to {runs[-1]['mb']:.0f} MB.")
-    rows.append(f"(`{_command(data)}`, one run, load average {data['run']['load_average'][0]} at the start and "
-                f"{data['run']['load_average'][1]} at the end.)")
+    load = data["run"]["load_average"]
+    rows.append(f"(`{_command(data)}`, one run{_cpu(data['run'])}, load average {load[0]} at the start and "
+                f"{load[1]} at the end.)")
     edges = "; ".join(f"{r['mb']:.0f} MB: {r['near_dedup']['edges']:,} candidate edges "
                       f"({r['near_dedup']['edge_bytes'] / 1024:.1f} KiB) over {r['near_dedup']['nodes']:,} of "
                       f"{r['near_dedup']['documents']:,} documents, {r['near_dedup']['payload_bytes'] / 1e6:.1f} MB "
@@ -175,8 +183,9 @@ def ranks_table(data: dict) -> str:
     """docs/scale.md's peak memory (largest rank) and CPU (all ranks) per stage, for each rank count."""
     runs = sorted(data["runs"], key=lambda r: r["ranks"])
     counts = [r["ranks"] for r in runs]
-    rows = [f"`{_command(data)}` ({runs[0]['mb']:.1f} MB, load average {data['run']['load_average'][0]} at the "
-            f"start and {data['run']['load_average'][1]} at the end):", "",
+    load = data["run"]["load_average"]
+    rows = [f"`{_command(data)}` ({runs[0]['mb']:.1f} MB{_cpu(data['run'])}, load average {load[0]} at the start and "
+            f"{load[1]} at the end):", "",
             "| stage | " + " | ".join(f"{n} rank{'s' if n > 1 else ''} RSS MiB" for n in counts) + " | "
             + " | ".join(f"{n} rank{'s' if n > 1 else ''} CPU s" for n in counts) + " |",
             "|---" * (1 + 2 * len(counts)) + "|"]
