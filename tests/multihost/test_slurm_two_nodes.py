@@ -157,7 +157,10 @@ def test_preprocess_sbatch_runs_one_mpi_rank_per_node(slurm2, tmp_path):
     job = slurm2.sbatch("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--output={tmp_path}/job-%j.out",
                         "slurm/preprocess_phase1.sh", f"output_dir={out_dir}",
                         f"ingest.sources=[{{kind: directory, path: {repos}, name: local, files_per_shard: 2}}]",
-                        env={"CONFIG": "examples/tiny/data_phase1.yaml"})
+                        # MPICH's UCX netmod on the node's interface only: advertising every transport of the
+                        # namespace, its address reached Slurm 22.05's mpi/pmi2 torn ("value not properly
+                        # terminated") and MPI_Init failed in most runs here (slurm/README.md says so for users)
+                        env={"CONFIG": "examples/tiny/data_phase1.yaml", "UCX_NET_DEVICES": "snow0"})
     info = slurm2.wait_done(job)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert info["JobState"] == "COMPLETED", log[-3000:]
