@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,8 @@ import psutil
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from machine import run_info  # noqa: E402
 
 
 def random_hf_model(cfg_path: str, out: Path, dtype: torch.dtype) -> int:
@@ -121,7 +124,10 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO / "examples" / "snowcoder_1.3b" / "phase1.yaml"))
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--work", help="scratch directory (default: a temporary one, removed after)")
+    parser.add_argument("--json", type=Path, help="write the run here (docs/results/convert_memory.json is such a "
+                                                   "run: tests/test_claims.py rebuilds the README's sentence from it)")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
@@ -144,6 +150,13 @@ def main() -> int:
             print(f"{name:<36} {pss / 2**30:>12.2f} {pss / model_bytes:>8.2f} {rss / 2**30:>12.2f} "
                   f"{rss / model_bytes:>8.2f} {secs:>8.0f}")
         print(f"\nround trip: {n} tensors bitwise equal")
+        if args.json:
+            args.json.write_text(json.dumps({
+                "config": os.path.relpath(Path(args.config).resolve(), REPO),
+                "dtype": args.dtype, "params": params, "model_gib": round(model_bytes / 2**30, 3),
+                "steps": [{"step": name, "tree_pss_gib": round(pss / 2**30, 3), "tool_rss_gib": round(rss / 2**30, 3),
+                           "seconds": round(secs, 1)} for name, pss, rss, secs in rows],
+                "bitwise_equal_tensors": n, "run": run_info("bench_convert_memory.py", load_start)}, indent=1) + "\n")
     return 0
 
 

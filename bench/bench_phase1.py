@@ -45,7 +45,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import argparse  # noqa: E402
 import gzip  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -60,6 +59,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import run_info  # noqa: E402
 
 from megatron_snow.phase1 import clusters  # noqa: E402
 from megatron_snow.phase1.pipeline import STAGE_DIRS, STAGES  # noqa: E402
@@ -169,19 +170,6 @@ def build_index(work: Path) -> dict:
             "assert d.loaded_from == 'built'")
     cpu, wall, rss = run_measured([sys.executable, "-c", code], env)
     return {"cpu_s": cpu, "wall_s": wall, "peak_rss_mib": rss}
-
-
-def cpu_name() -> str:
-    """The processor, as /proc/cpuinfo names it (with family and model where the name is only the brand)."""
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    except OSError:
-        return platform.processor() or platform.machine()
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    name = info.get("model name", platform.machine())
-    if "family" not in name and "cpu family" in info:
-        name += f" (family {info['cpu family']}, model {info.get('model', '?')})"
-    return name
 
 
 def content_mb(stage_dir: Path) -> float:
@@ -534,10 +522,7 @@ def main() -> None:
     if args.json:  # docs/results/phase1_*.json are these files: tests/test_claims.py rebuilds docs/scale.md from them
         result = results[0] if len(results) == 1 else {"runs": results}
         result["decontam_index_build"] = index
-        result["run"] = {"command": "python bench/bench_phase1.py " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(),
-                         "cpu": cpu_name(),
-                         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
-                         "python": platform.python_version()}
+        result["run"] = run_info("bench_phase1.py", load_start)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -1,6 +1,6 @@
 """What the sample sandbox costs: ``evaluate`` on HumanEval+'s canonical solutions under each mechanism.
 
-    python bench/bench_sandbox.py [--repeats 1] [--workers 1] [--mechanisms none,namespaces,bwrap]
+    python bench/bench_sandbox.py [--repeats 1] [--workers 1] [--mechanisms none,namespaces,bwrap] [--json FILE]
 
 Every mechanism scores the same 164 programs through ``python -m
 megatron_snow evaluate --samples`` with a warm reference cache (a first
@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import run_info  # noqa: E402
 
 from megatron_snow.benchmarks import SHIPPED_DIR
 from megatron_snow.evaluate.tasks import ALL_UNITS, canonical_solution, load_problems
@@ -53,7 +57,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--mechanisms", default="none,namespaces,bwrap",
                     help="comma-separated sandbox.mechanism values; ratios are to the first")
+    ap.add_argument("--json", type=Path, help="write the run here (docs/results/sandbox_cost.json is such a run: "
+                                              "tests/test_claims.py rebuilds the README's sentence from it)")
     a = ap.parse_args()
+    load_start = os.getloadavg()[0]
     mechanisms = a.mechanisms.split(",")
     unit = ALL_UNITS["humaneval+"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +79,13 @@ def main() -> None:
         print(f"{m:12s} wall {best[m][0]:7.1f} s   cpu {best[m][1]:7.1f} s   "
               f"ratio to {base}: wall {best[m][0] / best[base][0]:.2f}x, cpu {best[m][1] / best[base][1]:.2f}x")
     print(f"(164 HumanEval+ canonical programs, {a.workers} worker(s), best of {a.repeats})")
+    if a.json:
+        a.json.write_text(json.dumps({
+            "programs": 164, "workers": a.workers, "repeats": a.repeats, "base": base,
+            "mechanisms": [{"mechanism": m, "wall_s": [round(w, 2) for w, _ in times[m]],
+                            "cpu_s": [None if c != c else round(c, 2) for _, c in times[m]],
+                            "best_wall_ratio": round(best[m][0] / best[base][0], 3)} for m in mechanisms],
+            "run": run_info("bench_sandbox.py", load_start)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

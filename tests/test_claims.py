@@ -7,7 +7,12 @@
   its table beside datatrove and datasketch;
 - docs/results/phase1_linearity.json (``--mb 20 40 80 160``): docs/scale.md's cost-per-MB and memory table, the
   near-dedup edge counts, and the plan for the paper's 3 TB (rates of the largest run);
-- docs/results/phase1_ranks.json (``--ranks 1 2 4``): docs/scale.md's memory and CPU per rank count.
+- docs/results/phase1_ranks.json (``--ranks 1 2 4``): docs/scale.md's memory and CPU per rank count;
+- docs/results/decontam_speed.json, written by ``bench/bench_decontam.py --json``: docs/scale.md's sentence on the
+  decontamination kernel's speed per reader;
+- docs/results/sandbox_cost.json (``bench/bench_sandbox.py --json``): the README's cost of the sample sandbox;
+- docs/results/convert_memory.json (``bench/bench_convert_memory.py --json``): the README's peak memory of
+  checkpoint conversion at the paper's 1.3B.
 
 When a result file changes, ``python tests/test_claims.py`` prints the text to paste.
 """
@@ -206,6 +211,43 @@ def ranks_table(data: dict) -> str:
     return "\n".join(rows)
 
 
+def decontam_kernel_sentence(data: dict) -> str:
+    """docs/scale.md's sentence on bench/bench_decontam.py: MB/s per core of each reader, same verdicts or not."""
+    by = {r["setting"]: r["mb_per_core_s"] for r in data["settings"]}
+    pre = next(r for r in data["settings"] if r["setting"] == "streams + prefilter")
+    return (f"`{_command(data)}` ({data['files']:,} Python files, {data['mb']:.1f} MB, {data['planted']} with a pasted "
+            f"benchmark unit, one run{_cpu(data['run'])}): the hashed streams {by['hashed streams']:.2f} MB/s per core "
+            f"in a fresh process and {by['hashed streams, warm']:.2f} with the token table filled, against "
+            f"{by['fast lexer']:.2f} for the fast positional lexer and {by['tokenize lexer']:.2f} for `tokenize`; the "
+            f"skeleton prefilter lets {pre['tokenized']:,} of {data['files']:,} files through and brings the streams "
+            f"to {pre['mb_per_core_s']:.2f} (off by default); verdicts "
+            + ("identical in every setting." if data["identical_verdicts"] else "NOT identical: a bug."))
+
+
+SANDBOX_LABELS = {"none": "no sandbox", "namespaces": "namespaces", "bwrap": "bubblewrap"}
+
+
+def sandbox_sentence(data: dict) -> str:
+    """The README's sentence on what the sample sandbox costs (bench/bench_sandbox.py)."""
+    base = data["base"]
+    others = [m for m in data["mechanisms"] if m["mechanism"] != base]
+    ratios = " and ".join(f"{m['best_wall_ratio']:.2f}x with {SANDBOX_LABELS[m['mechanism']]}" for m in others)
+    workers = f"{data['workers']} worker{'s' if data['workers'] > 1 else ''}"
+    return (f"Cost on HumanEval+'s {data['programs']} canonical solutions, {workers}, best of {data['repeats']} runs "
+            f"on {data['run']['cpus']} cores{_cpu(data['run'])} (`{_command(data)}`): against {SANDBOX_LABELS[base]}, "
+            f"the wall time is {ratios}.")
+
+
+def convert_memory_sentence(data: dict) -> str:
+    """The README's sentence on conversion's peak memory (bench/bench_convert_memory.py)."""
+    steps = {s["step"].split(" ")[0]: s for s in data["steps"]}
+    peak = {k: v["tree_pss_gib"] / data["model_gib"] for k, v in steps.items()}
+    return (f"For the 1.3B (`{data['config']}`, {data['params'] / 1e9:.2f}B parameters, {data['model_gib']:.1f} GiB in "
+            f"{data['dtype']}) the conversion's peak memory is {peak['convert_from_hf']:.2f}x the model's size from "
+            f"Hugging Face and {peak['convert_to_hf']:.2f}x back, every one of its {data['bitwise_equal_tensors']} "
+            f"tensors bitwise equal after the round trip (`{_command(data)}`).")
+
+
 def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
@@ -231,6 +273,18 @@ def test_scale_doc_linearity_ranks_and_plan_are_the_measured_ones():
         assert _flat(block) in _flat(doc), f"docs/scale.md should hold (tests/test_claims.py prints it):\n{block}"
 
 
+def test_scale_doc_decontam_kernel_sentence_is_the_measured_one():
+    sentence = decontam_kernel_sentence(load("decontam_speed"))
+    doc = _flat((REPO / "docs" / "scale.md").read_text(encoding="utf-8"))
+    assert sentence in doc, f"docs/scale.md should say (python tests/test_claims.py prints it):\n{sentence}"
+
+
+def test_readme_sandbox_and_conversion_numbers_are_the_measured_ones():
+    readme = _flat((REPO / "README.md").read_text(encoding="utf-8"))
+    for sentence in (sandbox_sentence(load("sandbox_cost")), convert_memory_sentence(load("convert_memory"))):
+        assert _flat(sentence) in readme, f"README.md should say (python tests/test_claims.py prints it):\n{sentence}"
+
+
 def test_renderers_follow_the_numbers():
     """A changed measurement changes the text (the checks above cannot pass on stale text)."""
     data = load("decontam_quality")
@@ -246,10 +300,23 @@ def test_renderers_follow_the_numbers():
     biggest["whole_cpu_s"] = biggest["mb"] * 2  # 2 CPU-s per MB: 0.50 MB/s and a wider spread
     table, _, plan = linearity_tables(series)
     assert "| 2.000 |" in table and "-2.000) from" in table and "| **whole step** | | 0.50 |" in plan
+    kernel = load("decontam_speed")
+    kernel["settings"][2]["mb_per_core_s"], kernel["identical_verdicts"] = 1.5, False
+    assert "hashed streams 1.50 MB/s" in decontam_kernel_sentence(kernel)
+    assert decontam_kernel_sentence(kernel).endswith("NOT identical: a bug.")
+    sandbox = load("sandbox_cost")
+    sandbox["mechanisms"][-1]["best_wall_ratio"] = 3.0
+    assert "3.00x with" in sandbox_sentence(sandbox)
+    memory = load("convert_memory")
+    memory["steps"][0]["tree_pss_gib"] = memory["model_gib"] * 4
+    assert "is 4.00x the model's size from" in convert_memory_sentence(memory)
 
 
 if __name__ == "__main__":
     print(decontam_sentence(load("decontam_quality")), end="\n\n")
     print("\n\n".join(speed_tables(load("phase1_speed"))), end="\n\n")
     print("\n\n".join(linearity_tables(load("phase1_linearity"))), end="\n\n")
-    print(ranks_table(load("phase1_ranks")))
+    print(ranks_table(load("phase1_ranks")), end="\n\n")
+    print(decontam_kernel_sentence(load("decontam_speed")), end="\n\n")
+    print(sandbox_sentence(load("sandbox_cost")), end="\n\n")
+    print(convert_memory_sentence(load("convert_memory")))

@@ -17,7 +17,7 @@ chat template, nothing added around a prompt): ``AutoModelForCausalLM`` /
 Memory: tensors are read one parameter kind at a time (all layers of it) with
 ``dist_checkpointing.load`` and written out in safetensors shards of at most
 ``--max-shard-mb``; optimizer state is never read. Measured on a 1.3B fp32 model
-(``bench/bench_convert_memory.py``): peak 1.5x the model's size, held by the
+(``bench/bench_convert_memory.py``, docs/results/convert_memory.json): peak 1.5x the model's size, held by the
 largest kind (``linear_fc1``, 2.2 GB), its read buffer and one pending shard.
 """
 from __future__ import annotations

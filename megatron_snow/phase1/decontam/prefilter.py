@@ -9,10 +9,9 @@ unit keeps its skeleton's _SKEL-grams (the whole skeleton when shorter) but thos
 holds all keys of a unit matched whole, half of those of a unit matched by containment (and half of a
 test block's literal words), a name a one-liner rule needs, a word of a literal-rule unit with a short
 skeleton, or when it is short (fewer names than a short benchmark function alone could have).
-Measured (bench/bench_decontam.py --mb 8, standard library and site-packages, 608 files): the same verdicts,
-but 436 of 608 files still pass and the skeleton costs more than it saves now that files are read as hashed
-streams without positions (``streams``): 2.5 MB/s per core with it, 4.6 without (6.3 with the token table
-warm): off by default.
+Measured (bench/bench_decontam.py, standard library and site-packages; docs/results/decontam_speed.json): the
+same verdicts, but most files still pass (391 of 537) and the skeleton costs more than it saves now that files are
+read as hashed streams without positions (``streams``): about half the streams' speed with it: off by default.
 """
 from __future__ import annotations
 
