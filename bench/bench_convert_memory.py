@@ -156,7 +156,7 @@ def main() -> int:
                 "dtype": args.dtype, "params": params, "model_gib": round(model_bytes / 2**30, 3),
                 "steps": [{"step": name, "tree_pss_gib": round(pss / 2**30, 3), "tool_rss_gib": round(rss / 2**30, 3),
                            "seconds": round(secs, 1)} for name, pss, rss, secs in rows],
-                "bitwise_equal_tensors": n, "run": run_info("bench_convert_memory.py", load_start)}, indent=1) + "\n")
+                "bitwise_equal_tensors": n, "run": run_info(load_start)}, indent=1) + "\n")
     return 0
 
 

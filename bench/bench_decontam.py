@@ -99,7 +99,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"files": len(texts), "mb": round(mb, 2), "planted": args.plant,
                                          "settings": rows, "identical_verdicts": same,
-                                         "run": run_info("bench_decontam.py", load_start)}, indent=1) + "\n")
+                                         "run": run_info(load_start)}, indent=1) + "\n")
     return 0 if same else 1
 
 

@@ -522,7 +522,7 @@ def main() -> None:
     if args.json:  # docs/results/phase1_*.json are these files: tests/test_claims.py rebuilds docs/scale.md from them
         result = results[0] if len(results) == 1 else {"runs": results}
         result["decontam_index_build"] = index
-        result["run"] = run_info("bench_phase1.py", load_start)
+        result["run"] = run_info(load_start)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 

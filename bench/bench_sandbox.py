@@ -66,8 +66,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         samples = tmp / "canonical.jsonl"
+        problems = load_problems(unit, SHIPPED_DIR)
         samples.write_text("".join(json.dumps({"task_id": t, "solution": canonical_solution(unit, p)}) + "\n"
-                                   for t, p in load_problems(unit, SHIPPED_DIR).items()))
+                                   for t, p in problems.items()))
         _run(samples, tmp / "warm", tmp / "cache", a.workers, mechanisms[-1])  # fills the reference cache
         times: dict[str, list[tuple[float, float]]] = {m: [] for m in mechanisms}
         for i in range(a.repeats):
@@ -78,14 +79,14 @@ def main() -> None:
     for m in mechanisms:
         print(f"{m:12s} wall {best[m][0]:7.1f} s   cpu {best[m][1]:7.1f} s   "
               f"ratio to {base}: wall {best[m][0] / best[base][0]:.2f}x, cpu {best[m][1] / best[base][1]:.2f}x")
-    print(f"(164 HumanEval+ canonical programs, {a.workers} worker(s), best of {a.repeats})")
+    print(f"({len(problems)} HumanEval+ canonical programs, {a.workers} worker(s), best of {a.repeats})")
     if a.json:
         a.json.write_text(json.dumps({
-            "programs": 164, "workers": a.workers, "repeats": a.repeats, "base": base,
+            "programs": len(problems), "workers": a.workers, "repeats": a.repeats, "base": base,
             "mechanisms": [{"mechanism": m, "wall_s": [round(w, 2) for w, _ in times[m]],
                             "cpu_s": [None if c != c else round(c, 2) for _, c in times[m]],
                             "best_wall_ratio": round(best[m][0] / best[base][0], 3)} for m in mechanisms],
-            "run": run_info("bench_sandbox.py", load_start)}, indent=1) + "\n")
+            "run": run_info(load_start)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

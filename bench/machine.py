@@ -21,8 +21,9 @@ def cpu_name() -> str:
     return name
 
 
-def run_info(script: str, load_start: float) -> dict:
+def run_info(load_start: float) -> dict:
     """The ``run`` entry of a bench's JSON: its command line, the machine, the load before and after."""
-    return {"command": f"python bench/{script} " + " ".join(sys.argv[1:]), "cpus": os.cpu_count(), "cpu": cpu_name(),
+    command = " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    return {"command": command, "cpus": os.cpu_count(), "cpu": cpu_name(),
             "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
             "python": platform.python_version()}

@@ -213,14 +213,15 @@ def ranks_table(data: dict) -> str:
 
 def decontam_kernel_sentence(data: dict) -> str:
     """docs/scale.md's sentence on bench/bench_decontam.py: MB/s per core of each reader, same verdicts or not."""
-    by = {r["setting"]: r["mb_per_core_s"] for r in data["settings"]}
-    pre = next(r for r in data["settings"] if r["setting"] == "streams + prefilter")
+    by = {r["setting"]: r for r in data["settings"]}
+    rate = {name: r["mb_per_core_s"] for name, r in by.items()}
+    pre = by["streams + prefilter"]
     return (f"`{_command(data)}` ({data['files']:,} Python files, {data['mb']:.1f} MB, {data['planted']} with a pasted "
-            f"benchmark unit, one run{_cpu(data['run'])}): the hashed streams {by['hashed streams']:.2f} MB/s per core "
-            f"in a fresh process and {by['hashed streams, warm']:.2f} with the token table filled, against "
-            f"{by['fast lexer']:.2f} for the fast positional lexer and {by['tokenize lexer']:.2f} for `tokenize`; the "
-            f"skeleton prefilter lets {pre['tokenized']:,} of {data['files']:,} files through and brings the streams "
-            f"to {pre['mb_per_core_s']:.2f} (off by default); verdicts "
+            f"benchmark unit, one run{_cpu(data['run'])}): the hashed streams {rate['hashed streams']:.2f} MB/s per "
+            f"core in a fresh process and {rate['hashed streams, warm']:.2f} with the token table filled, against "
+            f"{rate['fast lexer']:.2f} for the fast positional lexer and {rate['tokenize lexer']:.2f} for `tokenize`; "
+            f"the skeleton prefilter lets {pre['tokenized']:,} of {data['files']:,} files through and brings the "
+            f"streams to {pre['mb_per_core_s']:.2f} (off by default); verdicts "
             + ("identical in every setting." if data["identical_verdicts"] else "NOT identical: a bug."))
 
 
