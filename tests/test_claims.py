@@ -8,6 +8,8 @@
 - docs/results/phase1_linearity.json (``--mb 20 40 80 160``): docs/scale.md's cost-per-MB and memory table, the
   near-dedup edge counts, and the plan for the paper's 3 TB (rates of the largest run);
 - docs/results/phase1_ranks.json (``--ranks 1 2 4``): docs/scale.md's memory and CPU per rank count;
+- docs/results/phase1_before_after.json (two ``--mb 40 --no-reference`` runs, before and after issue 23's shard I/O,
+  and the earlier processor's committed run): docs/scale.md's before/after and how firm the targets are;
 - docs/results/decontam_speed.json, written by ``bench/bench_decontam.py --json``: docs/scale.md's sentence on the
   decontamination kernel's speed per reader;
 - docs/results/sandbox_cost.json (``bench/bench_sandbox.py --json``): the README's cost of the sample sandbox;
@@ -211,6 +213,29 @@ def ranks_table(data: dict) -> str:
     return "\n".join(rows)
 
 
+def _one_process_rate(run: dict) -> float:
+    return run["mb"] / run["whole_one_process"]["cpu_s"]
+
+
+def before_after_sentences(data: dict, speed: dict) -> tuple[str, str]:
+    """docs/scale.md's before/after on one processor, and what the targets would be on the earlier, slower one
+    (this code's rates divided by how much slower the code before ran there)."""
+    before, after = data["before"], data["after"]
+    b1, a1 = _one_process_rate(before), _one_process_rate(after)
+    first = (f"on this one, the code they measured ({before['commit']}) runs the {before['mb']:.0f} MB step at "
+             f"{b1:.2f} MB/s per core in one process ({before['whole_one_process']['cpu_s']:.2f} CPU-s) and "
+             f"{before['mb'] / before['whole_cpu_s']:.2f} as seven processes, against {a1:.2f} and "
+             f"{after['mb'] / after['whole_cpu_s']:.2f} for this code ({after['commit']}) in the run just after it")
+    slower = b1 / _one_process_rate(data["earlier"])
+    now = [a1, _one_process_rate(speed)]
+    dec = _stage(speed, "decontaminate")
+    second = (f"the code before this round ran {slower:.2f}x slower on the processor of the earlier tables than here "
+              f"({_one_process_rate(data['earlier']):.2f} against {b1:.2f} MB/s in one process), and at that ratio "
+              f"this code would give ~{min(now) / slower:.1f}-{max(now) / slower:.1f} MB/s in one process there and "
+              f"~{dec['mb'] / dec['cpu_s'] / slower:.1f} for decontamination")
+    return first, second
+
+
 def decontam_kernel_sentence(data: dict) -> str:
     """docs/scale.md's sentence on bench/bench_decontam.py: MB/s per core of each reader, same verdicts or not."""
     by = {r["setting"]: r for r in data["settings"]}
@@ -274,6 +299,12 @@ def test_scale_doc_linearity_ranks_and_plan_are_the_measured_ones():
         assert _flat(block) in _flat(doc), f"docs/scale.md should hold (tests/test_claims.py prints it):\n{block}"
 
 
+def test_scale_doc_before_after_is_the_measured_one():
+    doc = _flat((REPO / "docs" / "scale.md").read_text(encoding="utf-8"))
+    for sentence in before_after_sentences(load("phase1_before_after"), load("phase1_speed")):
+        assert sentence in doc, f"docs/scale.md should say (python tests/test_claims.py prints it):\n{sentence}"
+
+
 def test_scale_doc_decontam_kernel_sentence_is_the_measured_one():
     sentence = decontam_kernel_sentence(load("decontam_speed"))
     doc = _flat((REPO / "docs" / "scale.md").read_text(encoding="utf-8"))
@@ -301,6 +332,9 @@ def test_renderers_follow_the_numbers():
     biggest["whole_cpu_s"] = biggest["mb"] * 2  # 2 CPU-s per MB: 0.50 MB/s and a wider spread
     table, _, plan = linearity_tables(series)
     assert "| 2.000 |" in table and "-2.000) from" in table and "| **whole step** | | 0.50 |" in plan
+    pair = load("phase1_before_after")
+    pair["earlier"]["whole_one_process"]["cpu_s"] *= 2  # twice as slow there: every estimate halves
+    assert "would give ~1.6-1.8 MB/s in one process there" in before_after_sentences(pair, load("phase1_speed"))[1]
     kernel = load("decontam_speed")
     kernel["settings"][2]["mb_per_core_s"], kernel["identical_verdicts"] = 1.5, False
     assert "hashed streams 1.50 MB/s" in decontam_kernel_sentence(kernel)
@@ -318,6 +352,7 @@ if __name__ == "__main__":
     print("\n\n".join(speed_tables(load("phase1_speed"))), end="\n\n")
     print("\n\n".join(linearity_tables(load("phase1_linearity"))), end="\n\n")
     print(ranks_table(load("phase1_ranks")), end="\n\n")
+    print("\n\n".join(before_after_sentences(load("phase1_before_after"), load("phase1_speed"))), end="\n\n")
     print(decontam_kernel_sentence(load("decontam_speed")), end="\n\n")
     print(sandbox_sentence(load("sandbox_cost")), end="\n\n")
     print(convert_memory_sentence(load("convert_memory")))
